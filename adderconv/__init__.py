@@ -1,0 +1,37 @@
+"""adderconv: turn CNNs into multiplication-free AdderNets, fine-tune them, and measure what that saves.
+
+>>> import torch, adderconv
+>>> layer = adderconv.AdderConv2d(3, 8, 3, padding=1)
+>>> layer(torch.randn(1, 3, 8, 8)).shape
+torch.Size([1, 8, 8, 8])
+"""
+from __future__ import annotations
+
+from pathlib import Path as _Path
+
+# In a source checkout the design card keeps analysis/, converters/ and cli.py beside this folder; the wheel
+# places them inside it. Either way they import as adderconv.analysis, adderconv.converters, adderconv.cli.
+_root = _Path(__file__).resolve().parent.parent
+if (_root / "cli.py").is_file() and (_root / "pyproject.toml").is_file() and not (_Path(__file__).parent / "cli.py").exists():
+    __path__.append(str(_root))  # type: ignore[name-defined]
+
+from .adaptive_lr import AdaptiveLR, adaptive_scale  # noqa: E402
+from .errors import AdderconvError  # noqa: E402
+from .io import load_model  # noqa: E402
+from .layers import AdderConv1d, AdderConv2d, AdderLinear  # noqa: E402
+from .ops import adder_conv2d  # noqa: E402
+from .sr import AdderSRBlock, PowerActivation  # noqa: E402
+from .zoo import default_input_shape, get_model, list_models  # noqa: E402
+
+try:
+    from importlib.metadata import PackageNotFoundError, version as _version
+
+    __version__ = _version("adderconv")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "AdaptiveLR", "adaptive_scale", "AdderconvError", "load_model", "AdderConv1d", "AdderConv2d", "AdderLinear",
+    "adder_conv2d", "AdderSRBlock", "PowerActivation", "default_input_shape", "get_model", "list_models",
+    "__version__",
+]

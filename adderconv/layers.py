@@ -1,0 +1,199 @@
+"""Adder layers with the constructor signatures of their torch.nn counterparts."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._shapes import pair, same_padding
+from .ops import adder_conv2d
+
+__all__ = ["AdderConv2d", "AdderConv1d", "AdderLinear"]
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+class AdderConv2d(nn.Module):
+    """2-d adder layer: ``Y = -sum |X - W|`` over each receptive field (AdderNet, CVPR 2020).
+
+    Arguments mean what they mean for :class:`torch.nn.Conv2d`. Follow it with BatchNorm: the outputs are
+    all negative and large, and training stalls without normalisation.
+
+    >>> layer = AdderConv2d(3, 8, 3, padding=1)
+    >>> layer(torch.randn(1, 3, 16, 16)).shape
+    torch.Size([1, 8, 16, 16])
+    """
+
+    _conv_type: type[nn.Module] = nn.Conv2d
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | str = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = False,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
+                             f"by groups ({groups})")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.dilation = pair(dilation, "dilation")
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding string must be 'same' or 'valid', got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError("padding='same' is not supported for strided adder layers (as in nn.Conv2d)")
+            self.padding: tuple[int, int] | str = padding
+        else:
+            self.padding = pair(padding, "padding")
+        self.padding_mode = padding_mode
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # The reference code's N(0, 1): BN follows, so the output scale does not matter, and weights on the
+        # scale of the (normalised) inputs keep the adaptive-LR step (eta * sqrt(k) * lr) a small fraction
+        # of ||W||. A conv-style 1/sqrt(fan_in) init makes each step move the weights by tens of percent.
+        nn.init.normal_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> "AdderConv2d":
+        """An adder layer with ``conv``'s geometry, weights (copied, not shared), bias, device and dtype."""
+        if type(conv) is not cls._conv_type:
+            raise TypeError(f"{cls.__name__}.from_conv expects an {cls._conv_type.__name__}, "
+                            f"got {type(conv).__name__}")
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        return layer
+
+    def _explicit_padding(self) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) padding, resolving 'same' and 'valid'."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            top, bottom = same_padding(self.kernel_size[0], self.dilation[0])
+            left, right = same_padding(self.kernel_size[1], self.dilation[1])
+            return (left, right, top, bottom)
+        ph, pw = self.padding  # type: ignore[misc]
+        return (pw, pw, ph, ph)
+
+    def forward(self, x: Tensor) -> Tensor:
+        left, right, top, bottom = self._explicit_padding()
+        if self.padding_mode != "zeros" or left != right or top != bottom:
+            # The op pads symmetrically with zeros; anything else is padded here first.
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, (left, right, top, bottom), mode=mode)
+            pad = (0, 0)
+        else:
+            pad = (top, left)
+        y = adder_conv2d(x, self.weight, self.stride, pad, self.dilation, self.groups)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding not in ((0, 0), "valid"):
+            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
+        return s
+
+
+class AdderConv1d(AdderConv2d):
+    """1-d adder layer (runs the 2-d op on a height-1 image). Arguments as :class:`torch.nn.Conv1d`."""
+
+    _conv_type = nn.Conv1d
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] = 1, padding: int | Sequence[int] | str = 0,
+                 dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = False,
+                 padding_mode: str = "zeros", device=None, dtype=None) -> None:
+        one = lambda v: v if isinstance(v, str) else (1, _single(v))  # noqa: E731
+        super().__init__(in_channels, out_channels, one(kernel_size), one(stride),
+                         padding if isinstance(padding, str) else (0, _single(padding)), one(dilation),
+                         groups, bias, padding_mode, device, dtype)
+        # Store the weight as Conv1d does, (O, I/G, k): state dicts swap freely with nn.Conv1d's.
+        self.weight = nn.Parameter(self.weight.data.squeeze(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        left, right, _, _ = self._explicit_padding()
+        if self.padding_mode != "zeros" or left != right:
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, (left, right), mode=mode)
+            left = 0
+        y = adder_conv2d(x.unsqueeze(2), self.weight.unsqueeze(2), self.stride, (0, left), self.dilation,
+                         self.groups).squeeze(2)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1)
+        return y
+
+
+def _single(v: int | Sequence[int]) -> int:
+    if isinstance(v, int):
+        return v
+    (item,) = tuple(v)
+    return int(item)
+
+
+class AdderLinear(nn.Module):
+    """Fully connected adder layer: ``y[o] = -sum_i |x[i] - W[o, i]|`` (+ bias). Arguments as nn.Linear."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, device=None, dtype=None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
+        nn.init.normal_(self.weight)   # as AdderConv2d (see there)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "AdderLinear":
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    device=linear.weight.device, dtype=linear.weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(linear.weight)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias)
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        y = adder_conv2d(x.reshape(-1, self.in_features, 1, 1), self.weight[:, :, None, None])
+        y = y.reshape(*lead, self.out_features)
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -1,0 +1,113 @@
+"""The adder convolution as one PyTorch custom op, ``torch.ops.adderconv.adder_conv2d``.
+
+torch.export, torch.compile, fvcore's tracer and the ONNX exporter all see one named node; every kernel
+sits behind it (see :mod:`adderconv.kernels`). Its autograd follows AdderNet rather than calculus:
+
+- ``grad_weight = sum g * (X - W)``               (full precision; the true derivative is sign(X - W))
+- ``grad_input  = sum_o g * HardTanh(W - X)``      (clipped; the true derivative is sign(W - X))
+
+The two gradients are custom ops too, so compiled graphs keep them opaque and fake-tensor tracing works.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from . import kernels
+from ._shapes import conv_output_size, pair
+
+__all__ = ["adder_conv2d"]
+
+
+def _check(x: Tensor, weight: Tensor, groups: int) -> None:
+    if x.dim() != 4 or weight.dim() != 4:
+        raise ValueError(f"adder_conv2d expects 4-d input and weight, got {x.dim()}-d and {weight.dim()}-d")
+    if groups < 1 or x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups:
+        raise ValueError(f"adder_conv2d: input has {x.shape[1]} channels, weight {tuple(weight.shape)}, "
+                         f"groups={groups}: expected input channels = weight.shape[1] * groups and "
+                         f"out channels divisible by groups")
+
+
+def _out_shape(x: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[int, int, int, int]:
+    hw = [conv_output_size(x.shape[2 + i], weight.shape[2 + i], stride[i], padding[i], dilation[i]) for i in range(2)]
+    if min(hw) < 1:
+        raise ValueError(f"adder_conv2d: input {tuple(x.shape[2:])} is smaller than the kernel "
+                         f"{tuple(weight.shape[2:])} (padding {tuple(padding)}, dilation {tuple(dilation)})")
+    return (x.shape[0], weight.shape[0], hw[0], hw[1])
+
+
+@torch.library.custom_op("adderconv::adder_conv2d", mutates_args=())
+def _adder_conv2d(x: Tensor, weight: Tensor, stride: list[int], padding: list[int], dilation: list[int],
+                  groups: int) -> Tensor:
+    _check(x, weight, groups)
+    _out_shape(x, weight, stride, padding, dilation)
+    return kernels.backend_for(x).forward(x.contiguous(), weight.contiguous(), stride, padding, dilation, groups)
+
+
+@_adder_conv2d.register_fake
+def _(x, weight, stride, padding, dilation, groups):
+    _check(x, weight, groups)
+    return x.new_empty(_out_shape(x, weight, stride, padding, dilation))
+
+
+@torch.library.custom_op("adderconv::adder_conv2d_grad_input", mutates_args=())
+def _grad_input(grad: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
+                dilation: list[int], groups: int) -> Tensor:
+    return kernels.backend_for(x).grad_input(grad.contiguous(), x.contiguous(), weight.contiguous(),
+                                             stride, padding, dilation, groups)
+
+
+@_grad_input.register_fake
+def _(grad, x, weight, stride, padding, dilation, groups):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("adderconv::adder_conv2d_grad_weight", mutates_args=())
+def _grad_weight(grad: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
+                 dilation: list[int], groups: int) -> Tensor:
+    return kernels.backend_for(x).grad_weight(grad.contiguous(), x.contiguous(), weight.contiguous(),
+                                              stride, padding, dilation, groups)
+
+
+@_grad_weight.register_fake
+def _(grad, x, weight, stride, padding, dilation, groups):
+    return torch.empty_like(weight)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, stride, padding, dilation, groups = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.conf = (stride, padding, dilation, groups)
+
+
+def _backward(ctx, grad: Tensor):
+    x, weight = ctx.saved_tensors
+    need_x, need_w = ctx.needs_input_grad[:2]
+    gx = _grad_input(grad, x, weight, *ctx.conf) if need_x else None
+    gw = _grad_weight(grad, x, weight, *ctx.conf) if need_w else None
+    return gx, gw, None, None, None, None
+
+
+_adder_conv2d.register_autograd(_backward, setup_context=_setup_context)
+
+
+def adder_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> Tensor:
+    """Adder convolution ``Y[n,o,p] = -sum_j |X_col[n,j,p] - W[o,j]|`` with zero padding.
+
+    Shapes follow :func:`torch.nn.functional.conv2d` (no bias; add it outside).
+
+    >>> y = adder_conv2d(torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3), padding=1)
+    >>> tuple(y.shape)
+    (2, 4, 8, 8)
+    """
+    return _adder_conv2d(x, weight, list(pair(stride, "stride")), list(pair(padding, "padding")),
+                         list(pair(dilation, "dilation")), int(groups))

@@ -1,0 +1,101 @@
+"""The ``adderconv`` command line: a thin Typer app; every command is one call into the library.
+
+Commands live here as short functions; shared option types are defined once below, so ``--input-shape``
+reads the same in every command. User mistakes raise :class:`AdderconvError` and come out as one line on
+stderr with exit code 2 (set ``ADDERCONV_DEBUG=1`` for the traceback).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from adderconv import __version__
+from adderconv.errors import AdderconvError
+
+__all__ = ["app", "main", "parse_shape"]
+
+app = typer.Typer(
+    name="adderconv",
+    help="Turn CNNs into multiplication-free AdderNets, fine-tune them, and measure what that saves.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """'1,3,224,224' or '1x3x224x224' -> (1, 3, 224, 224)."""
+    if text is None:
+        return None
+    parts = text.replace("x", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise AdderconvError(f"--input-shape must be integers like 1,3,224,224, got {text!r}") from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise AdderconvError(f"--input-shape needs at least (batch, channels), all positive, got {text!r}")
+    return shape
+
+
+# Shared option types: one definition, the same spelling and help in every command.
+ModelArg = Annotated[str, typer.Argument(help="Zoo name, .onnx, .safetensors/.pt state dict (+ --arch), "
+                                              "or a pickled model with --trust.")]
+InputShape = Annotated[Optional[str], typer.Option("--input-shape", "-s",
+                                                   help="Input shape, e.g. 1,3,224,224 (zoo models have a default).")]
+Arch = Annotated[Optional[str], typer.Option("--arch", help="Architecture for a state dict: zoo name or module:factory.")]
+Trust = Annotated[bool, typer.Option("--trust", help="Allow loading pickles/TorchScript/.pt2 (they can run code).")]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"adderconv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
+                                                help="Show the version and exit.")] = False) -> None:
+    """adderconv: AdderNet conversion, fine-tuning, energy analysis and ONNX export."""
+
+
+@app.command("zoo")
+def zoo_cmd() -> None:
+    """List the built-in models (CNN and adder variants of the papers' networks)."""
+    from adderconv import zoo
+
+    for name in zoo.list_models():
+        e = zoo.entry(name)
+        typer.echo(f"{name:18s} {'x'.join(map(str, e.input_shape)):12s} {e.description}")
+
+
+# --- commands of the other modules register below this line (keep each 10-25 lines) ---
+
+
+def main() -> None:
+    """Entry point: the one error boundary that turns user mistakes into one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except AdderconvError as e:
+        if os.environ.get("ADDERCONV_DEBUG"):
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click usage errors come through here with standalone_mode=False
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

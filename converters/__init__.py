@@ -1,0 +1,1 @@
+"""Conversion of CNNs into AdderNets and ONNX export (installed as adderconv.converters)."""
