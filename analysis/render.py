@@ -1,0 +1,128 @@
+"""Rich views of energy reports: one model, or CNN vs adder side by side. Views only format.
+
+Tables use plain ASCII-safe box drawing and fold long names, so they survive narrow terminals; a console
+writing to a file or pipe emits no colour codes (rich's default for non-terminals).
+
+>>> import io
+>>> from rich.console import Console
+>>> from .api import analyze
+>>> console = Console(file=io.StringIO(), width=100)
+>>> render_report(analyze("lenet5_bn"), console, top=3)
+>>> "Totals" in console.file.getvalue()
+True
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from .counts import KINDS
+from .energy import EnergyReport
+
+__all__ = ["render_report", "render_comparison", "fmt_count", "fmt_energy"]
+
+
+def fmt_count(n: float) -> str:
+    """1234567 -> '1.23M' (exact below ten thousand)."""
+    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div and (div > 1e3 or abs(n) >= 1e4):
+            return f"{n / div:.2f}{unit}"
+    return f"{int(n)}" if float(n).is_integer() else f"{n:.2f}"
+
+
+def fmt_energy(pj: float) -> str:
+    """Picojoules with an SI prefix: 1.5e6 -> '1.50 uJ'."""
+    for div, unit in ((1e12, "J"), (1e9, "mJ"), (1e6, "uJ"), (1e3, "nJ")):
+        if abs(pj) >= div:
+            return f"{pj / div:.2f} {unit}"
+    return f"{pj:.2f} pJ"
+
+
+def _table(title: str, *columns: str, right: Sequence[int] = ()) -> Table:
+    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold", pad_edge=False)
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="right" if i in right else "left", overflow="fold")
+    return t
+
+
+def _header(r: EnergyReport) -> str:
+    shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
+    return (f"[bold]{r.model}[/bold]  input {shape}  precision {r.precision}  prices {r.table}  "
+            f"front end {r.frontend}")
+
+
+def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_layers: bool = False) -> None:
+    """Totals, per-kind, per-class and per-layer tables (top layers by energy first), then notes."""
+    r = report
+    console.print(_header(r))
+    totals = _table("Totals", "kind", "count", "energy", "share", right=(1, 2, 3))
+    for kind, (n, pj) in r.by_kind.items():
+        share = f"{pj / r.totals.energy_pj:.1%}" if r.totals.energy_pj else "-"
+        totals.add_row(kind, fmt_count(n), fmt_energy(pj) if kind not in r.totals.unpriced else "unpriced", share)
+    totals.add_row("[bold]compute[/bold]", "", f"[bold]{fmt_energy(r.totals.energy_pj)}[/bold]", "")
+    if r.memory:
+        totals.add_row(f"memory ({r.memory})", "", fmt_energy(r.totals.memory_pj), "")
+    console.print(totals)
+    cats = _table("By operator class", "class", "mul", "add", "other", right=(1, 2, 3))
+    for cat, t in r.by_category.items():
+        other = sum(v for k, v in t.items() if k not in ("mul", "add"))
+        cats.add_row(cat, fmt_count(t["mul"]), fmt_count(t["add"]), fmt_count(other))
+    console.print(cats)
+    layers = sorted(r.layers, key=lambda le: -le.energy_pj) if not all_layers else list(r.layers)
+    shown = layers if all_layers else [le for le in layers[:top] if le.energy_pj or le.counts]
+    title = "Layers (execution order)" if all_layers else f"Top {len(shown)} of {len(r.layers)} layers by energy"
+    cols = ["layer", "type", "mul", "add", "energy", "share"] + (["memory"] if r.memory else [])
+    lt = _table(title, *cols, right=(2, 3, 4, 5, 6))
+    for le in shown:
+        row = [le.name or "(model)", le.type, fmt_count(le.mul), fmt_count(le.add), fmt_energy(le.energy_pj),
+               f"{r.share(le):.1%}"]
+        lt.add_row(*row, *([fmt_energy(le.memory_pj)] if r.memory else []))
+    console.print(lt)
+    _notes(r, console)
+
+
+def _notes(r: EnergyReport, console: Console) -> None:
+    console.print("[bold]Notes[/bold]")
+    for line in r.conventions:
+        console.print(f"- {line}")
+    if r.unsupported:
+        ops = ", ".join(f"{op} x{n}" for op, n in r.unsupported.items())
+        console.print(f"- [yellow]not counted (no handle):[/yellow] {ops}")
+    else:
+        console.print("- every operator was counted or is zero-arithmetic")
+    if r.totals.unpriced:
+        console.print("- unpriced kinds (no price in the table): "
+                      + ", ".join(f"{k} {fmt_count(n)}" for k, n in r.totals.unpriced.items()))
+    for est in r.estimates:
+        console.print(f"- estimated price: {est}")
+    if r.memory:
+        console.print(f"- memory: each leaf layer reads its weights and inputs and writes its outputs once at "
+                      f"{r.memory}; reported apart from compute")
+
+
+def render_comparison(before: EnergyReport, after: EnergyReport, console: Console, *,
+                      more: Sequence[tuple[EnergyReport, EnergyReport]] = (), title: str | None = None) -> None:
+    """Side by side: counts per kind and compute energy of two models (e.g. CNN vs adder).
+
+    ``more`` adds energy rows for further (before, after) pairs, e.g. the same models priced at int8.
+    """
+    t = _table(title or f"{before.model} vs {after.model}", "", before.model, after.model, "after/before",
+               right=(1, 2, 3))
+
+    def ratio(a: float, b: float) -> str:
+        return f"{b / a:.3f}x" if a else ("-" if not b else "new")
+
+    for kind in KINDS:
+        a, b = before.totals.counts[kind], after.totals.counts[kind]
+        if a or b:
+            t.add_row(kind, fmt_count(a), fmt_count(b), ratio(a, b))
+    for x, y in ((before, after), *more):
+        t.add_row(f"energy {x.precision}", fmt_energy(x.totals.energy_pj), fmt_energy(y.totals.energy_pj),
+                  ratio(x.totals.energy_pj, y.totals.energy_pj))
+        if x.memory:
+            t.add_row(f"memory {x.precision}", fmt_energy(x.totals.memory_pj), fmt_energy(y.totals.memory_pj),
+                      ratio(x.totals.memory_pj, y.totals.memory_pj))
+    console.print(t)
