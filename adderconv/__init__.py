@@ -30,7 +30,19 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
+# Lazily imported names: name -> submodule (keeps `import adderconv` light and free of import cycles).
+_LAZY = {"convert": "converters"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'adderconv' has no attribute {name!r}")
+
+
 __all__ = [
+    "convert",
     "AdaptiveLR", "adaptive_scale", "AdderconvError", "load_model", "AdderConv1d", "AdderConv2d", "AdderLinear",
     "adder_conv2d", "AdderSRBlock", "PowerActivation", "default_input_shape", "get_model", "list_models",
     "__version__",

@@ -1,0 +1,72 @@
+"""The conversion report: what was converted, what was kept and why, and the recipe that replays it.
+
+The recipe is JSON stored in a saved file's metadata ("adderconv.recipe"); :func:`apply_recipe` rebuilds the
+converted structure on a fresh original architecture so the saved state dict loads into it.
+
+>>> r = ConversionReport([LayerRecord("conv1", "Conv2d", False, "kept: first multiplicative layer (keep_first)")])
+>>> r.kept[0].name
+'conv1'
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["LayerRecord", "ConversionReport", "RECIPE_FORMAT"]
+
+RECIPE_FORMAT = "adderconv.recipe/1"
+
+
+@dataclass
+class LayerRecord:
+    """One multiplicative layer and its fate. ``aliases``: other names of a shared module."""
+
+    name: str
+    type_name: str
+    converted: bool
+    reason: str
+    new_type: str = ""
+    bn_inserted: bool = False
+    shortcut: bool = False
+    power: bool = False
+    index: int = -1
+    aliases: tuple[str, ...] = ()
+    calls: int = 0                       # times it ran in the trace (a shared module runs more than once)
+
+
+@dataclass
+class ConversionReport:
+    """Facts about one conversion; renderers (the CLI's rich table) format it."""
+
+    layers: list[LayerRecord] = field(default_factory=list)
+    functional: list[str] = field(default_factory=list)    # multiplicative ops no module swap can reach
+    traced: bool = False
+    policy_json: str = "{}"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def converted(self) -> list[LayerRecord]:
+        return [r for r in self.layers if r.converted]
+
+    @property
+    def kept(self) -> list[LayerRecord]:
+        return [r for r in self.layers if not r.converted]
+
+    def recipe(self) -> str:
+        """JSON replayed by :func:`adderconv.converters.apply_recipe`."""
+        return json.dumps({
+            "format": RECIPE_FORMAT,
+            "policy": json.loads(self.policy_json),
+            "layers": [{"name": r.name, "from": r.type_name, "to": r.new_type, "bn": r.bn_inserted,
+                        "shortcut": r.shortcut, "power": r.power} for r in self.converted],
+        }, sort_keys=True)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        lines = [f"converted {len(self.converted)} of {len(self.layers)} layers"
+                 f" ({'traced' if self.traced else 'not traced'})"]
+        lines += [f"  {r.name:40s} {r.type_name:>8s} -> {r.new_type or '-':12s} {r.reason}" for r in self.layers]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Module swap (the normal path): replace chosen Conv1d/Conv2d/Linear modules by adder layers.
+
+In the style of torch.ao.quantization: an exact-type mapping from a getter returning a copy, the target class
+owns the conversion (``AdderConv2d.from_conv``), replacements are collected first and then assigned under
+every name a module has (a shared module stays shared and is converted once), hooks, device, dtype and
+train/eval mode carry over, and the caller's model is left alone unless ``inplace=True``.
+
+>>> import torch, adderconv
+>>> cnn = adderconv.get_model("resnet20")
+>>> net = convert(cnn, example_inputs=(torch.randn(1, 3, 32, 32),))
+>>> len(net.adderconv_report.converted), len(net.adderconv_report.kept)
+(20, 2)
+"""
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+
+from torch import nn
+
+from adderconv.errors import AdderconvError
+
+from .blocks import AdderBlock, build_adder
+from .discover import aliases, discover
+from .policy import Policy, decide_all
+from .report import RECIPE_FORMAT, ConversionReport, LayerRecord
+
+__all__ = ["convert", "apply_recipe", "replace_module"]
+
+REPORT_ATTR = "adderconv_report"
+
+
+def replace_module(model: nn.Module, module: nn.Module, new: nn.Module, names: Sequence[str]) -> None:
+    """Assign ``new`` under every name in ``names`` (all the places ``module`` is registered)."""
+    for name in names:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        if parent._modules.get(attr) is not module:
+            raise AdderconvError(f"internal: {name!r} is not the module being replaced")
+        parent._modules[attr] = new
+
+
+def convert(model: nn.Module, policy: Policy | None = None, *, example_inputs: Sequence[object] | None = None,
+            inplace: bool = False, mapping: dict[type[nn.Module], type[nn.Module]] | None = None) -> nn.Module:
+    """Return ``model`` with the convolutions ``policy`` chooses replaced by adder layers.
+
+    ``example_inputs`` (a tuple of arguments for ``forward``) lets the converter trace the model: first/last
+    layers then follow execution order, BatchNorm is inserted only where an adder output is not normalised,
+    and functional convolutions are reported. The result carries its :class:`ConversionReport` as
+    ``model.adderconv_report`` (its ``recipe()`` is what saved files store).
+    Converted weights are the conv's weights (``policy.weight_init``; see the README on scale).
+    """
+    policy = policy or Policy()
+    if not isinstance(model, nn.Module):
+        raise AdderconvError(f"convert expects an nn.Module, got {type(model).__name__}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    found = discover(model, example_inputs, mapping)
+    decisions = decide_all(list(found.layers.values()), policy)
+    names = aliases(model)
+    report = ConversionReport(functional=found.functional, traced=found.traced, policy_json=policy.to_json(),
+                              warnings=list(found.warnings))
+    replacements = []
+    for name, info in found.layers.items():
+        mod, decision = found.modules[name], decisions[name]
+        record = LayerRecord(name, info.type_name, decision.convert, decision.reason, index=info.index,
+                             aliases=tuple(n for n in names[id(mod)] if n != name), calls=found.calls[name])
+        if decision.convert:
+            new = build_adder(mod, bn=policy.insert_bn and not found.normalised[name], shortcut=policy.shortcut,
+                              power=policy.power, weight_init=policy.weight_init, mapping=mapping)
+            inner = new.adder if isinstance(new, AdderBlock) else new
+            record.new_type = type(inner).__name__
+            record.bn_inserted = isinstance(new, AdderBlock) and new.bn is not None
+            record.shortcut = isinstance(new, AdderBlock) and new.shortcut
+            record.power = isinstance(new, AdderBlock) and new.power is not None
+            replacements.append((mod, new, names[id(mod)]))
+        report.layers.append(record)
+    for mod, new, where in replacements:      # collect first, then reassign
+        replace_module(model, mod, new, where)
+    setattr(model, REPORT_ATTR, report)
+    return model
+
+
+def apply_recipe(model: nn.Module, recipe: str) -> nn.Module:
+    """Rebuild a conversion on a fresh original architecture (in place) so a saved state dict loads into it.
+
+    >>> import adderconv
+    >>> net = convert(adderconv.get_model("resnet20"))
+    >>> again = apply_recipe(adderconv.get_model("resnet20"), net.adderconv_report.recipe())
+    >>> again.load_state_dict(net.state_dict())
+    <All keys matched successfully>
+    """
+    try:
+        spec = json.loads(recipe)
+        layers = spec["layers"]
+        if spec.get("format") != RECIPE_FORMAT:
+            raise ValueError(f"format {spec.get('format')!r}, expected {RECIPE_FORMAT!r}")
+    except (ValueError, KeyError, TypeError) as e:
+        raise AdderconvError(f"unreadable conversion recipe ({e})") from None
+    names = aliases(model)
+    replacements = []
+    for entry in layers:
+        try:
+            mod = model.get_submodule(entry["name"])
+        except AttributeError:
+            raise AdderconvError(f"recipe names layer {entry['name']!r}, which the architecture lacks") from None
+        if type(mod).__name__ != entry["from"]:
+            raise AdderconvError(f"recipe expects {entry['name']!r} to be {entry['from']}, "
+                                 f"the architecture has {type(mod).__name__}")
+        new = build_adder(mod, bn=entry.get("bn", False), shortcut=entry.get("shortcut", False),
+                          power=entry.get("power", False))
+        replacements.append((mod, new, names[id(mod)]))
+    for mod, new, where in replacements:
+        replace_module(model, mod, new, where)
+    return model
