@@ -1,0 +1,286 @@
+"""The ONNX front end: count an ONNX graph with shape inference, our ``ai.adderconv::AdderConv2d`` included.
+
+ONNX's shape inference does not know our domain, so the adder node's output shape is computed here from
+its Conv-style attributes and fed back until every shape is known. Per-element conventions reuse the
+PyTorch handles (one definition each); structured ops (Conv, Gemm, MatMul, norms, pools, Resize) have
+their own readers because their attributes differ from ATen's arguments. Layers are named by module path
+when the exporter recorded it (``pkg.torch.onnx.name_scopes``), else by node name.
+
+>>> import onnx
+>>> from onnx import helper, TensorProto as T
+>>> node = helper.make_node("AdderConv2d", ["x", "w"], ["y"], domain="ai.adderconv", kernel_shape=[3, 3],
+...                         strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], group=1)
+>>> g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", T.FLOAT, [1, 4, 8, 8]),
+...                       helper.make_tensor_value_info("w", T.FLOAT, [8, 4, 3, 3])],
+...                       [helper.make_tensor_value_info("y", T.FLOAT, None)])
+>>> count_onnx(helper.make_model(g)).total["add"]  # 2 x (1*8*8*8) x (4*3*3)
+36864
+"""
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+from adderconv.errors import AdderconvError
+
+from .counts import LayerCounts, ModelCounts, OpCount, Tally
+from .handles import HANDLES, _norm, conv_macs
+
+__all__ = ["count_onnx", "ADDER_DOMAIN", "ADDER_OP"]
+
+ADDER_DOMAIN, ADDER_OP = "ai.adderconv", "AdderConv2d"
+Shape = tuple[int, ...]
+OnnxHandle = Callable[[Any, list, list], Tally]    # (node, input shapes, output shapes) -> Tally
+
+_ONNX: dict[str, tuple[str, OnnxHandle]] = {}
+_SAME_AS_ATEN = {  # elementwise ops whose count depends only on the output shape: reuse the ATen handle
+    "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Relu": "relu", "Clip": "clamp",
+    "LeakyRelu": "leaky_relu", "PRelu": "prelu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Gelu": "gelu",
+    "Elu": "elu", "Selu": "selu", "Celu": "celu", "Mish": "mish", "HardSigmoid": "hardsigmoid",
+    "HardSwish": "hardswish", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Reciprocal": "reciprocal",
+    "Softmax": "softmax", "LogSoftmax": "log_softmax", "Equal": "eq", "Less": "lt", "Greater": "gt",
+    "LessOrEqual": "le", "GreaterOrEqual": "ge", "Max": "max", "Min": "min",
+}
+_IGNORED = {
+    "Identity", "Constant", "ConstantOfShape", "Shape", "Size", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+    "Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "Expand", "Cast", "CastLike", "Pad",
+    "Tile", "Dropout", "Range", "Abs", "Neg", "DepthToSpace", "SpaceToDepth", "ScatterND", "Where", "Not",
+    "And", "Or",
+}
+
+
+def _reg(op: str, category: str):
+    def wrap(fn: OnnxHandle) -> OnnxHandle:
+        if op in _ONNX:
+            raise ValueError(f"ONNX op {op!r} already has a handle")
+        _ONNX[op] = (category, fn)
+        return fn
+    return wrap
+
+
+def _attr(node, name: str, default: Any = None) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+@_reg("Conv", "conv")
+def _conv(node, i, o):
+    macs = conv_macs(i[0], i[1], o[0], False)
+    return Tally(mul=macs, add=macs + (math.prod(o[0]) if len(i) > 2 and i[2] is not None else 0))
+
+
+@_reg("ConvTranspose", "conv")
+def _conv_t(node, i, o):
+    macs = conv_macs(i[0], i[1], o[0], True)
+    return Tally(mul=macs, add=macs + (math.prod(o[0]) if len(i) > 2 and i[2] is not None else 0))
+
+
+@_reg(ADDER_OP, "adder")
+def _adder(node, i, o):
+    t = Tally(add=2 * conv_macs(i[0], i[1], o[0], False))
+    return t + Tally(add=math.prod(o[0])) if len(i) > 2 and i[2] is not None else t
+
+
+@_reg("Gemm", "linear")
+def _gemm(node, i, o):
+    k = i[0][0] if _attr(node, "transA", 0) else i[0][1]
+    macs = math.prod(o[0]) * k
+    return Tally(mul=macs, add=macs + (math.prod(o[0]) if len(i) > 2 and i[2] is not None else 0))
+
+
+@_reg("MatMul", "matmul")
+def _matmul(node, i, o):
+    macs = math.prod(o[0]) * i[0][-1]
+    return Tally(mul=macs, add=macs)
+
+
+@_reg("BatchNormalization", "norm")
+def _bn(node, i, o):
+    n = math.prod(i[0])
+    return Tally(mul=n, add=n)        # eval: one affine per element, as the PyTorch handle
+
+
+@_reg("LayerNormalization", "norm")
+def _ln(node, i, o):
+    axis = _attr(node, "axis", -1) % len(i[0])
+    return _norm(math.prod(i[0]), math.prod(i[0][:axis]), len(i) > 1 and i[1] is not None)
+
+
+@_reg("GroupNormalization", "norm")
+def _gn(node, i, o):
+    return _norm(math.prod(i[0]), i[0][0] * int(_attr(node, "num_groups")), True)
+
+
+@_reg("InstanceNormalization", "norm")
+def _in(node, i, o):
+    return _norm(math.prod(i[0]), i[0][0] * i[0][1], True)
+
+
+@_reg("MaxPool", "pool")
+def _maxpool(node, i, o):
+    return Tally(cmp=math.prod(o[0]) * (math.prod(_attr(node, "kernel_shape")) - 1))
+
+
+@_reg("AveragePool", "pool")
+def _avgpool(node, i, o):
+    n = math.prod(o[0])
+    return Tally(add=n * (math.prod(_attr(node, "kernel_shape")) - 1), mul=n)
+
+
+def _reduce_mean(node, i, o):
+    n_in, n_out = math.prod(i[0]), math.prod(o[0])
+    return Tally(add=n_in - n_out, mul=n_out)
+
+
+_reg("GlobalAveragePool", "pool")(_reduce_mean)
+_reg("ReduceMean", "pool")(_reduce_mean)
+_reg("ReduceSum", "reduce")(lambda node, i, o: Tally(add=math.prod(i[0]) - math.prod(o[0])))
+_reg("GlobalMaxPool", "pool")(lambda node, i, o: Tally(cmp=math.prod(i[0]) - math.prod(o[0])))
+_reg("ReduceMax", "reduce")(lambda node, i, o: Tally(cmp=math.prod(i[0]) - math.prod(o[0])))
+
+
+@_reg("Resize", "upsample")
+def _resize(node, i, o):
+    mode = _attr(node, "mode", b"nearest")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    spatial = sum(1 for a, b in zip(i[0], o[0]) if a != b) or 2
+    name = {"nearest": "nearest", "cubic": "bicubic"}.get(mode, {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial])
+    d = spatial if name != "bicubic" else 2
+    return HANDLES[f"aten::upsample_{name}{d}d"].fn([i[0]], [o[0]])
+
+
+def _aten_like(op: str) -> OnnxHandle:
+    h = HANDLES[f"aten::{op}"]
+    return lambda node, i, o: h.fn([*i, *([None] * 2)], o)
+
+
+for _o, _a in _SAME_AS_ATEN.items():
+    _reg(_o, HANDLES[f"aten::{_a}"].category)(_aten_like(_a))
+
+
+def _dims(vi) -> Shape | None:
+    t = vi.type.tensor_type
+    if not t.HasField("shape") or any(not d.HasField("dim_value") for d in t.shape.dim):
+        return None
+    return tuple(int(d.dim_value) for d in t.shape.dim)
+
+
+def _adder_out(x: Shape, w: Shape, node) -> Shape:
+    k = _attr(node, "kernel_shape") or list(w[2:])
+    s, d = _attr(node, "strides") or [1, 1], _attr(node, "dilations") or [1, 1]
+    p = _attr(node, "pads") or [0, 0, 0, 0]
+    hw = [(x[2 + a] + p[a] + p[a + 2] - d[a] * (k[a] - 1) - 1) // s[a] + 1 for a in range(2)]
+    if min(hw) < 1:
+        raise AdderconvError(f"ONNX node {node.name!r}: input {x} is smaller than its kernel {tuple(k)}")
+    return (x[0], w[0], *hw)
+
+
+def _set_inputs(model: onnx.ModelProto, input_shape: Sequence[int] | None) -> None:
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    for n, vi in enumerate(inputs):
+        dims = vi.type.tensor_type.shape.dim
+        if input_shape is not None and n == 0:
+            if len(dims) != len(input_shape):
+                raise AdderconvError(f"--input-shape {tuple(input_shape)} has {len(input_shape)} dims; the ONNX "
+                                     f"input {vi.name!r} has {len(dims)}")
+            for dim, v in zip(dims, input_shape):
+                if dim.HasField("dim_value") and dim.dim_value != v:
+                    raise AdderconvError(f"--input-shape {tuple(input_shape)} does not fit the ONNX input "
+                                         f"{vi.name!r}, whose dims are fixed to {_dims(vi)}")
+                dim.dim_value = int(v)
+        for a, dim in enumerate(dims):
+            if not dim.HasField("dim_value"):
+                if a != 0:
+                    raise AdderconvError(f"ONNX input {vi.name!r} has a symbolic dim {dim.dim_param!r} at "
+                                         f"position {a}; pass --input-shape")
+                dim.dim_value = 1           # a dynamic batch counts as batch 1
+
+
+def _infer(model: onnx.ModelProto) -> dict[str, Shape]:
+    """Shapes of every value, feeding our adder nodes' output shapes back into ONNX shape inference."""
+    for _ in range(len(model.graph.node) + 1):
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
+        g = inferred.graph
+        shapes = {t.name: tuple(t.dims) for t in g.initializer}
+        for vi in [*g.input, *g.value_info, *g.output]:
+            if (s := _dims(vi)) is not None:
+                shapes[vi.name] = s
+        added = False
+        for node in g.node:
+            if node.domain == ADDER_DOMAIN and node.op_type == ADDER_OP and node.output[0] not in shapes:
+                x, w = shapes.get(node.input[0]), shapes.get(node.input[1])
+                if x is not None and w is not None:
+                    model.graph.value_info.append(helper.make_tensor_value_info(
+                        node.output[0], onnx.TensorProto.FLOAT, _adder_out(x, w, node)))
+                    added = True
+        if not added:
+            return shapes
+    return shapes
+
+
+def _layer_name(node) -> str:
+    meta = {p.key: p.value for p in node.metadata_props}
+    if "pkg.torch.onnx.name_scopes" in meta:
+        try:
+            scopes = ast.literal_eval(meta["pkg.torch.onnx.name_scopes"])
+            return scopes[-2] if len(scopes) >= 2 else ""
+        except (ValueError, SyntaxError):
+            pass
+    if "namespace" in meta:                 # fused nodes keep only the namespace: 'name: type/...'
+        parts = meta["namespace"].split("/")
+        return parts[-2].split(":")[0].strip() if len(parts) >= 2 else ""
+    if node.name.startswith("/"):           # TorchScript exporter: /layer1/layer1.0/conv1/Conv
+        return "/".join(p for p in node.name.split("/")[1:-1] if p)
+    return node.name or node.op_type
+
+
+def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] | None = None) -> ModelCounts:
+    """Count every node of an ONNX model's main graph, per layer and per op type."""
+    if not isinstance(model, onnx.ModelProto):
+        try:
+            model = onnx.load(str(model), load_external_data=False)
+        except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as e:  # noqa: B014
+            raise AdderconvError(f"{model}: not a readable ONNX file ({str(e).splitlines()[0] if str(e) else e})") from None
+    else:
+        model = onnx.ModelProto.FromString(model.SerializeToString())   # never mutate the caller's model
+    if not any(o.domain == ADDER_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(ADDER_DOMAIN, 1))   # lets shape inference pass our node
+    _set_inputs(model, input_shape)
+    shapes = _infer(model)
+    layers: dict[str, LayerCounts] = {}
+    ignored: dict[str, int] = {}
+    init_names = {t.name for t in model.graph.initializer}
+    for node in model.graph.node:
+        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        key = node.op_type if node.domain in ("", "ai.onnx", ADDER_DOMAIN) else op
+        if key in _IGNORED and node.domain in ("", "ai.onnx"):
+            ignored[op] = ignored.get(op, 0) + 1
+            continue
+        name = _layer_name(node)
+        layer = layers.setdefault(name, LayerCounts(name=name, type=node.op_type))
+        if key not in _ONNX or (node.domain == ADDER_DOMAIN) != (key == ADDER_OP):
+            layer.unsupported[op] = layer.unsupported.get(op, 0) + 1
+            continue
+        category, fn = _ONNX[key]
+        ins = [shapes.get(v) if v else None for v in node.input]
+        outs = [shapes.get(v) for v in node.output]
+        if outs[0] is None or (ins and ins[0] is None):
+            key = f"{op} (shape unknown)"
+            layer.unsupported[key] = layer.unsupported.get(key, 0) + 1
+            continue
+        if category in ("conv", "adder", "norm") and layer.type != node.op_type and not layer.ops:
+            layer.type = node.op_type
+        layer.ops.append(OpCount(op, category, fn(node, ins, outs)))
+        layer.weights += sum(math.prod(shapes[v]) for v in node.input[1:] if v in init_names)
+        layer.act_in += sum(math.prod(s) for v, s in zip(node.input, ins) if s and v not in init_names)
+        layer.act_out += sum(math.prod(s) for s in outs if s)
+    return ModelCounts(layers=list(layers.values()), ignored=dict(sorted(ignored.items())), frontend="onnx")
