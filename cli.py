@@ -74,6 +74,37 @@ def zoo_cmd() -> None:
 # --- commands of the other modules register below this line (keep each 10-25 lines) ---
 
 
+@app.command("energy")
+def energy_cmd(
+    model: Annotated[Optional[str], typer.Argument(help="Zoo name, .onnx, state dict (+ --arch) or, with --trust, a "
+                                                        "pickle. None: ResNet-20 CNN vs its AdderNet.")] = None,
+    input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
+    precision: Annotated[str, typer.Option(help="fp32, fp16, bf16, int8, int16 or int32.")] = "fp32",
+    layer_precision: Annotated[Optional[list[str]], typer.Option(help="Per-layer precision, PATTERN=PREC "
+                                                                      "(glob over layer names); repeatable.")] = None,
+    table: Annotated[Optional[str], typer.Option(help="Price list TOML (default: Horowitz 45 nm).")] = None,
+    memory: Annotated[Optional[str], typer.Option(help="Add memory energy at sram_8kb|sram_32kb|sram_1mb|dram.")] = None,
+    energy_scale: Annotated[float, typer.Option(help="Multiply every price (technology-node scaling).")] = 1.0,
+    compare: Annotated[Optional[str], typer.Option(help="A second model to compare against (e.g. the CNN).")] = None,
+    all_layers: Annotated[bool, typer.Option(help="List every layer in execution order.")] = False,
+    top: Annotated[int, typer.Option(help="Layers shown, most energy first.")] = 10,
+    json_path: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON.")] = None,
+    markdown: Annotated[Optional[str], typer.Option(help="Write a Markdown report (PR comments).")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="A previous --json report; exit 1 if totals grew.")] = None,
+    max_increase: Annotated[str, typer.Option(help="Allowed growth over --baseline, e.g. 1%.")] = "1%",
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any operator could not be counted.")] = False,
+) -> None:
+    """Count multiplications and additions per layer, price them at 45 nm, report, and gate CI."""
+    from rich.console import Console
+
+    from adderconv.analysis.command import EnergyOptions, parse_layer_precision, run_energy
+
+    opts = EnergyOptions(model, parse_shape(input_shape), arch, trust, precision,
+                         parse_layer_precision(layer_precision or []), table, memory, energy_scale, compare,
+                         all_layers, top, json_path, markdown, baseline, max_increase, strict)
+    raise typer.Exit(run_energy(opts, Console()))
+
+
 def main() -> None:
     """Entry point: the one error boundary that turns user mistakes into one line and exit code 2."""
     try:

@@ -39,7 +39,9 @@ def _value(v: torch._C.Value) -> Any:
 
 
 def _trace(model: nn.Module, inputs: tuple) -> torch._C.Graph:
-    from fvcore.nn.jit_analysis import _get_scoped_trace_graph  # fvcore's tracer: scopes = module paths
+    with warnings.catch_warnings():   # fvcore's import touches torch.jit.script, deprecated in torch 2.13
+        warnings.simplefilter("ignore")
+        from fvcore.nn.jit_analysis import _get_scoped_trace_graph  # fvcore's tracer: scopes = module paths
 
     aliases: dict[Any, str] = {}
     for name, mod in model.named_modules(remove_duplicate=False):

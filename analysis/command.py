@@ -1,0 +1,116 @@
+"""What ``adderconv energy`` does, as a library call the thin CLI wraps (and tests call directly).
+
+>>> import io
+>>> from rich.console import Console
+>>> run_energy(EnergyOptions(model="lenet5_bn"), Console(file=io.StringIO()))
+0
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from adderconv.errors import AdderconvError
+from adderconv.io import atomic_write
+
+from .api import analyze
+from .energy import EnergyReport
+from .export import to_dict, to_json, to_markdown
+from .gate import GateResult, compare_to_baseline, load_baseline, parse_increase
+from .render import fmt_energy, render_comparison, render_report
+
+__all__ = ["EnergyOptions", "run_energy", "render_gate", "parse_layer_precision", "DEFAULT_PAIR"]
+
+DEFAULT_PAIR = ("resnet20", "resnet20_adder")   # what `adderconv energy` shows with no MODEL
+
+
+@dataclass
+class EnergyOptions:
+    model: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    arch: str | None = None
+    trust: bool = False
+    precision: str = "fp32"
+    layer_precision: dict[str, str] = field(default_factory=dict)
+    table: str | None = None
+    memory: str | None = None
+    energy_scale: float = 1.0
+    compare: str | None = None
+    all_layers: bool = False
+    top: int = 10
+    json_path: str | None = None
+    markdown_path: str | None = None
+    baseline: str | None = None
+    max_increase: str = "1%"
+    strict: bool = False
+
+
+def parse_layer_precision(items: Sequence[str]) -> dict[str, str]:
+    """['layer1.*=int8', 'fc=fp32'] -> {'layer1.*': 'int8', 'fc': 'fp32'} (glob patterns over layer names)."""
+    out = {}
+    for item in items:
+        pattern, sep, prec = item.partition("=")
+        if not sep or not pattern.strip() or not prec.strip():
+            raise AdderconvError(f"--layer-precision takes PATTERN=PRECISION (e.g. 'layer1.*=int8'), got {item!r}")
+        out[pattern.strip()] = prec.strip()
+    return out
+
+
+def _analyze(o: EnergyOptions, model: str, precision: str, shape: tuple[int, ...] | None) -> EnergyReport:
+    return analyze(model, shape, precision=precision, table=o.table, arch=o.arch, trust=o.trust,
+                   layer_precision=o.layer_precision, memory=o.memory, energy_scale=o.energy_scale)
+
+
+def render_gate(result: GateResult, console: Console) -> None:
+    from .render import _table
+
+    t = _table(f"Baseline check (max increase {result.max_increase:.2%})", "scope", "metric", "baseline",
+               "current", "change", "", right=(2, 3, 4))
+    for r in [*result.rows, *result.grown_layers[:10]]:
+        fmt = fmt_energy if r.metric.endswith("_pj") else (lambda v: f"{int(v):,}")
+        bad = r in result.regressions or r in result.grown_layers
+        change = f"{r.change:+.2%}" if r.baseline else "new"
+        t.add_row(r.scope, r.metric, fmt(r.baseline), fmt(r.current), change, "GREW" if bad else "ok")
+    console.print(t)
+    console.print("[bold red]regression[/bold red]: " + ", ".join(f"{r.metric} {r.change:+.2%}" for r in
+                                                                  result.regressions) if not result.ok else
+                  "[green]no regression[/green]")
+
+
+def run_energy(o: EnergyOptions, console: Console) -> int:
+    """Analyse, render, write files, check the baseline; returns the exit code (0 ok, 1 check failed)."""
+    max_increase = parse_increase(o.max_increase)          # usage errors surface before any work
+    baseline = load_baseline(o.baseline) if o.baseline else None
+    model, compare = o.model, o.compare
+    if model is None:
+        compare, model = compare or DEFAULT_PAIR[0], DEFAULT_PAIR[1]
+    report = _analyze(o, model, o.precision, o.input_shape)
+    other = _analyze(o, compare, o.precision, o.input_shape if o.model else None) if compare else None
+    if o.model is None:   # the built-in demo: also priced at int8 (or fp32 when int8 was asked for)
+        alt = "int8" if o.precision != "int8" else "fp32"
+        more = [(_analyze(o, compare, alt, None), _analyze(o, model, alt, None))]
+        render_comparison(other, report, console, more=more, title="ResNet-20 on CIFAR: CNN vs AdderNet")
+        render_report(report, console, top=o.top, all_layers=o.all_layers)
+    else:
+        render_report(report, console, top=o.top, all_layers=o.all_layers)
+        if other is not None:
+            render_comparison(other, report, console)
+    if o.json_path:
+        with atomic_write(o.json_path) as tmp:
+            Path(tmp).write_text(to_json(report), encoding="utf-8")
+    if o.markdown_path:
+        with atomic_write(o.markdown_path) as tmp:
+            Path(tmp).write_text(to_markdown(report, compare=other, top=o.top), encoding="utf-8")
+    code = 0
+    if baseline is not None:
+        result = compare_to_baseline(to_dict(report), baseline, max_increase)
+        render_gate(result, console)
+        code = 0 if result.ok else 1
+    if o.strict and report.unsupported:
+        console.print(f"[bold red]--strict[/bold red]: {len(report.unsupported)} operator type(s) not counted: "
+                      + ", ".join(report.unsupported))
+        code = 1
+    return code
