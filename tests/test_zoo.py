@@ -44,3 +44,18 @@ def test_resnet_names_and_depths():
     assert _count(get_model("resnet56_adder"), AdderConv2d) == 54 + 2
     with pytest.raises(KeyError, match="unknown zoo model"):
         get_model("resnet18_adder")
+
+
+def test_torch_compile_full_graph_matches_eager():
+    """torch.compile traces through the custom op (fake kernel) with no graph break, forward and backward."""
+    torch._dynamo.reset()
+    model = get_model("lenet5_bn_adder")
+    x = torch.randn(4, 1, 32, 32)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), model(x))
+    compiled(x).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model(x).sum().backward()
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad)
