@@ -105,10 +105,89 @@ def energy_cmd(
     raise typer.Exit(run_energy(opts, Console()))
 
 
+@app.command("finetune")
+def finetune_cmd(
+    model: ModelArg,
+    data: Annotated[str, typer.Option(help="digits (built in), cifar10:DIR, imagefolder:DIR, sr:DIR, sr:skimage, "
+                                           "or a directory (CIFAR-10 python batches or ImageFolder).")] = "digits",
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher for distillation (default: the original CNN "
+                                                        "when MODEL is a CNN file, converted first).")] = None,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output directory (checkpoint, metrics, model).")] = "finetune-out",
+    epochs: Annotated[int, typer.Option(help="Epochs (cosine schedule over all of them).")] = 10,
+    lr: Annotated[float, typer.Option(help="SGD learning rate (momentum 0.9).")] = 0.1,
+    batch_size: Annotated[int, typer.Option(help="Global batch size (split over DDP ranks).")] = 256,
+    weight_decay: Annotated[float, typer.Option(help="SGD weight decay.")] = 5e-4,
+    eta: Annotated[float, typer.Option(help="AdderNet's adaptive-LR eta (relative to each layer's weight RMS).")] = 0.2,
+    kd_alpha: Annotated[float, typer.Option(help="Weight of the distillation term (0: none).")] = 0.5,
+    kd_temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 4.0,
+    input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
+    convert: Annotated[bool, typer.Option(help="Convert a CNN MODEL to an AdderNet first.")] = True,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
+    seed: Annotated[int, typer.Option(help="Training seed (data order, augmentation, init).")] = 0,
+    split_seed: Annotated[int, typer.Option(help="Seed of the train/val/test split.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")] = "auto",
+    amp: Annotated[str, typer.Option(help="Mixed precision on GPU: auto (bf16, else fp16), bf16, fp16, off.")] = "auto",
+    limit: Annotated[Optional[int], typer.Option(help="Use at most N samples per split (smoke runs).")] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress bars or per-epoch lines.")] = False,
+) -> None:
+    """Fine-tune an AdderNet (converting a CNN first) with AdderNet's training rules, KD, checkpoints and DDP."""
+    from rich.console import Console
+
+    from adderconv.training.command import FinetuneOptions, run_finetune
+
+    opts = FinetuneOptions(model, data, teacher, out, epochs, lr, batch_size, weight_decay, eta, kd_alpha,
+                           kd_temperature, parse_shape(input_shape), arch, trust, convert, resume, seed, split_seed,
+                           device, amp, limit, workers, quiet)
+    raise typer.Exit(run_finetune(opts, Console()))
+
+
+@app.command("export")
+def export_cmd(
+    model: ModelArg,
+    output: Annotated[str, typer.Option("--output", "-o", help="The .onnx file to write.")],
+    input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
+    opset: Annotated[Optional[int], typer.Option(help="Default-domain ONNX opset (>= 13; default: torch's).")] = None,
+    static_batch: Annotated[bool, typer.Option(help="Fix the batch size (default: dynamic).")] = False,
+) -> None:
+    """Export to ONNX that plain onnxruntime runs: one ai.adderconv::AdderConv2d node per adder layer."""
+    from adderconv.converters.onnx_export import export_onnx, resolve_input_shape
+    from adderconv.converters.onnx_verify import load_seeded
+
+    shape = resolve_input_shape(model, arch, parse_shape(input_shape))
+    info = export_onnx(load_seeded(model, arch, trust), output, shape, opset=opset, dynamic_batch=not static_batch)
+    typer.echo(f"wrote {info.path}: {len(info.adder_nodes)} AdderConv2d nodes, {len(info.overloads)} kernel "
+               f"configurations, opset {info.opset}, input {info.input_names[0]} "
+               f"{'(dynamic batch)' if not static_batch else tuple(shape)}")
+
+
+@app.command("verify")
+def verify_cmd(
+    onnx_file: Annotated[str, typer.Argument(help="The .onnx file to check.")],
+    against: Annotated[str, typer.Option("--against", help="The PyTorch model it came from (as for export).")],
+    input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
+    tolerance: Annotated[float, typer.Option(help="Largest max|onnx - torch| / max|torch| that passes.")] = 1e-4,
+) -> None:
+    """Run onnxruntime and PyTorch on the same random inputs; exit 1 if the relative error exceeds --tolerance."""
+    from adderconv.converters.onnx_verify import load_seeded, verify_onnx
+
+    result = verify_onnx(onnx_file, load_seeded(against, arch, trust), parse_shape(input_shape), tolerance=tolerance)
+    for c in result.checks:
+        typer.echo(f"batch {c.batch}: rel error {c.rel_error:.2e} vs PyTorch float64, {c.rel_error_fp32:.2e} vs "
+                   f"float32 (PyTorch float32 vs float64: {c.torch_fp32_error:.2e})")
+    if result.input_independent:
+        typer.echo("note: every input gave the same output (untrained BatchNorm statistics?): a weak check", err=True)
+    typer.echo(f"max relative error {result.max_rel_error:.2e}, tolerance {tolerance:g}: "
+               f"{'OK' if result.ok else 'FAILED'}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
 def main() -> None:
     """Entry point: the one error boundary that turns user mistakes into one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:   # not standalone, click returns a typer.Exit's code instead of raising
+            sys.exit(rc)
     except AdderconvError as e:
         if os.environ.get("ADDERCONV_DEBUG"):
             raise

@@ -1,0 +1,20 @@
+"""Fine-tuning with AdderNet's training rules: data sources, KD, checkpoints, DDP, AMP.
+
+>>> from adderconv.training import finetune, load_data
+>>> result = finetune(get_model("lenet5_bn_adder"), load_data("digits"), epochs=10)   # doctest: +SKIP
+>>> result.test["acc"]                                                                 # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import DataSplit, TensorPairs, degrade_bicubic, load_data, safe_unpickle
+from .distill import kd_loss, sr_kd_loss
+from .evaluate import energy_comparison, evaluate
+from .prepare import Prepared, check_outputs, prepare
+from .trainer import FinetuneResult, TrainingDiverged, finetune
+
+__all__ = [
+    "finetune", "FinetuneResult", "TrainingDiverged", "DataSplit", "TensorPairs", "load_data",
+    "degrade_bicubic", "safe_unpickle", "kd_loss", "sr_kd_loss", "evaluate", "energy_comparison",
+    "load_checkpoint", "save_checkpoint", "prepare", "Prepared", "check_outputs",
+]

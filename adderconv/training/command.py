@@ -1,0 +1,98 @@
+"""The ``adderconv finetune`` command's body: options in, a run, a readable summary out.
+
+>>> opts = FinetuneOptions("lenet5_bn_adder", epochs=1, limit=64)       # doctest: +SKIP
+>>> run_finetune(opts, Console())                                        # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .data import load_data
+from .prepare import prepare
+from .trainer import FinetuneResult, finetune
+
+__all__ = ["FinetuneOptions", "run_finetune", "render_result"]
+
+
+@dataclass
+class FinetuneOptions:
+    model: str
+    data: str = "digits"
+    teacher: str | None = None
+    out: str = "finetune-out"
+    epochs: int = 10
+    lr: float = 0.1
+    batch_size: int = 256
+    weight_decay: float = 5e-4
+    eta: float = 0.2
+    kd_alpha: float = 0.5
+    kd_temperature: float = 4.0
+    input_shape: tuple[int, ...] | None = None
+    arch: str | None = None
+    trust: bool = False
+    convert: bool = True
+    resume: bool = False
+    seed: int = 0
+    split_seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    limit: int | None = None
+    workers: int = 0
+    quiet: bool = False
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def render_result(res: FinetuneResult, console: Any) -> None:
+    """Print the run's summary: split, test metric vs teacher, energy vs teacher, output files."""
+    from rich.table import Table
+
+    metric = "psnr" if res.task == "sr" else "acc"
+    show = (lambda v: f"{v:.2f} dB") if metric == "psnr" else (lambda v: f"{100 * v:.2f}%")
+    t = Table(title="fine-tuning result", show_header=True)
+    t.add_column("")
+    t.add_column("student", justify="right")
+    t.add_column("teacher", justify="right")
+    t.add_row(f"test {metric}", show(res.test[metric]), show(res.teacher_test[metric]) if res.teacher_test else "-")
+    if "bicubic_psnr" in res.test:
+        t.add_row("bicubic psnr", show(res.test["bicubic_psnr"]), "")
+    e = res.energy or {}
+    if e.get("available"):
+        for key, label in (("mul", "multiplications"), ("add", "additions"), ("energy_pj", f"energy pJ ({e['precision']})")):
+            t.add_row(label, _fmt(e["student"][key]), _fmt(e["teacher"][key]) if "teacher" in e else "-")
+        if "energy_ratio" in e:
+            t.add_row("energy student/teacher", f"{e['energy_ratio']:.3f}", "")
+    console.print(f"split: {res.split}")
+    console.print(t)
+    for note in res.notes:
+        console.print(f"note: {note}")
+    if res.out is not None:
+        console.print(f"wrote {res.out}/model.safetensors, checkpoint.pt, metrics.json, result.json")
+
+
+def run_finetune(opts: FinetuneOptions, console: Any) -> int:
+    """Load data and models, fine-tune, print the summary (rank 0 only under torchrun); return the exit code."""
+    import os
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    shape_hint = opts.input_shape[-3:] if opts.input_shape else None
+    prep = prepare(opts.model, teacher=opts.teacher, arch=opts.arch, trust=opts.trust, convert=opts.convert,
+                   input_shape=shape_hint, data=opts.data)
+    data = load_data(opts.data, prep.input_shape, limit=opts.limit, split_seed=opts.split_seed)
+    if data.num_classes not in (None, 10) and opts.model == prep.arch:   # a zoo model: rebuild for the classes
+        prep = prepare(opts.model, teacher=opts.teacher, arch=opts.arch, trust=opts.trust, convert=opts.convert,
+                       input_shape=shape_hint, data=opts.data, num_classes=data.num_classes)
+    for note in prep.notes if main else ():
+        console.print(f"note: {note}")
+    res = finetune(prep.student, data, teacher=prep.teacher, epochs=opts.epochs, lr=opts.lr,
+                   batch_size=opts.batch_size, weight_decay=opts.weight_decay, eta=opts.eta, kd_alpha=opts.kd_alpha,
+                   kd_temperature=opts.kd_temperature, device=opts.device, amp=opts.amp, seed=opts.seed,
+                   out=opts.out, resume=opts.resume, progress=not opts.quiet and main,
+                   log=None if opts.quiet else console.print, num_workers=opts.workers, arch=prep.arch)
+    res.notes[:0] = prep.notes
+    if main:
+        render_result(res, console)
+    return 0

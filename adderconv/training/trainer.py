@@ -1,0 +1,288 @@
+"""``finetune``: train an adder network (or any network) with AdderNet's rules, resumably, on 1..N devices.
+
+Per step: forward (under autocast on GPUs) -> task loss, mixed with logit KD when a teacher is given ->
+backward (the op gives full-precision dW and HardTanh-clipped dX; DDP averages) -> AMP unscale -> adaptive
+LR per adder layer -> SGD step -> cosine LR step. Each epoch ends with validation, the metrics JSON and an
+atomic checkpoint; ``resume=True`` continues from it bit-for-bit (same data order, LR position, optimizer
+and RNG state).
+
+Adaptive LR and weight scale: the update of an adder layer is ``lr * eta * sqrt(k)`` in norm, whatever the
+gradient. Fresh adder layers start N(0, 1) (``||W|| ~ sqrt(k)``) and move by ``lr * eta`` of their norm per
+step; weights inherited from a convolution are ~10x smaller and would be overwritten within a few steps.
+``eta_relative=True`` (default) therefore scales each layer's eta by the RMS of its starting weights, so
+every layer moves by the same fraction ``lr * eta`` of its norm; for N(0, 1) layers that is the reference
+rule.
+
+>>> from adderconv.training.data import load_data
+>>> res = finetune(get_model("lenet5_bn_adder"), load_data("digits", limit=64), epochs=1, batch_size=32)
+>>> sorted(res.test)
+['acc', 'loss', 'n']
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..adaptive_lr import AdaptiveLR, adder_weights
+from ..errors import AdderconvError
+from ..io import atomic_write
+from . import checkpoint as ckpt
+from .data import DataSplit, augment_batch, load_data
+from .distill import task_loss
+from .distributed import DistInfo, all_reduce_sum, setup, shard, teardown
+from .evaluate import autocast, energy_comparison, evaluate, loader
+from .prepare import check_outputs
+
+__all__ = ["finetune", "FinetuneResult", "TrainingDiverged", "pick_device", "amp_dtype"]
+
+# Settings that shape the trajectory: resuming with any of them changed would not continue the same run.
+_TRAJECTORY_KEYS = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "eta", "eta_relative", "kd_alpha",
+                    "kd_temperature", "warmup_epochs", "seed", "amp", "world_size")
+
+
+class TrainingDiverged(AdderconvError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced. ``test``/``teacher_test``: ``{"loss", "acc"|"psnr", ...}`` on the test split."""
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    test: dict[str, float]
+    teacher_test: dict[str, float] | None
+    split: str
+    task: str
+    settings: dict[str, Any]
+    energy: dict[str, Any] | None = None
+    out: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": "adderconv.finetune/1", "split": self.split, "task": self.task,
+                "settings": self.settings, "test": self.test, "teacher_test": self.teacher_test,
+                "energy": self.energy, "epochs": self.history, "notes": self.notes}
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AdderconvError(f"--device {device}: CUDA is not available on this machine")
+    return dev
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """'auto' -> bf16 on GPUs that have it, fp16 on older GPUs, none on CPU; or 'bf16' | 'fp16' | 'off'."""
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise AdderconvError(f"--amp must be auto, bf16, fp16 or off, got {amp!r}")
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if device.type != "cuda":
+        raise AdderconvError(f"--amp {amp} needs a CUDA device (training runs on {device})")
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def _cosine(total: int, warmup: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))
+    return f
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
+
+
+def _progress(enabled: bool):
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=Console(stderr=True),
+                    transient=False)
+
+
+def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.Module | None = None,
+             epochs: int = 10, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
+             batch_size: int = 256, eta: float = 0.2, eta_relative: bool = True, kd_alpha: float = 0.5,
+             kd_temperature: float = 4.0, warmup_epochs: int = 0, recalibrate: bool = True,
+             calib_batches: int = 20, device: str = "auto", amp: str = "auto", seed: int = 0,
+             out: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
+             log: Callable[[str], None] | None = None, num_workers: int = 0, energy: bool = True,
+             arch: str | None = None) -> FinetuneResult:
+    """Fine-tune ``model`` on ``data`` (a :class:`DataSplit` or a source string, see :func:`load_data`).
+
+    Defaults are the reference CIFAR recipe (SGD lr 0.1, momentum 0.9, wd 5e-4, batch 256, cosine, eta 0.2).
+    With ``out``, writes ``metrics.json`` and ``checkpoint.pt`` each epoch and ``model.safetensors`` and
+    ``result.json`` at the end; ``resume=True`` continues from ``out/checkpoint.pt``. ``batch_size`` is global
+    (split over DDP ranks). ``arch`` names the architecture stored with the weights. Raises :class:`TrainingDiverged` on a NaN/inf loss.
+    """
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise AdderconvError(f"need epochs >= 1, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})")
+    if resume and out is None:
+        raise AdderconvError("--resume needs the output directory (-o/--out) of the run to continue")
+    dev = pick_device(device)
+    info = setup(dev.type)
+    try:
+        return _run(**locals())
+    finally:
+        teardown(info)
+
+
+def _run(model, data, teacher, epochs, lr, momentum, weight_decay, batch_size, eta, eta_relative, kd_alpha,
+         kd_temperature, warmup_epochs, recalibrate, calib_batches, device, amp, seed, out, resume, progress, log,
+         num_workers, energy, arch, dev, info: DistInfo) -> FinetuneResult:
+    say = (log or (lambda s: None)) if info.is_main else (lambda s: None)
+    if isinstance(data, str):
+        data = load_data(data)
+    settings = {k: v for k, v in locals().items() if k in _TRAJECTORY_KEYS}
+    settings.update(world_size=info.world_size, amp=amp, device=str(dev), teacher=teacher is not None)
+    dtype = amp_dtype(amp, dev)
+    out = Path(out) if out is not None else None
+    torch.manual_seed(seed)
+    model.to(dev)
+    if teacher is not None:
+        teacher.to(dev).eval().requires_grad_(False)
+    check_outputs(model, data.input_shape, data.task, data.num_classes)
+    per_rank = max(batch_size // info.world_size, 1)
+    n_rank = len(shard(torch.arange(len(data.train)), info))
+    steps = n_rank // per_rank + (1 if n_rank % per_rank >= 2 else 0)   # a 1-sample tail would break BN
+    if steps == 0:
+        raise AdderconvError(f"the training split has {len(data.train)} samples: too few for batch {batch_size}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(epochs * steps, warmup_epochs * steps))
+    scaler = torch.amp.GradScaler(dev.type) if dtype == torch.float16 else None
+    history: list[dict[str, Any]] = []
+    start = 0
+    if resume:
+        state = ckpt.load_checkpoint(out / "checkpoint.pt")
+        changed = {k: (state["settings"].get(k), settings[k]) for k in _TRAJECTORY_KEYS
+                   if state["settings"].get(k) != settings[k]}
+        if changed:
+            raise AdderconvError(f"--resume: settings differ from the checkpoint's (was, now): {changed}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        etas, history, start = list(state["etas"]), list(state["history"]), int(state["epoch"])
+        ckpt.set_rng_state(state["rng"])
+        say(f"resumed from {out / 'checkpoint.pt'} after epoch {start}/{epochs}")
+    else:
+        if recalibrate:
+            calib = loader(data.train, shard(torch.arange(len(data.train)), info)[:calib_batches * per_rank],
+                           per_rank, num_workers, drop_tail=2)
+            from adderconv.converters import recalibrate_bn
+
+            with autocast(dev, dtype):
+                recalibrate_bn(model, calib)
+        # Relative eta: every adder layer moves by lr * eta of its own starting RMS (see the module docstring).
+        etas = [eta * (p.detach().float().pow(2).mean().sqrt().item() if eta_relative else 1.0)
+                for p in adder_weights(model)]
+    alrs = [AdaptiveLR(model, eta=e, params=[p]) for p, e in zip(adder_weights(model), etas)]
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) \
+        if info.enabled else model
+    say(f"data: {data.description}")
+    say(f"training on {dev}{f' x{info.world_size} ranks' if info.enabled else ''}, amp {dtype or 'off'}, "
+        f"{steps} steps/epoch of {per_rank * info.world_size}, {len(alrs)} adder layers, "
+        f"teacher {'yes' if teacher is not None else 'no'}")
+    metric = "psnr" if data.task == "sr" else "acc"
+    with _progress(progress and info.is_main) as bar:
+        for epoch in range(start, epochs):
+            gen = torch.Generator().manual_seed(seed * 100_003 + epoch)   # data order: a function of (seed, epoch)
+            order = shard(torch.randperm(len(data.train), generator=gen), info)
+            aug = torch.Generator().manual_seed(seed * 100_003 + epoch + 7919 * (info.rank + 1))
+            net.train()
+            task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=steps, stats="") if bar else None
+            sums = torch.zeros(3, dtype=torch.float64)          # loss * n, correct, n
+            t0 = time.perf_counter()
+            for i, (x, y) in enumerate(loader(data.train, order, per_rank, num_workers, drop_tail=2)):
+                x, y = augment_batch(data.augment, x, y, aug)
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                with autocast(dev, dtype):
+                    t_out = teacher(x) if teacher is not None and kd_alpha > 0 else None
+                    s_out = net(x)
+                    loss = task_loss(data.task, s_out, t_out, y, kd_alpha, kd_temperature)
+                bad = all_reduce_sum(torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0]), info)
+                if bad.item():
+                    last = f"{out / 'checkpoint.pt'} (after epoch {history[-1]['epoch']})" \
+                        if out is not None and history else "none (no epoch had finished)"
+                    raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: training "
+                                           f"stopped. Last good checkpoint: {last}. Try a lower --lr or --eta.")
+                opt.zero_grad(set_to_none=True)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+                if scaler is not None:
+                    scaler.unscale_(opt)          # adaptive LR needs true gradients (it is scale-invariant)
+                for a in alrs:
+                    a.apply()
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                sched.step()
+                n = len(y)
+                sums[0] += loss.item() * n
+                sums[1] += (s_out.argmax(1) == y).sum().item() if data.task == "classify" else 0
+                sums[2] += n
+                if bar is not None:
+                    rate = sums[2].item() * info.world_size / (time.perf_counter() - t0)
+                    acc = f" acc {sums[1].item() / sums[2].item():.3f}" if data.task == "classify" else ""
+                    bar.update(task, advance=1, stats=f"loss {sums[0].item() / sums[2].item():.4f}{acc} "
+                                                      f"{rate:.0f} img/s")
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            all_reduce_sum(sums, info)
+            val = evaluate(model, data.val, data.task, per_rank, dev, dtype, info, num_workers)
+            rec = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": sums[0].item() / sums[2].item(),
+                   "val_loss": val["loss"], f"val_{metric}": val[metric], "seconds": seconds,
+                   "images_per_s": sums[2].item() / seconds}
+            if data.task == "classify":
+                rec["train_acc"] = sums[1].item() / sums[2].item()
+            history.append(rec)
+            say(f"epoch {epoch + 1}/{epochs}: train loss {rec['train_loss']:.4f}, val {metric} "
+                f"{val[metric]:.4f}, {rec['images_per_s']:.0f} img/s")
+            if out is not None and info.is_main:
+                _write_json(out / "metrics.json", {"schema": "adderconv.finetune-metrics/1", "split": data.description,
+                                                   "settings": settings, "epochs": history})
+                ckpt.save_checkpoint(out / "checkpoint.pt", {
+                    "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else {},
+                    "etas": etas, "history": history, "rng": ckpt.rng_state(), "settings": settings})
+    test = evaluate(model, data.test, data.task, per_rank, dev, dtype, info, num_workers, bicubic=data.task == "sr")
+    teacher_test = evaluate(teacher, data.test, data.task, per_rank, dev, dtype, info, num_workers) \
+        if teacher is not None else None
+    result = FinetuneResult(model, history, test, teacher_test, data.description, data.task, settings, out=out)
+    if info.is_main:
+        if energy:
+            result.energy = energy_comparison(model, teacher, data.input_shape)
+            if not result.energy.get("available"):
+                result.notes.append(f"energy comparison skipped: {result.energy['reason']}")
+        if out is not None:
+            from adderconv.converters import save_converted   # writes the conversion recipe and arch with the weights
+
+            save_converted(model, out / "model.safetensors", arch=arch)
+            _write_json(out / "result.json", result.to_json())
+    return result
