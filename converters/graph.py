@@ -50,12 +50,23 @@ def op_kind(target: object) -> str:
     return "other"
 
 
-def trace(model: nn.Module, example_inputs: Sequence[object]) -> torch.export.ExportedProgram:
-    """torch.export (non-strict) of ``model`` in eval mode; the model's mode is restored afterwards."""
+def trace(model: nn.Module, example_inputs: Sequence[object], dynamic_batch: bool = False
+          ) -> torch.export.ExportedProgram:
+    """torch.export (non-strict) of ``model`` in eval mode; the model's mode is restored afterwards.
+
+    ``dynamic_batch``: keep dim 0 of tensor inputs symbolic (a batch of 1 is traced as 2, since torch.export
+    specialises sizes 0 and 1).
+    """
+    args, dynamic = tuple(example_inputs), None
+    if dynamic_batch:
+        args = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == 1 else a
+                     for a in args)
+        dynamic = tuple({0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() else None
+                        for a in args)
     was_training = model.training
     model.eval()
     try:
-        return torch.export.export(model, tuple(example_inputs), strict=False)
+        return torch.export.export(model, args, dynamic_shapes=dynamic, strict=False)
     finally:
         model.train(was_training)
 

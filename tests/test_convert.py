@@ -220,7 +220,7 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     torch.testing.assert_close(back(x), net(x), rtol=0, atol=0)
     shared = convert(HardCase(), example_inputs=(X,)).eval()
     save_converted(shared, tmp_path / "h.safetensors")       # shared weights are written under both names
-    again = adderconv.load_model(tmp_path / "h.safetensors", arch="tests.test_convert:HardCase").eval()
+    again = adderconv.load_model(tmp_path / "h.safetensors", arch="test_convert:HardCase").eval()
     torch.testing.assert_close(again(X), shared(X), rtol=0, atol=0)
     save_converted(net, tmp_path / "r.pt2", fmt="pt2", example_inputs=(x,))
     torch.testing.assert_close(adderconv.load_model(tmp_path / "r.pt2", trust=True)(x), net(x), rtol=0, atol=0)

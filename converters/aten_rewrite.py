@@ -1,0 +1,191 @@
+"""ATen-level conversion: rewrite the conv/linear ops of a torch.export graph into adder ops.
+
+This catches what module swap cannot: functional ``F.conv2d``/``F.conv1d`` calls (and convs inside
+subclasses that override ``forward``). Padding modes need nothing special here: torch.export already shows a
+reflect/replicate/circular-padded conv as ``aten.pad`` followed by a zero-padding conv. The same
+:class:`Policy` decides; layers are named by their module path (functional calls by module path + node
+name, type ``"functional"``), so include/exclude globs mean the same thing as for module swap.
+
+The result is a ``torch.fx.GraphModule`` (``ExportedProgram.module()``) traced in eval mode: BatchNorm uses
+running statistics, so fine-tune module-swapped models and use this path for inference and export.
+
+>>> import torch, torch.nn.functional as F
+>>> class Net(torch.nn.Module):
+...     def __init__(self):
+...         super().__init__()
+...         self.stem, self.w = torch.nn.Conv2d(3, 8, 3), torch.nn.Parameter(torch.randn(8, 8, 3, 3))
+...     def forward(self, x):
+...         return F.conv2d(self.stem(x), self.w).mean((2, 3))
+>>> gm, report = convert_exported(Net(), (torch.randn(1, 3, 12, 12),), Policy(insert_bn=False, keep_last=False))
+>>> [(r.name, r.type_name) for r in report.converted]
+[('conv2d_1', 'functional')]
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from adderconv._shapes import same_padding
+from adderconv.ops import adder_conv2d
+from adderconv.sr import PowerActivation
+
+from .graph import build_graph, first_last, reaches_norm, trace
+from .policy import LayerInfo, Policy, decide_all
+from .report import ConversionReport, LayerRecord
+
+__all__ = ["convert_exported", "adder_conv_like", "adder_linear_like"]
+
+_aten = torch.ops.aten
+_CONV = {_aten.conv1d.default, _aten.conv2d.default, _aten.conv1d.padding, _aten.conv2d.padding,
+         _aten.convolution.default}
+_CONV_ARGS = ("x", "weight", "bias", "stride", "padding", "dilation", "groups")
+
+
+def adder_conv_like(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
+                    groups: int = 1) -> Tensor:
+    """``F.conv1d``/``F.conv2d``'s signature (``'same'``/``'valid'`` included), computing the adder op."""
+    one_d = weight.dim() == 3
+    nd = 1 if one_d else 2
+    as_list = lambda v: [int(v)] * nd if isinstance(v, int) else [int(i) for i in v]  # noqa: E731
+    stride, dilation = as_list(stride), as_list(dilation)
+    kernel = list(weight.shape[2:])
+    if isinstance(padding, str):
+        pads = [same_padding(k, d) if padding == "same" else (0, 0) for k, d in zip(kernel, dilation)]
+        flat = [p for lo_hi in reversed(pads) for p in lo_hi]          # F.pad order: last dim first
+        if any(lo != hi for lo, hi in pads):
+            x = F.pad(x, flat)
+            padding = [0] * nd
+        else:
+            padding = [lo for lo, _ in pads]
+    padding = as_list(padding)
+    if one_d:
+        y = adder_conv2d(x.unsqueeze(2), weight.unsqueeze(2), [1] + stride, [0] + padding, [1] + dilation,
+                         groups).squeeze(2)
+    else:
+        y = adder_conv2d(x, weight, stride, padding, dilation, groups)
+    if bias is not None:
+        y = y + bias.view(1, -1, *([1] * nd))
+    return y
+
+
+def adder_linear_like(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear``'s signature computing ``-sum_i |x_i - W_oi|`` (+ bias)."""
+    lead = x.shape[:-1]
+    y = adder_conv2d(x.reshape(-1, x.shape[-1], 1, 1), weight[:, :, None, None]).reshape(*lead, weight.shape[0])
+    return y + bias if bias is not None else y
+
+
+def _conv_args(node: fx.Node) -> dict | None:
+    """The F.conv-style arguments of a conv node, or None for a transposed convolution."""
+    args = dict(zip(_CONV_ARGS, node.args), **node.kwargs)
+    if node.target is _aten.convolution.default:
+        (x, w, b, stride, padding, dilation, transposed, _, groups) = node.args[:9]
+        if transposed:
+            return None
+        args = dict(x=x, weight=w, bias=b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return args
+
+
+def _shape(node: fx.Node) -> tuple[int, ...] | None:
+    val = node.meta.get("val")
+    return tuple(val.shape) if isinstance(val, torch.Tensor) else None
+
+
+def convert_exported(model: nn.Module, example_inputs: Sequence[object], policy: Policy | None = None
+                     ) -> tuple[fx.GraphModule, ConversionReport]:
+    """Trace ``model`` with torch.export and rewrite the chosen conv/linear ops; returns (module, report)."""
+    policy = policy or Policy()
+    ep = trace(model, example_inputs, dynamic_batch=True)
+    g = build_graph(ep)
+    first, last = first_last(g)
+    gm = ep.module()
+    # a shared module appears under whichever name it was called by: name it by its first registered name
+    canonical = {id(m): n for n, m in reversed(list(model.named_modules(remove_duplicate=False)))}
+    by_path = dict(model.named_modules(remove_duplicate=False))
+    infos: dict[str, LayerInfo] = {}
+    sites: dict[str, list[fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.name not in g:
+            continue
+        is_conv = node.target in _CONV and _conv_args(node) is not None
+        if not (is_conv or node.target is _aten.linear.default):
+            continue
+        data = g.nodes[node.name]
+        functional = data["module_type"] not in ("Conv1d", "Conv2d", "Linear")
+        if functional:
+            name = f"{data['module']}.{node.name}" if data["module"] else node.name
+        else:
+            name = canonical.get(id(by_path.get(data["module"])), data["module"])
+        w = _shape(node.args[1])
+        groups = (_conv_args(node) or {}).get("groups", 1) if is_conv else 1
+        prev = infos.get(name)
+        infos[name] = LayerInfo(
+            name, "conv" if is_conv else "linear", w[1] * groups, w[0], groups, tuple(w[2:]) if is_conv else (),
+            prev.index if prev else len(infos), (prev.is_first if prev else False) or node.name in first,
+            (prev.is_last if prev else False) or node.name in last, "functional" if functional else data["module_type"])
+        sites.setdefault(name, []).append(node)
+    decisions = decide_all(list(infos.values()), policy)
+    report = ConversionReport(traced=True, policy_json=policy.to_json(),
+                              warnings=["ATen rewrite: the result is traced in eval mode (BatchNorm uses running "
+                                        "statistics)"])
+    for name, info in infos.items():
+        d = decisions[name]
+        record = LayerRecord(name, info.type_name, d.convert, d.reason, index=info.index, calls=len(sites[name]))
+        if d.convert:
+            record.new_type = "adder_conv2d"
+            for k, node in enumerate(sites[name]):
+                bn, shortcut = _rewrite(gm, node, policy, not reaches_norm(g, node.name), f"{name}_{k}")
+                record.bn_inserted |= bn
+                record.shortcut |= shortcut
+                record.power = policy.power
+        report.layers.append(record)
+    gm.graph.lint()
+    gm.recompile()
+    return gm, report
+
+
+def _rewrite(gm: fx.GraphModule, node: fx.Node, policy: Policy, needs_bn: bool, tag: str) -> tuple[bool, bool]:
+    """Replace one conv/linear node by the adder op (+ BN / shortcut / power); returns (bn, shortcut)."""
+    x_in = node.args[0]
+    out_shape, in_shape = _shape(node), _shape(x_in)
+    factory = {"device": node.meta["val"].device, "dtype": node.meta["val"].dtype}
+    channels = out_shape[1] if node.target in _CONV else out_shape[-1]
+    safe = "".join(c if c.isalnum() else "_" for c in tag)
+    with gm.graph.inserting_after(node):
+        if node.target in _CONV:
+            new = gm.graph.call_function(adder_conv_like, kwargs=_conv_args(node))
+        else:
+            new = gm.graph.call_function(adder_linear_like, tuple(node.args), dict(node.kwargs))
+    new.meta = dict(node.meta)
+    node.replace_all_uses_with(new)
+    gm.graph.erase_node(node)
+    last = new
+    bn = policy.insert_bn and needs_bn
+    if bn:
+        norm = (nn.BatchNorm2d if len(out_shape) == 4 else nn.BatchNorm1d)(channels, **factory).eval()
+        last = _append_module(gm, last, f"adder_bn_{safe}", norm)
+    shortcut = policy.shortcut and in_shape == out_shape
+    if shortcut:
+        with gm.graph.inserting_after(last):
+            added = gm.graph.call_function(torch.add, (last, x_in))
+        _reroute(last, added)
+        last = added
+    if policy.power:
+        _append_module(gm, last, f"adder_power_{safe}", PowerActivation(channels).to(**factory))
+    return bn, shortcut
+
+
+def _reroute(old: fx.Node, new: fx.Node) -> None:
+    """Point every user of ``old`` except ``new`` itself at ``new``."""
+    old.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
+
+
+def _append_module(gm: fx.GraphModule, after: fx.Node, name: str, module: nn.Module) -> fx.Node:
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_after(after):
+        call = gm.graph.call_module(name, (after,))
+    _reroute(after, call)
+    return call
