@@ -3,6 +3,9 @@
 Every backend implements ``forward``, ``grad_input`` and ``grad_weight`` with the signature of
 :mod:`adderconv.kernels.portable`; the op calls :func:`backend_for` and nothing else. Set
 ``ADDERCONV_KERNEL=<name>`` to force one (for benchmarks and debugging).
+
+Backends, most preferred first: ``triton`` (CUDA tensors, float32/16/bf16; needs triton), ``cpu`` (a C++
+extension built on this machine at first use), ``portable`` (pure PyTorch, any device and dtype).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from types import ModuleType
 
 from torch import Tensor
 
-from . import portable
+from . import cpu, portable, triton_kernels
 
 __all__ = ["Backend", "register_backend", "backend_for", "available_backends"]
 
@@ -54,3 +57,5 @@ def backend_for(x: Tensor) -> ModuleType:
 
 
 register_backend(Backend("portable", portable, lambda x: True))
+register_backend(Backend("cpu", cpu, cpu.supports))   # C++ built at first use; portable if it cannot be
+register_backend(Backend("triton", triton_kernels, triton_kernels.supports))
