@@ -182,6 +182,36 @@ def verify_cmd(
     raise typer.Exit(0 if result.ok else 1)
 
 
+@app.command("bench")
+def bench_cmd(
+    nets: Annotated[str, typer.Option(help="Comma-separated layer sets: resnet20, resnet50.")] = "resnet20,resnet50",
+    batch: Annotated[int, typer.Option(help="ResNet-20 batch.")] = 64,
+    batch50: Annotated[int, typer.Option(help="ResNet-50 batch.")] = 8,
+    threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
+    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds (the minimum is kept).")] = 5,
+    memory: Annotated[bool, typer.Option(help="Also measure peak memory (one child process per call).")] = True,
+    json_path: Annotated[Optional[str], typer.Option("--json", help="Write the results as JSON.")] = None,
+) -> None:
+    """Time the adder kernels against nn.Conv2d and AdderNet's reference unfold; peak memory of each."""
+    import json
+
+    from adderconv.kernels.benchmark import machine, render, suite
+
+    wanted = {"resnet20": batch, "resnet50": batch50}
+    names = [n.strip() for n in nets.split(",") if n.strip()]
+    if unknown := [n for n in names if n not in wanted]:
+        raise AdderconvError(f"--nets: unknown {unknown}; expected some of {sorted(wanted)}")
+    result: dict = {"benchmark": "kernels", "tables": {}}
+    for net, rows in suite({n: wanted[n] for n in names}, rounds=rounds, memory=memory, threads=threads):
+        result["tables"][net], result["machine"] = rows, machine()
+        typer.echo(f"\n{net}\n{render(rows, result['machine'])}")
+    if json_path:
+        from adderconv.io import atomic_write
+
+        with atomic_write(json_path) as tmp:
+            open(tmp, "w").write(json.dumps(result, indent=2) + "\n")
+
+
 def main() -> None:
     """Entry point: the one error boundary that turns user mistakes into one line and exit code 2."""
     try:

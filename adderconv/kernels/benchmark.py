@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LayerShape", "RESNET20_LAYERS", "RESNET50_LAYERS", "reference_unfold", "run", "render", "machine"]
+__all__ = ["LayerShape", "RESNET20_LAYERS", "RESNET50_LAYERS", "NETS", "reference_unfold", "run", "render", "machine",
+           "suite"]
 
 IMPLS = ("adder", "reference_unfold", "conv")
 # The reference materialises O x J x N*L floats several times over (difference, abs, and in backward their
@@ -56,6 +57,9 @@ RESNET50_LAYERS = [LayerShape("r50 64->64 3x3 @56", 64, 64, 56, 1), LayerShape("
                    LayerShape("r50 256->256 3x3 @14", 256, 256, 14, 1),
                    LayerShape("r50 512->512 3x3 @7", 512, 512, 7, 1),
                    LayerShape("r50 512->2048 1x1 @7", 512, 2048, 7, 1, 1)]
+
+
+NETS = {"resnet20": RESNET20_LAYERS, "resnet50": RESNET50_LAYERS}
 
 
 def reference_unfold(x: Tensor, w: Tensor, stride: int, padding: int) -> Tensor:
@@ -173,6 +177,16 @@ def run(layers: list[LayerShape], batch: int, rounds: int = 5, memory: bool = Tr
                                                         k == 1), 1)
             rows.append(row)
     return rows
+
+
+def suite(nets: dict[str, int], rounds: int = 5, memory: bool = True, threads: int = 2):
+    """Yield ``(net, rows)`` for each ``{net name: batch}``; the caller renders and saves (see ``adderconv bench``)."""
+    torch.set_num_threads(threads)
+    os.environ["ADDERCONV_BENCH_THREADS"] = str(threads)   # the memory children use the same thread count
+    for net, batch in nets.items():
+        if net not in NETS:
+            raise ValueError(f"unknown net {net!r}; known: {sorted(NETS)}")
+        yield net, run(NETS[net], batch, rounds=rounds, memory=memory)
 
 
 def render(rows: list[dict], info: dict) -> str:
