@@ -1,0 +1,190 @@
+"""Export PyTorch models with adder layers to ONNX files that plain onnxruntime runs.
+
+torch.onnx's exporter (torch.export-based) translates every ``torch.ops.adderconv.adder_conv2d`` node into one
+``ai.adderconv::AdderConv2d`` node (see :mod:`.onnx_function` for the contract); a pass then names each node
+after its module (``layer1.0.conv1``), sets its overload and adds the multiplication-free ONNX function that
+defines it. The batch dimension is dynamic. The file is checked with ``onnx.checker`` (full check) and written
+atomically.
+
+>>> from adderconv import get_model
+>>> info = export_onnx(get_model("resnet20_adder"), "resnet20_adder.onnx", (1, 3, 32, 32))  # doctest: +SKIP
+>>> len(info.adder_nodes)                                                                # doctest: +SKIP
+18
+"""
+from __future__ import annotations
+
+import ast
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from adderconv.errors import AdderconvError
+from adderconv.io import atomic_write
+
+from .onnx_function import ATTRIBUTES, DOMAIN, DOMAIN_VERSION, OP_TYPE, attach_functions
+
+__all__ = ["OnnxExport", "export_onnx", "export_onnx_model", "translation_table", "resolve_input_shape"]
+
+# Exporter metadata that records the exporting machine's source paths and FX text: not part of the model.
+_DROPPED_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
+
+
+@dataclass
+class OnnxExport:
+    """What :func:`export_onnx` wrote."""
+
+    path: Path | None
+    opset: int
+    input_names: list[str]
+    output_names: list[str]
+    adder_nodes: list[str] = field(default_factory=list)       # node names, one per adder layer call
+    overloads: list[str] = field(default_factory=list)         # one function per kernel configuration
+
+
+def resolve_input_shape(source: str, arch: str | None, shape: Sequence[int] | None) -> tuple[int, ...]:
+    """The given shape, else the zoo default of ``source`` or ``arch``; an error when there is neither."""
+    from adderconv import zoo
+
+    if shape:
+        return tuple(shape)
+    for name in (str(source), arch):
+        if name in zoo.list_models():
+            return zoo.default_input_shape(name)
+    raise AdderconvError(f"{source}: no default input shape; pass --input-shape, e.g. 1,3,224,224")
+
+
+def _adder_schema() -> onnx.defs.OpSchema:
+    """A schema object (never registered globally) so onnxscript can record a node of our domain."""
+    S = onnx.defs.OpSchema
+    optional = S.FormalParameterOption.Optional
+    return S(OP_TYPE, DOMAIN, DOMAIN_VERSION, "AdderNet layer Y = -sum |X - W| (+ B); attributes as Conv.",
+             inputs=[S.FormalParameter("X", "T"), S.FormalParameter("W", "T"),
+                     S.FormalParameter("B", "T", param_option=optional)],
+             outputs=[S.FormalParameter("Y", "T")],
+             type_constraints=[("T", ["tensor(float)", "tensor(double)", "tensor(float16)", "tensor(bfloat16)"],
+                                "float tensors")],
+             attributes=[S.Attribute(name, S.AttrType.INT if name == "group" else S.AttrType.INTS, "")
+                         for name in ATTRIBUTES])
+
+
+def translation_table() -> dict:
+    """``custom_translation_table`` for :func:`torch.onnx.export`: the adder op -> our node."""
+    from onnxscript import values
+
+    adder = values.Op(values.Opset(DOMAIN, DOMAIN_VERSION), OP_TYPE, _adder_schema())
+
+    def adder_conv2d(x, weight, stride, padding, dilation, groups):
+        # The op pads symmetrically: padding (ph, pw) is ONNX pads (top, left, bottom, right) = (ph, pw, ph, pw).
+        kernel = [int(d) for d in weight.shape[2:]]
+        return adder(x, weight, kernel_shape=kernel, strides=list(stride), pads=[*padding, *padding],
+                     dilations=list(dilation), group=int(groups))
+
+    return {torch.ops.adderconv.adder_conv2d.default: adder_conv2d}
+
+
+def _module_path(node) -> str | None:
+    """The module that called the op, from the exporter's name-scope metadata (``['', 'layer1', ..., op]``)."""
+    scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes")
+    try:
+        names = ast.literal_eval(scopes) if scopes else []
+    except (ValueError, SyntaxError):
+        return None
+    return names[-2] if len(names) >= 2 and names[-2] else None
+
+
+def _finish(model) -> tuple[list[str], list[str]]:
+    """Name adder nodes after their modules, attach the functions, drop machine-specific metadata."""
+    taken = {n.name for n in model.graph}
+    adder_nodes = []
+    for node in model.graph:
+        for key in _DROPPED_METADATA:
+            node.metadata_props.pop(key, None)
+        if node.domain == DOMAIN and node.op_type == OP_TYPE:
+            path = _module_path(node)
+            if path and path not in taken:     # a module called twice keeps the exporter's unique name
+                taken.discard(node.name)
+                node.name = path
+                taken.add(path)
+            adder_nodes.append(node.name)
+    attach_functions(model)
+    overloads = sorted({n.overload for n in model.graph if n.domain == DOMAIN and n.op_type == OP_TYPE})
+    return adder_nodes, overloads
+
+
+def export_onnx_model(
+    model: nn.Module,
+    input_shape: Sequence[int] | None = None,
+    *,
+    example_inputs: tuple | None = None,
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+) -> tuple[onnx.ModelProto, OnnxExport]:
+    """Export ``model`` (in eval mode) to an in-memory ``onnx.ModelProto``, checked with the full checker."""
+    if example_inputs is None:
+        if not input_shape or len(input_shape) < 2 or min(input_shape) < 1:
+            raise AdderconvError(f"export needs an input shape like (1, 3, 32, 32), got {input_shape!r}")
+        shape = list(input_shape)
+        if dynamic_batch and shape[0] == 1:
+            shape[0] = 2          # torch.export specialises size-1 dimensions; trace with 2, export dynamic
+        ref = next(iter(model.parameters()), None)
+        device = ref.device if ref is not None else torch.device("cpu")
+        dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+        example_inputs = (torch.randn(*shape, device=device, dtype=dtype),)
+    dynamic_shapes = None
+    if dynamic_batch:
+        batch = torch.export.Dim("batch")
+        dynamic_shapes = tuple({0: batch} if isinstance(t, torch.Tensor) else None for t in example_inputs)
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model, example_inputs, dynamo=True, verbose=False, opset_version=opset,
+                custom_translation_table=translation_table(), dynamic_shapes=dynamic_shapes,
+                input_names=list(input_names) if input_names else None,
+                output_names=list(output_names) if output_names else None, optimize=True)
+    except Exception as e:  # the exporter raises many types; the first line says what failed
+        detail = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise AdderconvError(f"ONNX export failed: {detail}") from e
+    finally:
+        model.train(was_training)
+    ir_model = program.model
+    adder_nodes, overloads = _finish(ir_model)
+    import onnx_ir as ir
+
+    proto = ir.serde.serialize_model(ir_model)
+    onnx.checker.check_model(proto, full_check=True)
+    used_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    info = OnnxExport(None, used_opset, [i.name for i in proto.graph.input], [o.name for o in proto.graph.output],
+                      adder_nodes, overloads)
+    return proto, info
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    input_shape: Sequence[int] | None = None,
+    **kwargs,
+) -> OnnxExport:
+    """Export ``model`` to ``path`` (atomically); keyword arguments as :func:`export_onnx_model`.
+
+    The file holds one ``ai.adderconv::AdderConv2d`` node per adder layer call and the functions defining
+    them, so ``onnxruntime.InferenceSession(path)`` runs it with no plugin, at any batch size.
+    """
+    proto, info = export_onnx_model(model, input_shape, **kwargs)
+    try:
+        with atomic_write(path) as tmp:
+            onnx.save(proto, str(tmp))
+    except ValueError as e:   # protobuf's 2 GiB limit
+        raise AdderconvError(f"cannot write {path}: {e}") from None
+    info.path = Path(path)
+    return info
