@@ -74,6 +74,52 @@ def zoo_cmd() -> None:
 # --- commands of the other modules register below this line (keep each 10-25 lines) ---
 
 
+@app.command("convert")
+def convert_cmd(
+    model: ModelArg,
+    output: Annotated[str, typer.Option("--output", "-o", help="File to write (safetensors with the recipe).")],
+    input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
+    keep_first: Annotated[bool, typer.Option("--keep-first/--convert-first", help="Keep the first multiplicative layer.")] = True,
+    keep_last: Annotated[bool, typer.Option("--keep-last/--convert-last", help="Keep the last multiplicative layer.")] = True,
+    include: Annotated[Optional[list[str]], typer.Option(help="Convert only layers matching this glob (repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Keep layers matching this glob (repeatable).")] = None,
+    layer_type: Annotated[Optional[list[str]], typer.Option("--type", help="Only these types, e.g. Conv2d (repeatable).")] = None,
+    min_channels: Annotated[int, typer.Option(help="Keep layers with fewer input or output channels.")] = 0,
+    linear: Annotated[bool, typer.Option("--linear/--no-linear", help="Convert nn.Linear layers too.")] = False,
+    skip_depthwise: Annotated[bool, typer.Option(help="Keep depthwise convolutions.")] = False,
+    insert_bn: Annotated[bool, typer.Option("--insert-bn/--no-insert-bn", help="Add BatchNorm after adders that lack it.")] = True,
+    addersr: Annotated[bool, typer.Option(help="AdderSR preset: self-shortcut where shapes match + power activation.")] = False,
+    weight_init: Annotated[str, typer.Option(help="copy, copy_rescaled (unit std) or normal (N(0,1)).")] = "copy",
+    fmt: Annotated[str, typer.Option("--format", help="safetensors, pickle or pt2.")] = "safetensors",
+    strategy: Annotated[str, typer.Option(help="swap (modules) or aten (torch.export graph; functional convs).")] = "swap",
+    precision: Annotated[str, typer.Option(help="Precision for the energy columns.")] = "fp32",
+) -> None:
+    """Convert a CNN's convolutions into adder layers by policy; print what changed and what it saves."""
+    from rich.console import Console
+
+    from adderconv.converters.command import ConvertOptions, run_convert
+    from adderconv.converters.policy import Policy
+
+    policy = Policy(keep_first=keep_first, keep_last=keep_last, include=tuple(include or ()),
+                    exclude=tuple(exclude or ()), types=tuple(layer_type or ()), min_channels=min_channels,
+                    convert_linear=linear, skip_depthwise=skip_depthwise, insert_bn=insert_bn, shortcut=addersr,
+                    power=addersr, weight_init=weight_init)
+    opts = ConvertOptions(model, output, policy, parse_shape(input_shape), arch, trust, fmt, strategy, precision)
+    raise typer.Exit(run_convert(opts, Console()))
+
+
+@app.command("graph")
+def graph_cmd(
+    model: ModelArg,
+    out: Annotated[str, typer.Option("--out", "-o", help="GraphML file to write.")] = "graph.graphml",
+    input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
+) -> None:
+    """Write the traced model as a networkx graph (GraphML): one node per op with type, shapes and counts."""
+    from adderconv.converters.command import run_graph
+
+    raise typer.Exit(run_graph(model, out, input_shape=parse_shape(input_shape), arch=arch, trust=trust))
+
+
 @app.command("energy")
 def energy_cmd(
     model: Annotated[Optional[str], typer.Argument(help="Zoo name, .onnx, state dict (+ --arch) or, with --trust, a "

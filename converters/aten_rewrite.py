@@ -22,6 +22,7 @@ running statistics, so fine-tune module-swapped models and use this path for inf
 """
 from __future__ import annotations
 
+import types
 from collections.abc import Sequence
 
 import torch
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from adderconv._shapes import same_padding
+from adderconv.errors import AdderconvError
 from adderconv.ops import adder_conv2d
 from adderconv.sr import PowerActivation
 
@@ -144,7 +146,26 @@ def convert_exported(model: nn.Module, example_inputs: Sequence[object], policy:
         report.layers.append(record)
     gm.graph.lint()
     gm.recompile()
+    _eval_only(gm)
     return gm, report
+
+
+def _eval_mode(self: fx.GraphModule, mode: bool = True) -> fx.GraphModule:
+    if mode:
+        raise AdderconvError("this graph was traced in eval mode and cannot train (BatchNorm and dropout are "
+                             "fixed): fine-tune the module-swapped model (strategy 'swap') instead")
+    return nn.Module.train(self, False)
+
+
+def _eval(self: fx.GraphModule) -> fx.GraphModule:
+    return _eval_mode(self, False)
+
+
+def _eval_only(gm: fx.GraphModule) -> None:
+    """ExportedProgram.module() refuses both train() and eval(); allow eval(), which is what it is."""
+    gm.train = types.MethodType(_eval_mode, gm)  # type: ignore[method-assign]
+    gm.eval = types.MethodType(_eval, gm)  # type: ignore[method-assign]
+    nn.Module.train(gm, False)
 
 
 def _rewrite(gm: fx.GraphModule, node: fx.Node, policy: Policy, needs_bn: bool, tag: str) -> tuple[bool, bool]:

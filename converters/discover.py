@@ -35,7 +35,7 @@ class Discovery:
     modules: dict[str, nn.Module] = field(default_factory=dict)       # canonical name -> module
     normalised: dict[str, bool] = field(default_factory=dict)         # output always meets a norm layer
     calls: dict[str, int] = field(default_factory=dict)
-    functional: list[str] = field(default_factory=list)
+    functional: list[tuple[str, str]] = field(default_factory=list)   # (conv | linear, description)
     traced: bool = False
     warnings: list[str] = field(default_factory=list)
 
@@ -102,10 +102,6 @@ def discover(model: nn.Module, example_inputs: Sequence[object] | None = None,
         found.layers[name] = _info(name, mod, index.get(name, -1), name in first, name in last)
         found.normalised.setdefault(name, reg_norm.get(id(mod), False))
         found.calls.setdefault(name, 0)
-    if found.functional:
-        found.warnings.append(f"{len(found.functional)} multiplicative op(s) are not Conv1d/Conv2d/Linear modules "
-                              f"and stay multiplicative with module swap (use strategy 'aten' for functional "
-                              f"conv1d/conv2d): {', '.join(found.functional[:5])}")
     return found
 
 
@@ -121,7 +117,8 @@ def _from_graph(model, example_inputs, by_id, found, order, first, last) -> None
         expected = "linear" if isinstance(mod, nn.Linear) else "conv"
         if name is None or data["kind"] != expected:
             where = data["module"] or "<root>"
-            found.functional.append(f"{where}:{node} ({data['op']}, in {data['module_type'] or 'the model'})")
+            found.functional.append((data["kind"], f"{where}:{node} ({data['op']}, in "
+                                                   f"{data['module_type'] or 'the model'})"))
             continue
         order.append(name)
         found.calls[name] = found.calls.get(name, 0) + 1

@@ -43,6 +43,7 @@ class ConversionReport:
     traced: bool = False
     policy_json: str = "{}"
     warnings: list[str] = field(default_factory=list)
+    previous: list[dict] = field(default_factory=list)     # recipe entries of an earlier conversion of the model
 
     @property
     def converted(self) -> list[LayerRecord]:
@@ -52,14 +53,15 @@ class ConversionReport:
     def kept(self) -> list[LayerRecord]:
         return [r for r in self.layers if not r.converted]
 
+    def recipe_layers(self) -> list[dict]:
+        """Recipe entries, earlier conversions first (converting a converted model again adds to them)."""
+        return self.previous + [{"name": r.name, "from": r.type_name, "to": r.new_type, "bn": r.bn_inserted,
+                                 "shortcut": r.shortcut, "power": r.power} for r in self.converted]
+
     def recipe(self) -> str:
         """JSON replayed by :func:`adderconv.converters.apply_recipe`."""
-        return json.dumps({
-            "format": RECIPE_FORMAT,
-            "policy": json.loads(self.policy_json),
-            "layers": [{"name": r.name, "from": r.type_name, "to": r.new_type, "bn": r.bn_inserted,
-                        "shortcut": r.shortcut, "power": r.power} for r in self.converted],
-        }, sort_keys=True)
+        return json.dumps({"format": RECIPE_FORMAT, "policy": json.loads(self.policy_json),
+                           "layers": self.recipe_layers()}, sort_keys=True)
 
     def to_dict(self) -> dict:
         return asdict(self)

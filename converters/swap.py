@@ -59,8 +59,15 @@ def convert(model: nn.Module, policy: Policy | None = None, *, example_inputs: S
     found = discover(model, example_inputs, mapping)
     decisions = decide_all(list(found.layers.values()), policy)
     names = aliases(model)
-    report = ConversionReport(functional=found.functional, traced=found.traced, policy_json=policy.to_json(),
-                              warnings=list(found.warnings))
+    previous = getattr(model, REPORT_ATTR, None)
+    functional = [desc for kind, desc in found.functional if kind == "conv" or policy.convert_linear]
+    report = ConversionReport(functional=functional, traced=found.traced, policy_json=policy.to_json(),
+                              warnings=list(found.warnings),
+                              previous=previous.recipe_layers() if isinstance(previous, ConversionReport) else [])
+    if functional:
+        report.warnings.append(f"{len(functional)} multiplicative op(s) are not Conv1d/Conv2d/Linear modules and "
+                               f"stay multiplicative with module swap (the ATen rewrite, convert_exported, reaches "
+                               f"functional conv1d/conv2d/linear): {', '.join(functional[:3])}")
     replacements = []
     for name, info in found.layers.items():
         mod, decision = found.modules[name], decisions[name]
@@ -113,4 +120,5 @@ def apply_recipe(model: nn.Module, recipe: str) -> nn.Module:
         replacements.append((mod, new, names[id(mod)]))
     for mod, new, where in replacements:
         replace_module(model, mod, new, where)
+    setattr(model, REPORT_ATTR, ConversionReport(policy_json=json.dumps(spec.get("policy", {})), previous=layers))
     return model

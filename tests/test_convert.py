@@ -238,3 +238,15 @@ def test_recalibrate_bn_estimates_the_adder_output_statistics():
     assert net.training and net.layer1[0].bn1.momentum == 0.1
     with pytest.raises(AdderconvError):
         recalibrate_bn(net, [])
+
+
+def test_converting_a_converted_model_again_keeps_both_recipes(tmp_path):
+    first = convert(get_model("resnet20"), Policy(include=("layer1.*",)), example_inputs=(torch.randn(1, 3, 32, 32),))
+    save_converted(first, tmp_path / "a.safetensors", arch="resnet20")
+    loaded = adderconv.load_model(tmp_path / "a.safetensors")
+    second = convert(loaded, Policy(include=("layer2.*",)), example_inputs=(torch.randn(1, 3, 32, 32),)).eval()
+    save_converted(second, tmp_path / "b.safetensors", arch="resnet20")
+    back = adderconv.load_model(tmp_path / "b.safetensors").eval()
+    assert isinstance(back.layer1[0].conv1, AdderConv2d) and isinstance(back.layer2[0].conv1, AdderConv2d)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(back(x), second(x), rtol=0, atol=0)

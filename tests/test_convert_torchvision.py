@@ -7,6 +7,7 @@ minutes on a CPU:
 - one real network per family at 64x64, batch 2: forward and backward finite, the analysis counter shows zero
   multiplications in every converted layer, and the saved file loads back to identical outputs.
 """
+import contextlib
 import warnings
 
 import pytest
@@ -27,6 +28,24 @@ FAST = ("mobilenet_v3_small", "squeezenet1_1")
 CONVS = (nn.Conv1d, nn.Conv2d)
 
 
+@contextlib.contextmanager
+def _meta_weights():
+    """Build on the CPU but keep every parameter/buffer on the meta device (free), as accelerate's
+    init_empty_weights does; RegNet's constructor computes on CPU tensors, so torch.device("meta") fails."""
+    register = nn.Module.register_parameter
+
+    def to_meta(module, name, param):
+        register(module, name, param)
+        if param is not None:
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = to_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
 def _build(name: str) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # googlenet/inception's init-weights FutureWarning
@@ -45,9 +64,9 @@ def _logits(out):
 
 
 def test_single_conv_models_need_keep_first_off():
-    with torch.device("meta"):
-        vit = _build("vit_b_16")
-        x = torch.randn(1, 3, 224, 224)
+    with _meta_weights():
+        vit = _build("vit_b_16").to("meta")
+    x = torch.randn(1, 3, 224, 224, device="meta")
     with pytest.raises(adderconv.AdderconvError, match="converts none"):
         convert(vit, example_inputs=(x,))
 
@@ -56,9 +75,10 @@ def test_single_conv_models_need_keep_first_off():
 @pytest.mark.parametrize("name", ALL)
 def test_every_torchvision_model_converts(name):
     size = 299 if name == "inception_v3" else 224
-    with torch.device("meta"):
+    with _meta_weights():
         model = _build(name).eval()
-        x = torch.randn(1, 3, size, size)
+    model = model.to("meta")                # buffers too
+    x = torch.randn(1, 3, size, size, device="meta")
     convs = {n for n, m in model.named_modules() if type(m) in CONVS}
     assert convs, f"{name} has no convolutions"
     net = convert(model, _policy(model), example_inputs=(x,))

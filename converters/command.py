@@ -1,0 +1,162 @@
+"""What ``adderconv convert`` and ``adderconv graph`` do, as library calls the thin CLI wraps.
+
+>>> import io, tempfile
+>>> from rich.console import Console
+>>> out = tempfile.mkdtemp() + "/r20.safetensors"
+>>> run_convert(ConvertOptions("resnet20", out), Console(file=io.StringIO()))
+0
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from adderconv.errors import AdderconvError
+from adderconv.io import atomic_write, is_zoo_name, load_model, load_state_dict_file
+
+from .policy import Policy
+from .report import ConversionReport
+from .save import FORMATS, save_converted
+
+__all__ = ["ConvertOptions", "run_convert", "run_graph", "render_conversion"]
+
+
+@dataclass
+class ConvertOptions:
+    model: str
+    output: str
+    policy: Policy = Policy()
+    input_shape: tuple[int, ...] | None = None
+    arch: str | None = None
+    trust: bool = False
+    fmt: str = "safetensors"
+    strategy: str = "swap"
+    precision: str = "fp32"
+
+
+def _arch_name(model: str, arch: str | None) -> str | None:
+    """What a saved file should name as its architecture, so it loads without --arch."""
+    if is_zoo_name(model):
+        return model
+    if arch:
+        return arch
+    if str(model).endswith(".safetensors") and Path(model).is_file():
+        return load_state_dict_file(model)[1].get("adderconv.arch")
+    return None
+
+
+def _shape(model: str, arch: str | None, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    if shape is not None:
+        return shape
+    from adderconv import zoo
+    for name in (model, arch):
+        if isinstance(name, str) and name in zoo.list_models():
+            return zoo.default_input_shape(name)
+    return None
+
+
+def _convert_onnx(opts: ConvertOptions, console: Console) -> int:
+    try:
+        from .onnx_rewrite import convert_onnx
+    except ImportError:
+        raise AdderconvError("ONNX conversion is not available yet (convert the PyTorch model, then "
+                             "`adderconv export`)") from None
+    if not Path(opts.model).is_file():
+        raise AdderconvError(f"{opts.model}: no such file")
+    result = convert_onnx(opts.model, opts.output, opts.policy)
+    console.print(f"wrote {opts.output}" + (f": {result}" if result is not None else ""))
+    return 0
+
+
+def run_convert(opts: ConvertOptions, console: Console) -> int:
+    """Load, convert by policy, print what changed and what it saves, and write the result atomically."""
+    if opts.fmt not in FORMATS:
+        raise AdderconvError(f"--format must be one of {', '.join(FORMATS)}, got {opts.fmt!r}")
+    if opts.strategy not in ("swap", "aten"):
+        raise AdderconvError(f"--strategy must be swap or aten, got {opts.strategy!r}")
+    if opts.strategy == "aten" and opts.fmt != "pt2":
+        raise AdderconvError("--strategy aten produces a traced graph (no module classes to rebuild, not "
+                             "picklable): save it with --format pt2")
+    if str(opts.model).endswith(".onnx"):
+        return _convert_onnx(opts, console)
+    shape = _shape(opts.model, opts.arch, opts.input_shape)
+    if shape is None and (opts.strategy == "aten" or opts.fmt == "pt2"):
+        raise AdderconvError("this needs an input shape to trace the model: pass --input-shape, e.g. 1,3,224,224")
+    original = load_model(opts.model, arch=opts.arch, trust=opts.trust)
+    if not isinstance(original, torch.nn.Module) or isinstance(original, torch.jit.ScriptModule):
+        raise AdderconvError(f"{opts.model}: a TorchScript model cannot be converted; load the Python model")
+    example = None
+    if shape is not None:
+        param = next(original.parameters(), None)
+        example = (torch.zeros(shape, device=param.device if param is not None else "cpu"),)
+    if opts.strategy == "aten":
+        from .aten_rewrite import convert_exported
+        net, report = convert_exported(original, example, opts.policy)
+    else:
+        from .swap import convert
+        net = convert(original, opts.policy, example_inputs=example)
+        report = net.adderconv_report
+    render_conversion(report, console)
+    if shape is not None:
+        _render_savings(original, net, shape, opts.precision, console)
+    else:
+        console.print("no input shape: pass --input-shape to see multiplications, additions and energy")
+    save_converted(net, opts.output, arch=_arch_name(opts.model, opts.arch), fmt=opts.fmt, example_inputs=example)
+    console.print(f"wrote {opts.output} ({opts.fmt})")
+    return 0
+
+
+def render_conversion(report: ConversionReport, console: Console) -> None:
+    """A rich table: each multiplicative layer, what it became and why."""
+    t = Table(title=f"converted {len(report.converted)} of {len(report.layers)} multiplicative layers"
+                    + ("" if report.traced else " (not traced)"))
+    for col in ("layer", "type", "now", "notes"):
+        t.add_column(col)
+    for r in report.layers:
+        extra = [s for s, on in (("+BN", r.bn_inserted), ("+shortcut", r.shortcut), ("+power", r.power)) if on]
+        if r.aliases:
+            extra.append(f"shared with {', '.join(r.aliases)}")
+        t.add_row(r.name, r.type_name, r.new_type or "-", " ".join([r.reason, *extra]))
+    console.print(t)
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+
+
+def _render_savings(before, after, shape, precision: str, console: Console) -> None:
+    """Before/after multiplications, additions and energy, from the analysis package."""
+    try:
+        from adderconv.analysis import analyze, render_comparison
+    except ImportError:
+        console.print("(energy analysis is not available in this installation)")
+        return
+    import dataclasses
+    reports = [dataclasses.replace(analyze(m, shape, precision=precision), model=label)
+               for m, label in ((before, "original"), (after, "converted"))]
+    render_comparison(*reports, console, title=f"before vs after conversion (input {'x'.join(map(str, shape))})")
+
+
+def run_graph(model: str, output: str, *, input_shape: tuple[int, ...] | None = None, arch: str | None = None,
+              trust: bool = False, console: Console | None = None) -> int:
+    """Trace ``model``, write its op graph as GraphML, print a one-line summary."""
+    from .graph import first_last, model_graph, write_graphml
+
+    shape = _shape(model, arch, input_shape)
+    if shape is None:
+        raise AdderconvError("an input shape is needed to trace the model: pass --input-shape, e.g. 1,3,224,224")
+    net = load_model(model, arch=arch, trust=trust)
+    g = model_graph(net, (torch.zeros(shape),))
+    with atomic_write(output) as tmp:
+        write_graphml(g, os.fspath(tmp))
+    kinds = [d["kind"] for _, d in g.nodes(data=True)]
+    first, last = first_last(g)
+    names = lambda ns: ", ".join(sorted(g.nodes[n]["module"] or n for n in ns))  # noqa: E731
+    (console or Console()).print(
+        f"wrote {output}: {g.number_of_nodes()} ops, {g.number_of_edges()} edges; conv {kinds.count('conv')}, "
+        f"linear {kinds.count('linear')}, adder {kinds.count('adder')}, norm {kinds.count('norm')}; "
+        f"first: {names(first)}; last: {names(last)}", highlight=False)
+    return 0
