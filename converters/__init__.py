@@ -5,6 +5,7 @@
 >>> print(net.adderconv_report.converted[0].new_type)
 AdderConv2d
 """
+from .aten_rewrite import convert_exported
 from .blocks import AdderBlock, build_adder, default_mapping
 from .calibrate import recalibrate_bn
 from .graph import model_graph, write_graphml
@@ -13,6 +14,6 @@ from .report import ConversionReport, LayerRecord
 from .save import save_converted
 from .swap import apply_recipe, convert
 
-__all__ = ["convert", "apply_recipe", "recalibrate_bn", "Policy", "LayerInfo", "Decision", "decide", "decide_all",
-           "ConversionReport", "LayerRecord", "AdderBlock", "build_adder", "default_mapping", "model_graph",
-           "write_graphml", "save_converted"]
+__all__ = ["convert", "convert_exported", "apply_recipe", "recalibrate_bn", "Policy", "LayerInfo", "Decision",
+           "decide", "decide_all", "ConversionReport", "LayerRecord", "AdderBlock", "build_adder", "default_mapping",
+           "model_graph", "write_graphml", "save_converted"]
