@@ -69,7 +69,19 @@ def _convert_onnx(opts: ConvertOptions, console: Console) -> int:
     if not Path(opts.model).is_file():
         raise AdderconvError(f"{opts.model}: no such file")
     result = convert_onnx(opts.model, opts.output, opts.policy)
-    console.print(f"wrote {opts.output}" + (f": {result}" if result is not None else ""))
+    t = Table(title=str(result))
+    for col in ("node", "op", "now", "notes"):
+        t.add_column(col)
+    for r in result.records:
+        t.add_row(r.name, r.op_type, "AdderConv2d" if r.converted else "-", r.reason)
+    console.print(t)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    try:
+        _render_savings(opts.model, opts.output, opts.input_shape, opts.precision, console)
+    except AdderconvError as e:   # counting is a view: a model it cannot count still converts
+        console.print(f"(no before/after counts: {e})", highlight=False)
+    console.print(f"wrote {opts.output} (onnx)")
     return 0
 
 
@@ -137,7 +149,8 @@ def _render_savings(before, after, shape, precision: str, console: Console) -> N
     import dataclasses
     reports = [dataclasses.replace(analyze(m, shape, precision=precision), model=label)
                for m, label in ((before, "original"), (after, "converted"))]
-    render_comparison(*reports, console, title=f"before vs after conversion (input {'x'.join(map(str, shape))})")
+    where = f" (input {'x'.join(map(str, shape))})" if shape else ""
+    render_comparison(*reports, console, title=f"before vs after conversion{where}")
 
 
 def run_graph(model: str, output: str, *, input_shape: tuple[int, ...] | None = None, arch: str | None = None,

@@ -109,3 +109,14 @@ def test_graph_command_writes_graphml(tmp_path, monkeypatch, capsys):
     assert len(convs) == 22 and all(d["counted"] and d["mul"] == d["add"] > 0 for d in convs)
     total = sum(d["mul"] for d in convs)
     assert 40_000_000 < total < 42_000_000       # ResNet-20: 41.17M in the paper (which counts the fc differently)
+
+
+def test_convert_onnx_goes_through_the_onnx_rewriter(tmp_path, monkeypatch, capsys):
+    from adderconv.converters.onnx_export import export_onnx
+
+    export_onnx(adderconv.get_model("lenet5_bn").eval(), tmp_path / "cnn.onnx", (1, 1, 32, 32))
+    out = tmp_path / "adder.onnx"
+    code, stdout, _ = _run(monkeypatch, capsys, "convert", tmp_path / "cnn.onnx", "-o", out)
+    assert code == 0 and out.exists() and "rewritten into ai.adderconv::AdderConv2d" in stdout
+    import onnx
+    assert any(n.op_type == "AdderConv2d" for n in onnx.load(str(out)).graph.node)
