@@ -239,8 +239,22 @@ def _layer_name(node) -> str:
         parts = meta["namespace"].split("/")
         return parts[-2].split(":")[0].strip() if len(parts) >= 2 else ""
     if node.name.startswith("/"):           # TorchScript exporter: /layer1/layer1.0/conv1/Conv
-        return "/".join(p for p in node.name.split("/")[1:-1] if p)
+        return _scoped_path([p for p in node.name.split("/")[1:-1] if p])
     return node.name or node.op_type
+
+
+def _scoped_path(parts: list[str]) -> str:
+    """TorchScript-exporter scopes to a module path: layer1/layer1.0/downsample/downsample.0 -> layer1.0.downsample.0."""
+    path = ""
+    for comp in parts:
+        head, _, tail = comp.partition(".")
+        if path and comp.startswith(path + "."):
+            path = comp                         # the scope already holds the full path
+        elif path and tail and path.split(".")[-1] == head:
+            path = f"{path}.{tail}"             # a child of a container, named relative to it
+        else:
+            path = f"{path}.{comp}" if path else comp
+    return path
 
 
 def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] | None = None) -> ModelCounts:

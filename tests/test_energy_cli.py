@@ -1,0 +1,176 @@
+"""`adderconv energy` end to end: reports rendered to files, JSON determinism, the CI gate's exit codes."""
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from adderconv.cli import main
+
+
+def run(capsys, monkeypatch, *args):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["adderconv", "energy", *args])
+    monkeypatch.setenv("COLUMNS", "100")
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_json_is_versioned_and_byte_for_byte_deterministic(tmp_path, capsys, monkeypatch):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert run(capsys, monkeypatch, "lenet5_bn_adder", "--json", str(a))[0] == 0
+    torch.manual_seed(1)                              # other weights: counts and energy must not change
+    assert run(capsys, monkeypatch, "lenet5_bn_adder", "--json", str(b))[0] == 0
+    assert a.read_bytes() == b.read_bytes()
+    data = json.loads(a.read_text())
+    assert data["schema"] == "adderconv.energy/1"
+    assert {"mul", "add", "energy_pj"} <= data["totals"].keys()
+    layer = data["layers"][0]
+    assert {"name", "type", "mul", "add", "energy_pj", "unsupported"} <= layer.keys()
+    assert data["totals"]["add"] == sum(le["add"] for le in data["layers"])
+
+
+def test_gate_exit_codes(tmp_path, capsys, monkeypatch):
+    base = tmp_path / "base.json"
+    assert run(capsys, monkeypatch, "resnet20_adder", "--json", str(base))[0] == 0
+    code, out, _ = run(capsys, monkeypatch, "resnet20_adder", "--baseline", str(base), "--max-increase", "1%")
+    assert code == 0 and "no regression" in out
+    # the CNN has ~64x the adder net's multiplications: a regression, with a table of what grew
+    code, out, _ = run(capsys, monkeypatch, "resnet20", "--baseline", str(base), "--max-increase", "1%")
+    assert code == 1 and "regression" in out and "GREW" in out and "mul" in out
+    # allowed when the limit is generous enough? mul grew ~6300%, so 10000% passes
+    assert run(capsys, monkeypatch, "resnet20", "--baseline", str(base), "--max-increase", "10000%")[0] == 0
+    # usage errors: exit 2, one line on stderr
+    code, _, err = run(capsys, monkeypatch, "resnet20", "--baseline", str(base), "--max-increase", "lots")
+    assert code == 2 and err.startswith("error: --max-increase")
+    code, _, err = run(capsys, monkeypatch, "resnet20", "--baseline", str(tmp_path / "missing.json"))
+    assert code == 2 and "cannot read baseline" in err
+    (tmp_path / "other.json").write_text('{"schema": "something/1"}')
+    code, _, err = run(capsys, monkeypatch, "resnet20", "--baseline", str(tmp_path / "other.json"))
+    assert code == 2 and "schema" in err
+
+
+@pytest.mark.slow
+def test_json_is_identical_across_interpreters_and_hash_seeds(tmp_path):
+    outs = []
+    for seed in ("1", "123"):
+        path = tmp_path / f"{seed}.json"
+        subprocess.run([sys.executable, "-m", "adderconv", "energy", "vgg_small_adder", "--json", str(path)],
+                       env={**os.environ, "PYTHONHASHSEED": seed}, check=True, capture_output=True)
+        outs.append(path.read_bytes())
+    assert outs[0] == outs[1]
+
+
+@pytest.fixture
+def cumsum_model(tmp_path, monkeypatch):
+    """A state dict plus an importable factory for a model using an op with no handle (cumsum)."""
+    (tmp_path / "cummodel.py").write_text(textwrap.dedent("""
+        import torch
+        class M(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = torch.nn.Linear(4, 3)
+            def forward(self, x):
+                return torch.cumsum(self.fc(x), 1)
+        def make():
+            return M()
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import cummodel
+
+    path = tmp_path / "m.pt"
+    torch.save(cummodel.make().state_dict(), path)
+    return path
+
+
+def test_unsupported_ops_are_listed_and_strict_fails(cumsum_model, tmp_path, capsys, monkeypatch):
+    js = tmp_path / "m.json"
+    code, out, _ = run(capsys, monkeypatch, str(cumsum_model), "--arch", "cummodel:make", "--input-shape", "2,4",
+                       "--json", str(js))
+    assert code == 0 and "aten::cumsum x1" in out
+    assert json.loads(js.read_text())["unsupported"] == {"aten::cumsum": 1}
+    code, out, _ = run(capsys, monkeypatch, str(cumsum_model), "--arch", "cummodel:make", "--input-shape", "2,4",
+                       "--strict")
+    assert code == 1 and "--strict" in out
+    # shapes: missing for a non-zoo model, and wrong
+    code, _, err = run(capsys, monkeypatch, str(cumsum_model), "--arch", "cummodel:make")
+    assert code == 2 and "--input-shape" in err
+    code, _, err = run(capsys, monkeypatch, str(cumsum_model), "--arch", "cummodel:make", "--input-shape", "2,5")
+    assert code == 2 and "does not run on an input of shape (2, 5)" in err
+
+
+def test_report_rendered_to_a_file_has_no_colour_codes_and_fits_a_narrow_terminal(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    report = tmp_path / "report.txt"
+    with open(report, "w") as f:                     # stdout is a file, as with `adderconv energy ... > f`
+        monkeypatch.setattr(sys, "stdout", f)
+        monkeypatch.setattr(sys, "argv", ["adderconv", "energy", "resnet20_adder", "--compare", "resnet20",
+                                          "--precision", "int8", "--memory", "sram_8kb"])
+        monkeypatch.setenv("COLUMNS", "60")
+        try:
+            main()
+        except SystemExit as e:
+            assert e.code in (0, None)
+    text = report.read_text()
+    assert "\x1b[" not in text
+    assert max(len(line) for line in text.splitlines()) <= 60
+    for part in ("Totals", "By operator class", "Top 10", "Notes", "resnet20 vs resnet20_adder", "memory int8"):
+        assert part in text, part
+
+
+def test_default_job_compares_resnet20_cnn_and_adder_at_fp32_and_int8(tmp_path, capsys, monkeypatch):
+    md = tmp_path / "r.md"
+    code, out, _ = run(capsys, monkeypatch, "--markdown", str(md))
+    assert code == 0
+    assert "CNN vs AdderNet" in out and "energy fp32" in out and "energy int8" in out
+    assert re.search(r"mul\s+41\.01M\s+643\.79k", out)
+    assert "Top 10 of" in out
+    text = md.read_text()
+    assert text.startswith("### Energy: `resnet20_adder`") and "| `resnet20` | `resnet20_adder` |" in text
+
+
+def test_onnx_file_and_all_layers(tmp_path, capsys, monkeypatch):
+    from onnx import TensorProto, helper, save
+
+    node = helper.make_node("AdderConv2d", ["x", "w"], ["y"], name="adder", domain="ai.adderconv",
+                            kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], group=1)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[helper.make_tensor("w", TensorProto.FLOAT, [3, 2, 3, 3], [0.0] * 54)])
+    path = tmp_path / "a.onnx"
+    save(helper.make_model(g), str(path))
+    js = tmp_path / "a.json"
+    code, out, _ = run(capsys, monkeypatch, str(path), "--input-shape", "2,2,4,4", "--all-layers", "--json", str(js))
+    assert code == 0 and "front end onnx" in out and "execution order" in out
+    assert json.loads(js.read_text())["totals"]["add"] == 2 * (2 * 3 * 16) * (2 * 9)
+
+
+def test_precisions_tables_and_per_layer_precision(tmp_path, capsys, monkeypatch):
+    js = tmp_path / "p.json"
+    table = tmp_path / "t.toml"
+    table.write_text('[compute.fp32]\nadd = { pj = 1.0, source = "test" }\nmul = { pj = 10.0, source = "test" }\n'
+                     '[compute.int8]\nadd = { pj = 0.5, source = "test" }\nmul = { pj = 2.0, source = "test" }\n')
+    code, _, _ = run(capsys, monkeypatch, "lenet5_bn", "--table", str(table), "--layer-precision", "fc*=int8",
+                     "--json", str(js))
+    assert code == 0
+    data = json.loads(js.read_text())
+    for le in data["layers"]:
+        price = {"mul": 2.0, "add": 0.5} if le["name"].startswith("fc") else {"mul": 10.0, "add": 1.0}
+        assert le["precision"] == ("int8" if le["name"].startswith("fc") else "fp32")
+        priced = le["mul"] * price["mul"] + le["add"] * price["add"]
+        assert le["energy_pj"] == pytest.approx(priced), le["name"]    # cmp is unpriced in this table
+    assert data["totals"]["unpriced"]["cmp"] > 0
+    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--precision", "fp8")
+    assert code == 2 and "unknown precision 'fp8'" in err
+    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--table", str(table), "--precision", "fp16")
+    assert code == 2 and "no precision 'fp16'" in err
