@@ -160,7 +160,8 @@ def finetune_cmd(
                                                         "when MODEL is a CNN file, converted first).")] = None,
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory (checkpoint, metrics, model).")] = "finetune-out",
     epochs: Annotated[int, typer.Option(help="Epochs (cosine schedule over all of them).")] = 10,
-    lr: Annotated[float, typer.Option(help="SGD learning rate (momentum 0.9).")] = 0.1,
+    optimizer: Annotated[str, typer.Option(help="sgd (momentum 0.9) or adam (SR nets).")] = "sgd",
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.1,
     batch_size: Annotated[int, typer.Option(help="Global batch size (split over DDP ranks).")] = 256,
     weight_decay: Annotated[float, typer.Option(help="SGD weight decay.")] = 5e-4,
     eta: Annotated[float, typer.Option(help="AdderNet's adaptive-LR eta (relative to each layer's weight RMS).")] = 0.2,
@@ -182,9 +183,11 @@ def finetune_cmd(
 
     from adderconv.training.command import FinetuneOptions, run_finetune
 
-    opts = FinetuneOptions(model, data, teacher, out, epochs, lr, batch_size, weight_decay, eta, kd_alpha,
-                           kd_temperature, parse_shape(input_shape), arch, trust, convert, resume, seed, split_seed,
-                           device, amp, limit, workers, quiet)
+    opts = FinetuneOptions(
+        model=model, data=data, teacher=teacher, out=out, epochs=epochs, optimizer=optimizer, lr=lr,
+        batch_size=batch_size, weight_decay=weight_decay, eta=eta, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
+        input_shape=parse_shape(input_shape), arch=arch, trust=trust, convert=convert, resume=resume, seed=seed,
+        split_seed=split_seed, device=device, amp=amp, limit=limit, workers=workers, quiet=quiet)
     raise typer.Exit(run_finetune(opts, Console()))
 
 

@@ -22,6 +22,7 @@ class FinetuneOptions:
     teacher: str | None = None
     out: str = "finetune-out"
     epochs: int = 10
+    optimizer: str = "sgd"
     lr: float = 0.1
     batch_size: int = 256
     weight_decay: float = 5e-4
@@ -61,7 +62,8 @@ def render_result(res: FinetuneResult, console: Any) -> None:
         t.add_row("bicubic psnr", show(res.test["bicubic_psnr"]), "")
     e = res.energy or {}
     if e.get("available"):
-        for key, label in (("mul", "multiplications"), ("add", "additions"), ("energy_pj", f"energy pJ ({e['precision']})")):
+        rows = (("mul", "multiplications"), ("add", "additions"), ("energy_pj", f"energy pJ ({e['precision']})"))
+        for key, label in rows:
             t.add_row(label, _fmt(e["student"][key]), _fmt(e["teacher"][key]) if "teacher" in e else "-")
         if "energy_ratio" in e:
             t.add_row("energy student/teacher", f"{e['energy_ratio']:.3f}", "")
@@ -87,7 +89,7 @@ def run_finetune(opts: FinetuneOptions, console: Any) -> int:
                        input_shape=shape_hint, data=opts.data, num_classes=data.num_classes)
     for note in prep.notes if main else ():
         console.print(f"note: {note}")
-    res = finetune(prep.student, data, teacher=prep.teacher, epochs=opts.epochs, lr=opts.lr,
+    res = finetune(prep.student, data, teacher=prep.teacher, epochs=opts.epochs, optimizer=opts.optimizer, lr=opts.lr,
                    batch_size=opts.batch_size, weight_decay=opts.weight_decay, eta=opts.eta, kd_alpha=opts.kd_alpha,
                    kd_temperature=opts.kd_temperature, device=opts.device, amp=opts.amp, seed=opts.seed,
                    out=opts.out, resume=opts.resume, progress=not opts.quiet and main,

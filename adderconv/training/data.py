@@ -24,8 +24,8 @@ from torch.utils.data import Dataset
 
 from ..errors import AdderconvError
 
-__all__ = ["DataSplit", "TensorPairs", "load_data", "default_shape", "safe_unpickle", "degrade_bicubic", "augment_batch",
-           "SKIMAGE_SPLIT"]
+__all__ = ["DataSplit", "TensorPairs", "load_data", "default_shape", "safe_unpickle", "degrade_bicubic",
+           "augment_batch", "SKIMAGE_SPLIT"]
 
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _RGB_MEAN, _RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # ImageNet: what torchvision weights expect
@@ -296,15 +296,24 @@ def _sr(source: str, shape, split_seed, val_fraction, test_fraction, limit, scal
             raise AdderconvError(f"{source}: SR mode needs a directory with at least 3 images")
         from PIL import Image
 
-        tr, va, te = _split(len(files), split_seed, val_fraction, test_fraction)
-        va, te = (va if len(va) else tr[-1:]), (te if len(te) else tr[-2:-1])
-        load = lambda idx: [_luminance(np.asarray(Image.open(files[i]).convert("RGB"))) for i in idx.tolist()]  # noqa: E731
-        sets = {"train": load(tr), "val": load(va), "test": load(te)}
+        # Whole images are held out (never patches of a training image); at least one for val and one for test.
+        perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(split_seed)).tolist()
+        n_test = max(1, round(len(files) * test_fraction))
+        n_val = max(1, round((len(files) - n_test) * val_fraction))
+        parts = {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
+
+        def load(idx: list[int]) -> list[Tensor]:
+            return [_luminance(np.asarray(Image.open(files[i]).convert("RGB"))) for i in idx]
+
+        sets = {k: load(v) for k, v in parts.items()}
         how = f"{root}, images split by seed {split_seed}"
     # Training patches overlap by half; val/test are non-overlapping tiles of the held-out images.
     hr = {"train": _tiles(sets["train"], size, size // 2), "val": _tiles(sets["val"], size, size),
           "test": _tiles(sets["test"], size, size)}
-    hr = {k: (v if limit is None else v[:limit]) for k, v in hr.items()}
+    if limit is not None:   # a seeded random subset of the training patches (they are stored image by image)
+        pick = torch.randperm(len(hr["train"]), generator=torch.Generator().manual_seed(split_seed))
+        hr["train"] = hr["train"][pick]
+        hr = {k: v[:limit] for k, v in hr.items()}
     if not len(hr["train"]) or not len(hr["test"]):
         raise AdderconvError(f"{source}: no {size}x{size} patches (images smaller than the model input?)")
     ds = {k: TensorPairs(degrade_bicubic(v, scale), v) for k, v in hr.items()}

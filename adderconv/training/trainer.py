@@ -45,8 +45,8 @@ from .prepare import check_outputs
 __all__ = ["finetune", "FinetuneResult", "TrainingDiverged", "pick_device", "amp_dtype"]
 
 # Settings that shape the trajectory: resuming with any of them changed would not continue the same run.
-_TRAJECTORY_KEYS = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "eta", "eta_relative", "kd_alpha",
-                    "kd_temperature", "warmup_epochs", "seed", "amp", "world_size")
+_TRAJECTORY_KEYS = ("epochs", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "eta", "eta_relative",
+                    "kd_alpha", "kd_temperature", "warmup_epochs", "seed", "amp", "world_size")
 
 
 class TrainingDiverged(AdderconvError):
@@ -123,33 +123,39 @@ def _progress(enabled: bool):
 
 
 def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.Module | None = None,
-             epochs: int = 10, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
-             batch_size: int = 256, eta: float = 0.2, eta_relative: bool = True, kd_alpha: float = 0.5,
-             kd_temperature: float = 4.0, warmup_epochs: int = 0, recalibrate: bool = True,
+             epochs: int = 10, optimizer: str = "sgd", lr: float = 0.1, momentum: float = 0.9,
+             weight_decay: float = 5e-4, batch_size: int = 256, eta: float = 0.2, eta_relative: bool = True,
+             kd_alpha: float = 0.5, kd_temperature: float = 4.0, warmup_epochs: int = 0, recalibrate: bool = True,
              calib_batches: int = 20, device: str = "auto", amp: str = "auto", seed: int = 0,
              out: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
              log: Callable[[str], None] | None = None, num_workers: int = 0, energy: bool = True,
              arch: str | None = None) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` (a :class:`DataSplit` or a source string, see :func:`load_data`).
 
-    Defaults are the reference CIFAR recipe (SGD lr 0.1, momentum 0.9, wd 5e-4, batch 256, cosine, eta 0.2).
+    Defaults are the reference CIFAR recipe (SGD lr 0.1, momentum 0.9, wd 5e-4, batch 256, cosine, eta 0.2);
+    ``optimizer="adam"`` (``momentum`` is then beta1) suits SR nets.
     With ``out``, writes ``metrics.json`` and ``checkpoint.pt`` each epoch and ``model.safetensors`` and
     ``result.json`` at the end; ``resume=True`` continues from ``out/checkpoint.pt``. ``batch_size`` is global
-    (split over DDP ranks). ``arch`` names the architecture stored with the weights. Raises :class:`TrainingDiverged` on a NaN/inf loss.
+    (split over DDP ranks). ``arch`` names the architecture stored with the weights.
+    Raises :class:`TrainingDiverged` on a NaN/inf loss.
     """
+    if optimizer not in ("sgd", "adam"):
+        raise AdderconvError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise AdderconvError(f"need epochs >= 1, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})")
     if resume and out is None:
         raise AdderconvError("--resume needs the output directory (-o/--out) of the run to continue")
     dev = pick_device(device)
     info = setup(dev.type)
+    if dev.type == "cuda" and info.enabled:
+        dev = torch.device("cuda", info.local_rank)     # one GPU per rank (torchrun's LOCAL_RANK)
     try:
         return _run(**locals())
     finally:
         teardown(info)
 
 
-def _run(model, data, teacher, epochs, lr, momentum, weight_decay, batch_size, eta, eta_relative, kd_alpha,
+def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, batch_size, eta, eta_relative, kd_alpha,
          kd_temperature, warmup_epochs, recalibrate, calib_batches, device, amp, seed, out, resume, progress, log,
          num_workers, energy, arch, dev, info: DistInfo) -> FinetuneResult:
     say = (log or (lambda s: None)) if info.is_main else (lambda s: None)
@@ -170,7 +176,10 @@ def _run(model, data, teacher, epochs, lr, momentum, weight_decay, batch_size, e
     if steps == 0:
         raise AdderconvError(f"the training split has {len(data.train)} samples: too few for batch {batch_size}")
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    else:   # Adam (SR nets' usual optimizer; the adaptive LR still sets each adder layer's gradient norm)
+        opt = torch.optim.Adam(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(epochs * steps, warmup_epochs * steps))
     scaler = torch.amp.GradScaler(dev.type) if dtype == torch.float16 else None
     history: list[dict[str, Any]] = []

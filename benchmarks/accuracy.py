@@ -1,0 +1,171 @@
+"""Accuracy and training-throughput runs of the fine-tuning (issue 7's targets). Prints tables, writes JSON.
+
+Sections (``--only`` picks some):
+- ``digits``: scikit-learn digits at 1x32x32, one split (seed 0) and one training seed for every row:
+  LeNet-5-BN CNN; the adder LeNet-5-BN from scratch; the trained CNN converted (default policy) and
+  fine-tuned with logit KD from it (relative eta, the default), and the same with the reference's absolute
+  eta (ablation of that choice).
+- ``sr``: a small VDSR-style net (16 channels, 3 blocks) on luminance patches of scikit-image's sample
+  images, x2 bicubic degradation, held-out test images: adder (AdderSR: self-shortcut + power activation)
+  vs the same net with convolutions vs bicubic, and the ablation without shortcut / without power activation.
+- ``throughput``: training images/s of ResNet-20 CNN vs adder ResNet-20, same batch, CPU, interleaved.
+
+Nothing is asserted: the numbers are the result. Sized for a 2-core CPU (minutes); settings are printed
+with the numbers and stored in the JSON.
+
+    python benchmarks/accuracy.py --json benchmarks/results/accuracy.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from adderconv import AdaptiveLR, get_model
+from adderconv.training import finetune, load_data
+
+
+def _row(name: str, res, extra: dict | None = None) -> dict:
+    h = res.history
+    return {"model": name, **{k: v for k, v in res.test.items() if k != "n"}, "epochs": len(h),
+            "final_train_loss": h[-1]["train_loss"], "train_seconds": sum(e["seconds"] for e in h), **(extra or {})}
+
+
+def digits(epochs: int, kd_epochs: int, batch: int, lr: float, kd_lr: float, seed: int) -> dict:
+    data = load_data("digits", (1, 32, 32), split_seed=0)
+    common = dict(batch_size=batch, seed=seed, energy=False, log=print)
+    rows = []
+    cnn = finetune(get_model("lenet5_bn"), data, epochs=epochs, lr=lr, **common)
+    rows.append(_row("LeNet-5-BN CNN", cnn))
+    scratch = finetune(get_model("lenet5_bn_adder"), data, epochs=epochs, lr=lr, **common)
+    rows.append(_row("adder LeNet-5-BN, from scratch", scratch))
+    from adderconv.converters import convert
+
+    teacher = cnn.model.eval()
+    for relative in (True, False):
+        student = convert(teacher, example_inputs=(torch.zeros(1, 1, 32, 32),))
+        res = finetune(student, data, teacher=teacher, epochs=kd_epochs, lr=kd_lr, eta_relative=relative, **common)
+        name = f"CNN converted + KD ({'relative' if relative else 'absolute, reference'} eta)"
+        rows.append(_row(name, res, {"energy_vs_teacher": None}))
+    base = rows[0]["acc"]
+    for r in rows:
+        r["gap_points"] = 100 * (base - r["acc"])
+    settings = {"data": data.description, "epochs": epochs, "kd_epochs": kd_epochs, "batch": batch, "lr": lr,
+                "kd_lr": kd_lr, "seed": seed, "momentum": 0.9, "weight_decay": 5e-4, "eta": 0.2,
+                "kd_alpha": 0.5, "kd_temperature": 4.0, "schedule": "cosine per step"}
+    return {"settings": settings, "rows": rows}
+
+
+def sr(epochs: int, batch: int, lr: float, patch: int, limit: int, seed: int, n_variants: int = 4) -> dict:
+    from adderconv.zoo.sr_net import SRNet
+
+    data = load_data("sr:skimage", (1, patch, patch), split_seed=0, limit=limit)
+    variants = [("adder (AdderSR: shortcut + power)", dict(adder=True)),
+                ("CNN, same net", dict(adder=False)),
+                ("adder, no self-shortcut", dict(adder=True, shortcut=False)),
+                ("adder, no power activation", dict(adder=True, power=False))]
+    rows = []
+    for name, kw in variants[:n_variants]:
+        torch.manual_seed(seed)
+        net = SRNet(channels=16, blocks=3, **kw)
+        torch.nn.init.zeros_(net.tail.weight)      # every variant starts as the bicubic input (global residual)
+        torch.nn.init.zeros_(net.tail.bias)
+        res = finetune(net, data, epochs=epochs, optimizer="adam", lr=lr,
+                       weight_decay=0.0, batch_size=batch, seed=seed, energy=False, log=print)
+        rows.append(_row(name, res))
+    bicubic = rows[0]["bicubic_psnr"]
+    for r in rows:
+        r["gain_over_bicubic_db"] = r["psnr"] - bicubic
+        r["gap_to_cnn_db"] = rows[1]["psnr"] - r["psnr"] if len(rows) > 1 else None
+    settings = {"data": data.description, "net": "SRNet(channels=16, blocks=3), tail conv zero-initialised", "epochs": epochs, "batch": batch,
+                "lr": lr, "seed": seed, "loss": "L1", "psnr": "over all pixels of the test tiles, no border shave",
+                "optimizer": "Adam (0.9, 0.999), no weight decay, cosine, eta 0.2 (relative)"}
+    return {"settings": settings, "bicubic_psnr": bicubic, "rows": rows}
+
+
+def throughput(batch: int, steps: int, rounds: int) -> dict:
+    """Images/s of full training steps (forward, backward, adaptive LR, SGD), the two models interleaved."""
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    setups = {}
+    for name in ("resnet20", "resnet20_adder"):
+        m = get_model(name).train()
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        setups[name] = (m, opt, AdaptiveLR(m, eta=0.2))
+
+    def run(name: str) -> float:
+        m, opt, alr = setups[name]
+        t = time.perf_counter()
+        for _ in range(steps):
+            opt.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            alr.step(opt)
+        return batch * steps / (time.perf_counter() - t)
+
+    for name in setups:
+        run(name)                                   # warm-up (kernel selection, allocator)
+    rates = {name: [] for name in setups}
+    for _ in range(rounds):
+        for name in setups:
+            rates[name].append(run(name))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    return {"settings": {"batch": batch, "steps_per_round": steps, "rounds": rounds, "threads": torch.get_num_threads(),
+                         "device": "cpu"},
+            "images_per_s": med, "all_rounds": rates, "adder_over_cnn": med["resnet20_adder"] / med["resnet20"]}
+
+
+def _print_table(title: str, rows: list[dict], cols: list[str]) -> None:
+    print(f"\n{title}")
+    print(" | ".join(["model"] + cols))
+    for r in rows:
+        cells = [f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
+        print(" | ".join([r["model"]] + cells))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", default=["digits", "sr", "throughput"])
+    ap.add_argument("--epochs", type=int, default=15, help="digits: epochs of the CNN and the adder from scratch")
+    ap.add_argument("--kd-epochs", type=int, default=10, help="digits: epochs of the converted + KD runs")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--kd-lr", type=float, default=0.02)
+    ap.add_argument("--sr-epochs", type=int, default=6)
+    ap.add_argument("--sr-batch", type=int, default=32)
+    ap.add_argument("--sr-lr", type=float, default=1e-3)
+    ap.add_argument("--sr-patch", type=int, default=32)
+    ap.add_argument("--sr-limit", type=int, default=2048, help="training patches (a seeded random subset)")
+    ap.add_argument("--tp-batch", type=int, default=32)
+    ap.add_argument("--tp-steps", type=int, default=3)
+    ap.add_argument("--tp-rounds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    out: dict = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "torch": torch.__version__,
+                 "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+    if "digits" in args.only:
+        out["digits"] = digits(args.epochs, args.kd_epochs, args.batch, args.lr, args.kd_lr, args.seed)
+        _print_table(f"digits ({out['digits']['settings']})", out["digits"]["rows"],
+                     ["acc", "gap_points", "epochs", "train_seconds"])
+    if "sr" in args.only:
+        out["sr"] = sr(args.sr_epochs, args.sr_batch, args.sr_lr, args.sr_patch, args.sr_limit, args.seed)
+        _print_table(f"SR x2 (bicubic {out['sr']['bicubic_psnr']:.2f} dB; {out['sr']['settings']})", out["sr"]["rows"],
+                     ["psnr", "gain_over_bicubic_db", "gap_to_cnn_db", "epochs", "train_seconds"])
+    if "throughput" in args.only:
+        out["throughput"] = tp = throughput(args.tp_batch, args.tp_steps, args.tp_rounds)
+        print(f"\ntraining throughput, batch {args.tp_batch}, CPU ({tp['settings']['threads']} threads): "
+              f"ResNet-20 CNN {tp['images_per_s']['resnet20']:.1f} img/s, adder ResNet-20 "
+              f"{tp['images_per_s']['resnet20_adder']:.1f} img/s (adder/CNN {tp['adder_over_cnn']:.3f})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1, default=float) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
