@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from torch import nn
 from adderconv.errors import AdderconvError
 from adderconv.io import atomic_write
 
-from .onnx_function import ATTRIBUTES, DOMAIN, DOMAIN_VERSION, OP_TYPE, attach_functions
+from .onnx_function import ATTRIBUTES, DOMAIN, DOMAIN_VERSION, MIN_OPSET, OP_TYPE, attach_functions
 
 __all__ = ["OnnxExport", "export_onnx", "export_onnx_model", "translation_table", "resolve_input_shape"]
 
@@ -128,6 +129,8 @@ def export_onnx_model(
     output_names: Sequence[str] | None = None,
 ) -> tuple[onnx.ModelProto, OnnxExport]:
     """Export ``model`` (in eval mode) to an in-memory ``onnx.ModelProto``, checked with the full checker."""
+    if opset is not None and opset < MIN_OPSET:
+        raise AdderconvError(f"--opset must be >= {MIN_OPSET} (the AdderConv2d function needs it), got {opset}")
     if example_inputs is None:
         if not input_shape or len(input_shape) < 2 or min(input_shape) < 1:
             raise AdderconvError(f"export needs an input shape like (1, 3, 32, 32), got {input_shape!r}")
@@ -154,6 +157,7 @@ def export_onnx_model(
                 output_names=list(output_names) if output_names else None, optimize=True)
     except Exception as e:  # the exporter raises many types; the first line says what failed
         detail = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", detail)                 # the exporter colours its messages
         raise AdderconvError(f"ONNX export failed: {detail}") from e
     finally:
         model.train(was_training)

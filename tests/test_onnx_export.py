@@ -176,6 +176,8 @@ def test_node_names_follow_modules_and_training_mode_is_restored(tmp_path):
 def test_export_without_shape_is_a_user_error(tmp_path):
     with pytest.raises(adderconv.AdderconvError, match="input shape"):
         export_onnx(adderconv.get_model("lenet5_bn_adder"), tmp_path / "x.onnx", None)
+    with pytest.raises(adderconv.AdderconvError, match="opset must be >= 13"):
+        export_onnx(adderconv.get_model("lenet5_bn_adder"), tmp_path / "x.onnx", (1, 1, 32, 32), opset=11)
     assert not list(tmp_path.iterdir())
 
 
@@ -213,3 +215,22 @@ def test_verify_api_reports_batches(tmp_path):
     with torch.no_grad():
         model[4].weight.add_(0.5)                          # a changed weight shows up as an error
     assert not verify_onnx(path, model).ok
+
+
+def test_energy_front_end_counts_the_exported_node(tmp_path):
+    """The contract with the ONNX counter: 2 additions per MAC, no multiplications, nothing unsupported."""
+    from adderconv.analysis.onnx_frontend import count_onnx
+
+    model = adderconv.get_model("resnet20_adder").eval()
+    path = export_onnx(model, tmp_path / "r.onnx", (1, 3, 32, 32)).path
+    macs = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: macs.append(
+        o.numel() * mod.weight[0].numel())) for m in model.modules() if isinstance(m, AdderConv2d)]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    counts = count_onnx(path, (1, 3, 32, 32))
+    adder = counts.by_operator()["ai.adderconv::AdderConv2d"]
+    assert adder["mul"] == 0 and adder["add"] == 2 * sum(macs)
+    assert not counts.unsupported
