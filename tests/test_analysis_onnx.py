@@ -113,3 +113,22 @@ def test_dynamo_exporter_layer_names_agree_too(tmp_path):
     torch_counts = count_model(model, (1, 3, 32, 32))
     assert onnx_counts.total == torch_counts.total
     assert _by_layer(onnx_counts) == _by_layer(torch_counts)
+
+
+def test_counts_the_node_that_adderconv_export_writes(tmp_path):
+    from adderconv.converters.onnx_export import export_onnx
+
+    model = adderconv.get_model("resnet20_adder").eval()
+    export_onnx(model, tmp_path / "a.onnx", (1, 3, 32, 32))
+    onnx_counts = count_onnx(tmp_path / "a.onnx")
+    torch_counts = count_model(model, (1, 3, 32, 32))
+    adders = {layer.name: layer.tally for layer in torch_counts.layers if layer.type == "AdderConv2d"}
+    assert len(adders) == 20
+    assert {n: onnx_counts.layer(n).tally for n in adders} == adders       # 2 add per MAC, 0 mul, same layers
+    assert onnx_counts.unsupported == {}
+    # the exporter folds BatchNorms that follow a multiplicative conv (stem, classifier) into it; every
+    # other count is the same
+    norms = {layer.name for layer in onnx_counts.layers if "norm" in layer.by_category()}
+    folded = [layer for layer in torch_counts.layers if layer.type == "BatchNorm2d" and layer.name not in norms]
+    assert sorted(layer.name for layer in folded) == ["bn1", "bn2"]
+    assert onnx_counts.total + Tally.sum(layer.tally for layer in folded) == torch_counts.total
