@@ -90,7 +90,7 @@ def count_ops(model: nn.Module, inputs: Tensor | tuple) -> ModelCounts:
     finally:
         for h in hooks:
             h.remove()
-    used: list[str] = []
+    used: dict[str, None] = {}                         # layers in first-execution order
     ignored: dict[str, int] = {}
     for node in graph.nodes():
         kind = node.kind()
@@ -100,8 +100,7 @@ def count_ops(model: nn.Module, inputs: Tensor | tuple) -> ModelCounts:
             continue                                    # TorchScript bookkeeping (constants, lists, tuples)
         scope = node.scopeName().split("/")[-1]
         layer = layers.get(scope) or layers[""]
-        if layer.name not in used:
-            used.append(layer.name)
+        used.setdefault(layer.name)
         handle = HANDLES.get(kind)
         if handle is None:
             if kind in IGNORED:
@@ -118,8 +117,6 @@ def count_ops(model: nn.Module, inputs: Tensor | tuple) -> ModelCounts:
             layer.unsupported[key] = layer.unsupported.get(key, 0) + 1
             continue
         layer.ops.append(OpCount(kind, handle.category, tally))
-    order = {name: i for i, name in enumerate(used)}
-    kept = [layers[n] for n in sorted(order, key=order.get)]
-    # Layers the trace never reached still matter for the memory model when hooks saw them.
-    kept += [layer for n, layer in layers.items() if n not in order and (layer.act_in or layer.act_out)]
+    # Layers that only ran zero-arithmetic ops (Flatten, Dropout, Identity) are left out: views move no data.
+    kept = [layers[n] for n in used if layers[n].ops or layers[n].unsupported]
     return ModelCounts(layers=kept, ignored=dict(sorted(ignored.items())), frontend="pytorch")
