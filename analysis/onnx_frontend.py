@@ -208,7 +208,10 @@ def _set_inputs(model: onnx.ModelProto, input_shape: Sequence[int] | None) -> No
 def _infer(model: onnx.ModelProto) -> dict[str, Shape]:
     """Shapes of every value, feeding our adder nodes' output shapes back into ONNX shape inference."""
     for _ in range(len(model.graph.node) + 1):
-        inferred = shape_inference.infer_shapes(model, data_prop=True)
+        try:
+            inferred = shape_inference.infer_shapes(model, data_prop=True)
+        except shape_inference.InferenceError as e:
+            raise AdderconvError(f"ONNX shape inference failed: {str(e).splitlines()[0]}") from None
         g = inferred.graph
         shapes = {t.name: tuple(t.dims) for t in g.initializer}
         for vi in [*g.input, *g.value_info, *g.output]:
@@ -260,9 +263,11 @@ def _scoped_path(parts: list[str]) -> str:
 def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] | None = None) -> ModelCounts:
     """Count every node of an ONNX model's main graph, per layer and per op type."""
     if not isinstance(model, onnx.ModelProto):
+        from google.protobuf.message import DecodeError
+
         try:
-            model = onnx.load(str(model), load_external_data=False)
-        except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as e:  # noqa: B014
+            model = onnx.load(str(model), load_external_data=False)   # weights' values are not needed
+        except (OSError, ValueError, DecodeError) as e:
             raise AdderconvError(f"{model}: not a readable ONNX file ({str(e).splitlines()[0] if str(e) else e})") from None
     else:
         model = onnx.ModelProto.FromString(model.SerializeToString())   # never mutate the caller's model

@@ -93,6 +93,8 @@ def _notes(r: EnergyReport, console: Console) -> None:
         console.print(f"- [yellow]not counted (no handle):[/yellow] {ops}")
     else:
         console.print("- every operator was counted or is zero-arithmetic")
+    if r.ignored:
+        console.print("- zero-arithmetic, not counted: " + ", ".join(f"{op} x{n}" for op, n in r.ignored.items()))
     if r.totals.unpriced:
         console.print("- unpriced kinds (no price in the table): "
                       + ", ".join(f"{k} {fmt_count(n)}" for k, n in r.totals.unpriced.items()))
