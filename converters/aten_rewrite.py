@@ -131,8 +131,9 @@ def convert_exported(model: nn.Module, example_inputs: Sequence[object], policy:
         sites.setdefault(name, []).append(node)
     decisions = decide_all(list(infos.values()), policy)
     report = ConversionReport(traced=True, policy_json=policy.to_json(),
-                              warnings=["ATen rewrite: the result is traced in eval mode (BatchNorm uses running "
-                                        "statistics)"])
+                              warnings=["ATen rewrite: the result is an eval-mode graph; the model's own "
+                                        "BatchNorm ops keep their statistics, inserted BatchNorm layers are "
+                                        "modules that recalibrate_bn re-estimates"])
     for name, info in infos.items():
         d = decisions[name]
         record = LayerRecord(name, info.type_name, d.convert, d.reason, index=info.index, calls=len(sites[name]))

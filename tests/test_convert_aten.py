@@ -68,3 +68,23 @@ def test_addersr_preset_in_the_graph():
     assert rec.name == "2" and rec.shortcut and rec.bn_inserted and rec.power
     assert torch.add in _targets(gm)
     assert gm(torch.randn(2, 1, 10, 10)).shape == (2, 1, 10, 10)
+
+
+def test_inserted_bn_in_the_graph_is_recalibrated_and_the_graph_refuses_training():
+    import pytest
+
+    from adderconv.converters import recalibrate_bn
+    from adderconv.errors import AdderconvError
+
+    chain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 2, 1))
+    gm, _ = convert_exported(chain, (torch.randn(1, 3, 10, 10),))
+    (bn,) = [m for n, m in gm.named_children() if n.startswith("adder_bn_")]
+    feats = []
+    h = bn.register_forward_hook(lambda m, i, o: feats.append(i[0].detach()))
+    data = [torch.randn(4, 3, 10, 10) for _ in range(2)]
+    recalibrate_bn(gm, data)
+    h.remove()
+    torch.testing.assert_close(bn.running_mean, torch.cat(feats).transpose(0, 1).flatten(1).mean(1))
+    assert not gm.training
+    with pytest.raises(AdderconvError, match="eval mode"):
+        gm.train()
