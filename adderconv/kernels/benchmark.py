@@ -110,6 +110,9 @@ def _time(fn: Callable[[], None]) -> float:
 def peak_memory(impl: str, s: LayerShape, batch: int, backward: bool) -> float:
     """Peak extra RSS (MiB) of one call, in a fresh child process (peak during the call minus RSS before).
 
+    The call runs once first (one-time costs such as oneDNN's JIT-compiled kernels are not per call), then
+    the peak of the second call is measured, as a training step would see it.
+
     glibc's malloc is pinned to mmap large blocks (``MALLOC_MMAP_THRESHOLD_``), so freed temporaries go back
     to the OS and the figure is the call's own footprint, not what earlier work left cached.
     """
@@ -126,14 +129,14 @@ def _child(spec: str) -> None:
     torch.set_num_threads(int(os.environ.get("ADDERCONV_BENCH_THREADS", "2")))
     d = json.loads(spec)
     s = LayerShape(**d["shape"])
-    fwd, fwd_bwd = _calls(d["impl"], LayerShape(s.name, s.c_in, s.c_out, 4, 1, s.kernel), 1)  # warm-up: lazy init
-    fwd(), fwd_bwd()
     fwd, fwd_bwd = _calls(d["impl"], s, d["batch"])
+    call = fwd_bwd if d["backward"] else fwd
+    call()   # warm-up at the same shape: one-time costs (oneDNN's JIT kernels, lazy init) are not per call
     status = lambda key: int(next(ln.split()[1] for ln in open("/proc/self/status") if ln.startswith(key)))  # noqa: E731
     before = status("VmRSS:")
     with open("/proc/self/clear_refs", "w") as f:   # reset the peak (VmHWM) to the current RSS (Linux >= 4.0)
         f.write("5")
-    (fwd_bwd if d["backward"] else fwd)()
+    call()
     peak = status("VmHWM:")
     print((peak - before) / 1024)
 

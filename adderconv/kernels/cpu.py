@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import sys
@@ -57,6 +58,18 @@ def _cpu_fingerprint() -> str:
         return platform.processor() + platform.machine() + platform.platform()
 
 
+def _import_cpp_extension() -> ModuleType:
+    # Importing it on a CUDA build of torch without a GPU logs "No CUDA runtime is found"; we build CPU code.
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        log.setLevel(level)
+    return cpp_extension
+
+
 def extension_name() -> str:
     """The build's cache key: kernel source, torch and Python versions, and this CPU's model and flags."""
     key = hashlib.sha256("\0".join([_SOURCE.read_text(), torch.__version__, sys.version, _cpu_fingerprint()]).encode())
@@ -70,8 +83,7 @@ def extension() -> ModuleType:
         return _ext
     if _failed is not None:
         raise RuntimeError(_failed)
-    from torch.utils import cpp_extension
-
+    cpp_extension = _import_cpp_extension()
     name = extension_name()
     build = cache_dir() / name
     cached = any(build.glob(f"{name}*.so")) or any(build.glob(f"{name}*.pyd"))
