@@ -151,6 +151,21 @@ def _sdpa(i, o):
     return Tally(mul=macs + scores, add=macs + mask + 2 * scores, cmp=scores, exp=scores, div=scores)
 
 
+@register("aten::_native_multi_head_attention", category="attention")
+def _native_mha(i, o):
+    """nn.MultiheadAttention's inference fast path: in-projections, attention per head, out-projection."""
+    q, k = _shape(i[0], "query"), _shape(i[1], "key")
+    embed, heads = int(i[3]), int(i[4])
+    batch, length, source = _numel(q[:-2]), q[-2], k[-2]
+    proj = batch * (length + 2 * source) * embed * embed + batch * length * embed * embed   # q, k, v, out
+    bias = batch * (length + 2 * source) * embed * (i[6] is not None) + batch * length * embed * (i[8] is not None)
+    scores = batch * heads * length * source
+    macs = 2 * scores * (embed // heads)                                                     # Q K^T and P V
+    mask = scores if i[9] is not None else 0
+    return Tally(mul=proj + macs + scores, add=proj + bias + macs + mask + 2 * scores, cmp=scores, exp=scores,
+                 div=scores)
+
+
 # --- normalisation ---------------------------------------------------------------------------------------
 
 @register("aten::batch_norm", category="norm")
@@ -209,17 +224,32 @@ def _avg_pool(i, o):
     return Tally(add=n * (area - 1), mul=n)       # sum the window, scale by 1/area
 
 
-@register("aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d", "aten::adaptive_avg_pool3d",
-          "aten::mean", category="pool")
+def _adaptive_window_elements(x: tuple[int, ...], out: tuple[int, ...]) -> int:
+    """Input elements read over all windows of an adaptive pool (windows overlap when upsampling)."""
+    dims = len(out) - 2 if len(x) == len(out) else len(out) - 1
+    total = _numel(out[:-dims])
+    for n_in, n_out in zip(x[-dims:], out[-dims:]):
+        # window i spans [floor(i * in / out), ceil((i + 1) * in / out)), as ATen computes it
+        total *= sum(-(-((i + 1) * n_in) // n_out) - (i * n_in) // n_out for i in range(n_out))
+    return total
+
+
+@register("aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d", "aten::adaptive_avg_pool3d", category="pool")
 def _adaptive_avg(i, o):
+    n_out = _out(o)
+    return Tally(add=_adaptive_window_elements(_shape(i[0], "input"), _shape(o[0], "output")) - n_out, mul=n_out)
+
+
+@register("aten::mean", category="pool")
+def _mean(i, o):
     n_in, n_out = _numel(_shape(i[0], "input")), _out(o)
-    return Tally(add=n_in - n_out, mul=n_out)
+    return Tally(add=n_in - n_out, mul=n_out)        # sum, then scale by 1/n
 
 
 @register("aten::adaptive_max_pool1d", "aten::adaptive_max_pool2d", "aten::adaptive_max_pool3d",
           category="pool")
 def _adaptive_max(i, o):
-    return Tally(cmp=_numel(_shape(i[0], "input")) - _out(o))
+    return Tally(cmp=_adaptive_window_elements(_shape(i[0], "input"), _shape(o[0], "output")) - _out(o))
 
 
 @register("aten::sum", category="reduce")
@@ -275,6 +305,16 @@ for _ops, _per, _cat in (
     (("rsqrt",), Tally(sqrt=1, div=1), "math"),
 ):
     register(*(f"aten::{op}{suffix}" for op in _ops for suffix in ("", "_")), category=_cat)(_elementwise(_per))
+
+
+@register("aten::pow", "aten::pow_", category="math")
+def _pow(i, o):
+    n, e = _out(o), i[1]
+    if e == 2:
+        return Tally(mul=n)
+    if e == 0.5:
+        return Tally(sqrt=n)
+    return Tally(log=n, mul=n, exp=n)                  # x ** y = exp(y ln x)
 
 
 @register("aten::softmax", "aten::_softmax", "aten::log_softmax", "aten::_log_softmax", category="softmax")

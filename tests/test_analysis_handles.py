@@ -194,3 +194,38 @@ def test_duplicate_handle_registration_is_an_error():
         register("aten::_convolution", category="conv")(lambda i, o: Tally())
     with pytest.raises(ValueError, match="already"):
         register("aten::view", category="conv")(lambda i, o: Tally())
+
+
+def test_adaptive_pools_with_uneven_and_overlapping_windows():
+    # 5 -> 2 rows: windows [0, 3) and [2, 5); 7 -> 3 columns: [0, 3), [2, 5), [4, 7): 6 x 9 elements per channel
+    x = torch.randn(1, 2, 5, 7)
+    assert counted(nn.AdaptiveAvgPool2d((2, 3)), x).total == Tally(add=2 * 6 * 9 - 12, mul=12)
+    assert counted(nn.AdaptiveMaxPool2d((2, 3)), x).total == Tally(cmp=2 * 6 * 9 - 12)
+    # upsampling (AlexNet/VGG at small inputs): every window is one element, nothing is summed
+    assert counted(nn.AdaptiveAvgPool2d(6), torch.randn(1, 2, 1, 1)).total == Tally(mul=72)
+
+
+def test_pow():
+    x = torch.rand(3, 4) + 0.5
+    assert counted(Fn(lambda t: t ** 2), x).total == Tally(mul=12)
+    assert counted(Fn(lambda t: t.pow(0.5)), x).total == Tally(sqrt=12)
+    assert counted(Fn(lambda t: t ** 1.7), x).total == Tally(exp=12, log=12, mul=12)
+
+
+def test_multihead_attention_inference_fast_path():
+    class SelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, t):
+            return self.mha(t, t, t, need_weights=False)[0]    # eval + no_grad: the fused inference op
+
+    c = counted(SelfAttention(), torch.randn(3, 5, 8))
+    assert set(c.by_operator()) == {"aten::_native_multi_head_attention"}
+    tokens, e, scores = 3 * 5, 8, 3 * 2 * 5 * 5
+    proj = tokens * 3 * e * e + tokens * e * e           # q, k, v and output projections
+    attn = 2 * scores * (e // 2)                         # Q K^T and P V over 2 heads of 4
+    bias = tokens * 3 * e + tokens * e
+    assert c.total == Tally(mul=proj + attn + scores, add=proj + bias + attn + 2 * scores, cmp=scores,
+                            exp=scores, div=scores)
