@@ -6,6 +6,7 @@ with ``trust=True`` (the CLI's ``--trust``), and the error says why otherwise.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib
 import os
@@ -135,6 +136,11 @@ def load_model(source: str | os.PathLike, arch: str | None = None, trust: bool =
     if recipe:
         from .converters import apply_recipe  # the converter owns the recipe format
         model = apply_recipe(model, recipe)
+    if getattr(state, "_metadata", None) is None:
+        # safetensors keeps no per-module state-dict versions (MNASNet refuses to load without them); the
+        # architecture just built carries the current ones, which is what the weights were saved from.
+        state = collections.OrderedDict(state)
+        state._metadata = model.state_dict()._metadata  # type: ignore[attr-defined]
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise AdderconvError(f"{source}: weights do not fit architecture {arch!r} "

@@ -139,14 +139,7 @@ def test_small_torchvision_models_run_count_and_round_trip(name, tmp_path):
     _check_family(name, tmp_path)
 
 
-# MNASNet's _load_from_state_dict demands the state dict's version metadata, which a safetensors file does not
-# carry; adderconv.io.load_model passes a plain dict (reported to the io owner: copy the fresh model's
-# state_dict()._metadata before loading).
-_MNAS = pytest.mark.xfail(raises=ValueError, strict=True, reason="io.load_model drops state-dict version metadata")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_MNAS) if n.startswith("mnasnet") else n
-                                  for n in FAMILIES if n not in FAST])
+@pytest.mark.parametrize("name", [n for n in FAMILIES if n not in FAST])
 def test_one_model_per_family_runs_counts_and_round_trips(name, tmp_path):
     _check_family(name, tmp_path)
