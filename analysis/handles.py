@@ -22,7 +22,7 @@ from typing import Any
 
 from .counts import Tally
 
-__all__ = ["Handle", "HANDLES", "IGNORED", "register", "conv_macs"]
+__all__ = ["Handle", "HANDLES", "IGNORED", "register", "conv_macs", "norm_tally"]
 
 HandleFn = Callable[[Sequence[Any], Sequence[Any]], Tally]
 
@@ -177,7 +177,8 @@ def _batch_norm(i, o):
     return Tally(add=4 * n + c, mul=3 * n, sqrt=c, div=c)   # statistics, normalise, affine
 
 
-def _norm(n: int, groups: int, affine: bool) -> Tally:
+def norm_tally(n: int, groups: int, affine: bool) -> Tally:
+    """Layer/Group/InstanceNorm over n elements in `groups` normalisation groups."""
     # mean (add), variance (sub, mul, add), normalise (sub, mul by 1/std), per group sqrt and reciprocal
     t = Tally(add=4 * n + groups, mul=2 * n, sqrt=groups, div=groups)
     return t + Tally(mul=n, add=n) if affine else t
@@ -186,19 +187,19 @@ def _norm(n: int, groups: int, affine: bool) -> Tally:
 @register("aten::layer_norm", category="norm")
 def _layer_norm(i, o):
     x = _shape(i[0], "input")
-    return _norm(_numel(x), _numel(x) // max(1, _numel(i[1])), i[2] is not None)
+    return norm_tally(_numel(x), _numel(x) // max(1, _numel(i[1])), i[2] is not None)
 
 
 @register("aten::group_norm", category="norm")
 def _group_norm(i, o):
     x = _shape(i[0], "input")
-    return _norm(_numel(x), x[0] * int(i[1]), i[2] is not None)
+    return norm_tally(_numel(x), x[0] * int(i[1]), i[2] is not None)
 
 
 @register("aten::instance_norm", category="norm")
 def _instance_norm(i, o):
     x = _shape(i[0], "input")
-    return _norm(_numel(x), x[0] * x[1], i[1] is not None)
+    return norm_tally(_numel(x), x[0] * x[1], i[1] is not None)
 
 
 # --- pooling, reductions, upsampling ---------------------------------------------------------------------

@@ -30,7 +30,7 @@ from onnx import helper, numpy_helper, shape_inference
 from adderconv.errors import AdderconvError
 
 from .counts import LayerCounts, ModelCounts, OpCount, Tally
-from .handles import HANDLES, _norm, conv_macs
+from .handles import HANDLES, conv_macs, norm_tally
 
 __all__ = ["count_onnx", "ADDER_DOMAIN", "ADDER_OP"]
 
@@ -111,17 +111,17 @@ def _bn(node, i, o):
 @_reg("LayerNormalization", "norm")
 def _ln(node, i, o):
     axis = _attr(node, "axis", -1) % len(i[0])
-    return _norm(math.prod(i[0]), math.prod(i[0][:axis]), len(i) > 1 and i[1] is not None)
+    return norm_tally(math.prod(i[0]), math.prod(i[0][:axis]), len(i) > 1 and i[1] is not None)
 
 
 @_reg("GroupNormalization", "norm")
 def _gn(node, i, o):
-    return _norm(math.prod(i[0]), i[0][0] * int(_attr(node, "num_groups")), True)
+    return norm_tally(math.prod(i[0]), i[0][0] * int(_attr(node, "num_groups")), True)
 
 
 @_reg("InstanceNormalization", "norm")
 def _in(node, i, o):
-    return _norm(math.prod(i[0]), i[0][0] * i[0][1], True)
+    return norm_tally(math.prod(i[0]), i[0][0] * i[0][1], True)
 
 
 @_reg("MaxPool", "pool")
