@@ -164,7 +164,7 @@ def finetune_cmd(
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.1,
     batch_size: Annotated[int, typer.Option(help="Global batch size (split over DDP ranks).")] = 256,
     weight_decay: Annotated[float, typer.Option(help="SGD weight decay.")] = 5e-4,
-    eta: Annotated[float, typer.Option(help="AdderNet's adaptive-LR eta (relative to each layer's weight RMS).")] = 0.2,
+    eta: Annotated[float, typer.Option(help="AdderNet's adaptive-LR eta (per adder layer).")] = 0.2,
     kd_alpha: Annotated[float, typer.Option(help="Weight of the distillation term (0: none).")] = 0.5,
     kd_temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 4.0,
     input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,

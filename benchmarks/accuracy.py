@@ -2,9 +2,10 @@
 
 Sections (``--only`` picks some):
 - ``digits``: scikit-learn digits at 1x32x32, one split (seed 0) and one training seed for every row:
-  LeNet-5-BN CNN; the adder LeNet-5-BN from scratch; the trained CNN converted (default policy) and
-  fine-tuned with logit KD from it (relative eta, the default), and the same with the reference's absolute
-  eta (ablation of that choice).
+  LeNet-5-BN CNN; the adder LeNet-5-BN from scratch; the trained CNN converted (default policy plus
+  ``convert_linear``, i.e. the same layers as the zoo's adder LeNet) and
+  fine-tuned with logit KD from it (reference eta, the default), and the same with eta relative to the
+  copied weights' scale (ablation of that choice).
 - ``sr``: a small VDSR-style net (16 channels, 3 blocks) on luminance patches of scikit-image's sample
   images, x2 bicubic degradation, held-out test images: adder (AdderSR: self-shortcut + power activation)
   vs the same net with convolutions vs bicubic, and the ablation without shortcut / without power activation.
@@ -41,17 +42,20 @@ def digits(epochs: int, kd_epochs: int, batch: int, lr: float, kd_lr: float, see
     data = load_data("digits", (1, 32, 32), split_seed=0)
     common = dict(batch_size=batch, seed=seed, energy=False, log=print)
     rows = []
+    torch.manual_seed(seed)                  # model initialisation (finetune seeds everything after it)
     cnn = finetune(get_model("lenet5_bn"), data, epochs=epochs, lr=lr, **common)
     rows.append(_row("LeNet-5-BN CNN", cnn))
+    torch.manual_seed(seed)
     scratch = finetune(get_model("lenet5_bn_adder"), data, epochs=epochs, lr=lr, **common)
     rows.append(_row("adder LeNet-5-BN, from scratch", scratch))
-    from adderconv.converters import convert
+    from adderconv.converters import Policy, convert
 
     teacher = cnn.model.eval()
-    for relative in (True, False):
-        student = convert(teacher, example_inputs=(torch.zeros(1, 1, 32, 32),))
+    policy = Policy(convert_linear=True)     # the zoo adder LeNet's layers: conv2, fc1, fc2 (stem + classifier kept)
+    for relative in (False, True):
+        student = convert(teacher, policy, example_inputs=(torch.zeros(1, 1, 32, 32),))
         res = finetune(student, data, teacher=teacher, epochs=kd_epochs, lr=kd_lr, eta_relative=relative, **common)
-        name = f"CNN converted + KD ({'relative' if relative else 'absolute, reference'} eta)"
+        name = f"CNN converted + KD ({'relative eta, ablation' if relative else 'reference eta, default'})"
         rows.append(_row(name, res, {"energy_vs_teacher": None}))
     base = rows[0]["acc"]
     for r in rows:
@@ -131,10 +135,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", default=["digits", "sr", "throughput"])
     ap.add_argument("--epochs", type=int, default=15, help="digits: epochs of the CNN and the adder from scratch")
-    ap.add_argument("--kd-epochs", type=int, default=10, help="digits: epochs of the converted + KD runs")
+    ap.add_argument("--kd-epochs", type=int, default=15, help="digits: epochs of the converted + KD runs")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--kd-lr", type=float, default=0.02)
+    ap.add_argument("--kd-lr", type=float, default=0.1)
     ap.add_argument("--sr-epochs", type=int, default=6)
     ap.add_argument("--sr-batch", type=int, default=32)
     ap.add_argument("--sr-lr", type=float, default=1e-3)

@@ -1,5 +1,6 @@
 """Fine-tuning with AdderNet's training rules: data sources, KD, checkpoints, DDP, AMP.
 
+>>> from adderconv import get_model
 >>> from adderconv.training import finetune, load_data
 >>> result = finetune(get_model("lenet5_bn_adder"), load_data("digits"), epochs=10)   # doctest: +SKIP
 >>> result.test["acc"]                                                                 # doctest: +SKIP

@@ -7,7 +7,7 @@ model's input (C, H, W). The split is fixed by ``split_seed`` alone, so the same
 
 >>> data = load_data("digits", (1, 32, 32))
 >>> data.description
-'digits (scikit-learn, 8x8 -> 1x32x32): 1294 train / 143 val / 360 test, split seed 0'
+'digits (scikit-learn, 8x8 -> 1x32x32): 1294 train / 144 val / 359 test, split seed 0'
 """
 from __future__ import annotations
 

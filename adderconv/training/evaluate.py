@@ -1,5 +1,6 @@
 """Evaluation (accuracy, loss, PSNR) and the end-of-run energy comparison against the teacher.
 
+>>> from adderconv import get_model
 >>> from adderconv.training.data import load_data
 >>> data = load_data("digits", (1, 32, 32), limit=64)
 >>> sorted(evaluate(get_model("lenet5_bn").eval(), data.test, "classify", 32, torch.device("cpu")))
