@@ -33,8 +33,8 @@ __all__ = ["BatchCheck", "VerifyResult", "verify_onnx", "relative_error", "load_
 class BatchCheck:
     batch: int
     rel_error: float                  # ONNX vs PyTorch float64 (the gated figure)
-    rel_error_fp32: float             # ONNX vs PyTorch as it runs (float32)
-    torch_fp32_error: float           # PyTorch float32 vs float64: PyTorch's own rounding
+    rel_error_fp32: float             # ONNX vs PyTorch as it runs (its own dtype, usually float32)
+    torch_fp32_error: float           # PyTorch as it runs vs float64: PyTorch's own rounding
     max_abs_error: float              # ONNX vs PyTorch float64, absolute
 
 
@@ -128,19 +128,22 @@ def verify_onnx(
         raise AdderconvError(f"the file's batch size is fixed at {shape[0]}, cannot run batch {list(batch_sizes)}")
     model = model.eval()
     exact = copy.deepcopy(model).double()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    ref = next(iter(model.parameters()), None)
+    device, dtype = (ref.device, ref.dtype) if ref is not None else (torch.device("cpu"), torch.float32)
+    feed_dtype = {"tensor(double)": np.float64, "tensor(float16)": np.float16}.get(
+        session.get_inputs()[0].type, np.float32)
     gen = torch.Generator().manual_seed(seed)
     result = VerifyResult(tolerance, tuple(shape))
     name = session.get_inputs()[0].name
     for batch in batch_sizes:
         x = torch.randn(batch, *shape[1:], generator=gen)
         with torch.no_grad():
-            fp32 = [t.detach().float().cpu().numpy() for t in _flatten(model(x.to(device)))]
+            fp32 = [t.detach().float().cpu().numpy() for t in _flatten(model(x.to(device, dtype)))]
             try:
                 fp64 = [t.detach().cpu().numpy() for t in _flatten(exact(x.double().to(device)))]
             except (RuntimeError, TypeError, NotImplementedError):   # an op without float64: judge by float32
                 fp64 = fp32
-        got = session.run(None, {name: x.numpy()})
+        got = session.run(None, {name: x.numpy().astype(feed_dtype)})
         if len(got) != len(fp32):
             raise AdderconvError(f"the ONNX file has {len(got)} outputs, the PyTorch model {len(fp32)}")
         result.checks.append(BatchCheck(

@@ -111,6 +111,7 @@ def test_converted_torchvision_mobilenet_v2_exports_and_matches_pytorch_in_float
     check_file(info.path, model, shape, adder_layer_calls(model, torch.randn(*shape).double()), torch.float64)
     groups = {a.i for n in onnx.load(str(info.path)).graph.node for a in n.attribute if a.name == "group"}
     assert max(groups) > 1                                     # depthwise layers kept their groups
+    assert verify_onnx(info.path, model).ok                    # verify feeds a float64 file float64
 
 
 class _Variants(nn.Module):
@@ -234,3 +235,12 @@ def test_energy_front_end_counts_the_exported_node(tmp_path):
     adder = counts.by_operator()["ai.adderconv::AdderConv2d"]
     assert adder["mul"] == 0 and adder["add"] == 2 * sum(macs)
     assert not counts.unsupported
+
+
+def test_static_batch_export(tmp_path):
+    shape = (2, 1, 32, 32)
+    model = calibrated(adderconv.get_model("lenet5_bn_adder"), shape)
+    path = export_onnx(model, tmp_path / "s.onnx", shape, dynamic_batch=False).path
+    assert onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
+    result = verify_onnx(path, model)
+    assert result.ok and [c.batch for c in result.checks] == [2]
