@@ -258,6 +258,19 @@ def _sum(i, o):
     return Tally(add=_numel(_shape(i[0], "input")) - _out(o))
 
 
+@register("aten::linalg_vector_norm", "aten::norm", category="reduce")
+def _vector_norm(i, o):
+    n_in, n_out = _numel(_shape(i[0], "input")), _out(o)
+    p = 2 if i[1] is None else float(i[1])
+    if p == 2:
+        return Tally(mul=n_in, add=n_in - n_out, sqrt=n_out)        # sqrt(sum x^2)
+    if p == 1:
+        return Tally(add=n_in - n_out)                               # sum |x| (abs is free)
+    if math.isinf(p):
+        return Tally(cmp=n_in - n_out)                               # max |x|
+    return Tally(exp=n_in + n_out, log=n_in + n_out, mul=n_in + n_out, add=n_in - n_out)   # (sum |x|^p)^(1/p)
+
+
 @register("aten::max", "aten::min", "aten::amax", "aten::amin", category="reduce")
 def _max(i, o):
     if len(i) > 1 and isinstance(i[1], tuple):    # elementwise maximum of two tensors

@@ -229,3 +229,11 @@ def test_multihead_attention_inference_fast_path():
     bias = tokens * 3 * e + tokens * e
     assert c.total == Tally(mul=proj + attn + scores, add=proj + bias + attn + 2 * scores, cmp=scores,
                             exp=scores, div=scores)
+
+
+def test_vector_norms():
+    x = torch.randn(3, 8)
+    assert counted(Fn(lambda t: F.normalize(t, dim=1)), x).total == \
+        Tally(mul=24, add=21, sqrt=3, cmp=3, div=24)                 # norm, clamp_min(eps), divide
+    assert counted(Fn(lambda t: torch.linalg.vector_norm(t, 1, dim=1)), x).total == Tally(add=21)
+    assert counted(Fn(lambda t: torch.linalg.vector_norm(t, float("inf"), dim=1)), x).total == Tally(cmp=21)
