@@ -95,6 +95,10 @@ def test_conv_and_linear_multiplications_equal_fvcore_over_torchvision():
         ours = counts.by_category()
         assert ours.get("conv", Tally())["mul"] == theirs.get("conv", 0), name
         assert ours.get("linear", Tally())["mul"] == theirs.get("linear", 0) + theirs.get("addmm", 0), name
+        # matrix products too (einsum aside: fvcore estimates it with numpy's einsum_path, ours is exact)
+        by_op = counts.by_operator()
+        ours_mm = sum(by_op.get(f"aten::{op}", Tally())["mul"] for op in ("matmul", "mm", "bmm"))
+        assert ours_mm == sum(theirs.get(op, 0) for op in ("matmul", "mm", "bmm")), name
         compared.append((name, x.shape[-1]))
         for op in counts.unsupported:
             unsupported.setdefault(op, []).append(name)
