@@ -3,9 +3,9 @@
 Sections (``--only`` picks some):
 - ``digits``: scikit-learn digits at 1x32x32, one split (seed 0) and one training seed for every row:
   LeNet-5-BN CNN; the adder LeNet-5-BN from scratch; the trained CNN converted (default policy plus
-  ``convert_linear``, i.e. the same layers as the zoo's adder LeNet) and
-  fine-tuned with logit KD from it (reference eta, the default), and the same with eta relative to the
-  copied weights' scale (ablation of that choice).
+  ``convert_linear``, i.e. the same layers as the zoo's adder LeNet) and fine-tuned with logit KD from it:
+  copied weights rescaled to unit std (the CLI's choice), copied as they are, and copied with the adaptive
+  LR's eta relative to the weights' scale (ablations of that choice).
 - ``sr``: a small VDSR-style net (16 channels, 3 blocks) on luminance patches of scikit-image's sample
   images, x2 bicubic degradation, held-out test images: adder (AdderSR: self-shortcut + power activation)
   vs the same net with convolutions vs bicubic, and the ablation without shortcut / without power activation.
@@ -51,12 +51,15 @@ def digits(epochs: int, kd_epochs: int, batch: int, lr: float, kd_lr: float, see
     from adderconv.converters import Policy, convert
 
     teacher = cnn.model.eval()
-    policy = Policy(convert_linear=True)     # the zoo adder LeNet's layers: conv2, fc1, fc2 (stem + classifier kept)
-    for relative in (False, True):
+    # The zoo adder LeNet's layers (conv2, fc1, fc2; stem and classifier kept). Variants: copied weights
+    # rescaled to unit std (what `adderconv finetune` does), copied as they are, and copied with relative eta.
+    variants = [("copy_rescaled", False, "copy rescaled to unit std, reference eta (CLI default)"),
+                ("copy", False, "copy, reference eta"), ("copy", True, "copy, eta relative to weight RMS")]
+    for init, relative, label in variants:
+        policy = Policy(convert_linear=True, weight_init=init)
         student = convert(teacher, policy, example_inputs=(torch.zeros(1, 1, 32, 32),))
         res = finetune(student, data, teacher=teacher, epochs=kd_epochs, lr=kd_lr, eta_relative=relative, **common)
-        name = f"CNN converted + KD ({'relative eta, ablation' if relative else 'reference eta, default'})"
-        rows.append(_row(name, res, {"energy_vs_teacher": None}))
+        rows.append(_row(f"CNN converted + KD: {label}", res))
     base = rows[0]["acc"]
     for r in rows:
         r["gap_points"] = 100 * (base - r["acc"])
@@ -87,9 +90,10 @@ def sr(epochs: int, batch: int, lr: float, patch: int, limit: int, seed: int, n_
     for r in rows:
         r["gain_over_bicubic_db"] = r["psnr"] - bicubic
         r["gap_to_cnn_db"] = rows[1]["psnr"] - r["psnr"] if len(rows) > 1 else None
-    settings = {"data": data.description, "net": "SRNet(channels=16, blocks=3), tail conv zero-initialised", "epochs": epochs, "batch": batch,
-                "lr": lr, "seed": seed, "loss": "L1", "psnr": "over all pixels of the test tiles, no border shave",
-                "optimizer": "Adam (0.9, 0.999), no weight decay, cosine, eta 0.2 (relative)"}
+    settings = {"data": data.description, "net": "SRNet(channels=16, blocks=3), tail conv zero-initialised",
+                "epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "loss": "L1",
+                "psnr": "over all pixels of the test tiles, no border shave",
+                "optimizer": "Adam (0.9, 0.999), no weight decay, cosine, eta 0.2"}
     return {"settings": settings, "bicubic_psnr": bicubic, "rows": rows}
 
 

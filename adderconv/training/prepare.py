@@ -2,8 +2,9 @@
 
 Rules (the CLI's ``adderconv finetune`` follows them):
 - MODEL with adder layers is fine-tuned as it is.
-- MODEL without adder layers (a CNN) is first converted with the converter's default policy
-  (``convert=False`` trains it as it is, e.g. to train the CNN baseline).
+- MODEL without adder layers (a CNN) is first converted with the converter's default policy, except that
+  the copied weights are rescaled to unit std (``weight_init="copy_rescaled"``, measured best with KD in
+  benchmarks/accuracy.py); ``convert=False`` trains it as it is, e.g. to train the CNN baseline.
 - The teacher is ``--teacher`` when given; otherwise the original CNN when MODEL was converted from a weights
   file. A zoo name has random weights, so a CNN from the zoo gives no teacher (distilling from a random
   network only hurts): pass ``--teacher`` with trained weights.
@@ -67,16 +68,20 @@ def prepare(model: str, *, teacher: str | None = None, arch: str | None = None, 
         if is_zoo_name(teacher):
             notes.append(f"teacher {teacher!r} is a zoo name: random weights, distillation will not help")
     if not adder_weights(student) and convert:
-        from adderconv.converters import convert as convert_model
+        from adderconv.converters import Policy, convert as convert_model
 
         original = student
         example = (torch.zeros(1, *shape),)
-        student = convert_model(original, example_inputs=example)
+        # Copied conv weights are ~10x smaller than the inputs they are subtracted from: |x - w| ~ |x| makes
+        # every channel alike, and the adaptive LR (step lr*eta*sqrt(k)) overwrites them at once. Rescaled to
+        # unit std they keep the conv's pattern at the scale of fresh N(0, 1) adder weights (README, Fine-tuning).
+        student = convert_model(original, Policy(weight_init="copy_rescaled"), example_inputs=example)
         n = len(adder_weights(student))
         if n == 0:
             raise AdderconvError(f"{model}: the converter's default policy converted no layer; nothing to fine-tune "
                                  f"as an AdderNet (use --no-convert to train it as it is)")
-        notes.append(f"{model}: no adder layers, converted with the default policy ({n} adder layers)")
+        notes.append(f"{model}: no adder layers, converted with the default policy and weights rescaled to unit "
+                     f"std ({n} adder layers)")
         if t is None and not from_zoo:
             t = original
             notes.append("teacher: the original CNN (pass --teacher to choose another)")
