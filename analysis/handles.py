@@ -300,7 +300,7 @@ for _ops, _per, _cat in (
     (("add", "sub", "rsub"), Tally(add=1), "elementwise"),
     (("mul", "square"), Tally(mul=1), "elementwise"),
     (("div", "reciprocal"), Tally(div=1), "elementwise"),
-    (("eq", "ne", "lt", "le", "gt", "ge"), Tally(cmp=1), "elementwise"),
+    (("eq", "ne", "lt", "le", "gt", "ge", "sign"), Tally(cmp=1), "elementwise"),
     (("relu", "threshold", "clamp_min", "clamp_max"), Tally(cmp=1), "activation"),
     (("hardtanh", "relu6", "clamp"), Tally(cmp=2), "activation"),
     (("leaky_relu",), Tally(cmp=1, mul=1), "activation"),

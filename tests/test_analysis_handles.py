@@ -144,7 +144,7 @@ def test_elementwise_and_activations():
         (nn.GELU(), Tally(exp=n, mul=2 * n, add=n)), (nn.Hardswish(), Tally(add=n, cmp=2 * n, mul=2 * n)),
         (nn.Hardsigmoid(), Tally(add=n, cmp=2 * n, mul=n)), (nn.LeakyReLU(), Tally(cmp=n, mul=n)),
         (nn.Softmax(-1), Tally(cmp=n, add=2 * n, exp=n, div=n)), (torch.exp, Tally(exp=n)),
-        (torch.sqrt, Tally(sqrt=n)),
+        (torch.sqrt, Tally(sqrt=n)), (torch.sign, Tally(cmp=n)),
     ]
     for fn, expected in cases:
         m = fn if isinstance(fn, nn.Module) else Fn(fn)
