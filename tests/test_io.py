@@ -1,4 +1,6 @@
 """Safe loading: tensors-only files load; pickles, TorchScript and .pt2 need explicit trust."""
+import os
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -72,3 +74,6 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     with atomic_write(target) as tmp:
         tmp.write_bytes(b"whole")
     assert target.read_bytes() == b"whole"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask     # not mkstemp's private 0600
