@@ -5,7 +5,10 @@ Times forward and forward+backward of (a) ``adderconv.adder_conv2d`` (whatever b
 ``C_out x C_in*k*k x N*L`` difference tensor), and (c) ``F.conv2d``, all interleaved round by round in one
 process so that the ratios to convolution compare like with like on a noisy machine (each figure is the
 minimum over the rounds). Peak memory of each call is measured in a child process (see :func:`peak_memory`).
-Compute code here returns rows; :func:`render` only formats them. Used by ``benchmarks/kernels.py`` and
+Besides the minimum wall time, each row keeps the minimum CPU time of the process (all threads): on a
+machine shared with other jobs the wall-time minimum can still include preemption, the CPU time does not
+(it does include OpenMP threads spinning at barriers). Compute code here returns rows; :func:`render` only
+formats them. Used by ``benchmarks/kernels.py`` and
 ``adderconv bench``.
 
 >>> rows = run(layers=[LayerShape("tiny", 8, 8, 8, 1)], batch=2, rounds=1, memory=False)  # doctest: +SKIP
@@ -101,10 +104,11 @@ def _calls(impl: str, s: LayerShape, batch: int) -> tuple[Callable[[], None], Ca
     return fwd, fwd_bwd
 
 
-def _time(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
+def _time(fn: Callable[[], None]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the whole process) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def peak_memory(impl: str, s: LayerShape, batch: int, backward: bool) -> float:
@@ -149,8 +153,9 @@ def machine() -> dict:
     except (OSError, StopIteration):
         import platform
         model = platform.processor() or platform.machine()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"cpu": model, "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "load_average": round(load, 1) if load is not None else None}
 
 
 def run(layers: list[LayerShape], batch: int, rounds: int = 5, memory: bool = True,
@@ -161,19 +166,23 @@ def run(layers: list[LayerShape], batch: int, rounds: int = 5, memory: bool = Tr
         ref_batch = _reference_batch(s, batch)
         calls = {i: _calls(i, s, ref_batch if i == "reference_unfold" else batch) for i in impls}
         for k, name in enumerate(("fwd", "fwd+bwd")):
-            best = {i: float("inf") for i in impls}
+            wall = {i: float("inf") for i in impls}
+            cpu = dict(wall)
             for i in impls:
                 calls[i][k]()   # warm-up (first call builds the C++ kernels, allocator pools, ...)
             for _ in range(rounds):
                 for i in impls:
-                    best[i] = min(best[i], _time(calls[i][k]))
-            ms = {i: best[i] * 1e3 * (batch / ref_batch if i == "reference_unfold" else 1) for i in impls}
+                    w, c = _time(calls[i][k])
+                    wall[i], cpu[i] = min(wall[i], w), min(cpu[i], c)
+            scale = {i: 1e3 * (batch / ref_batch if i == "reference_unfold" else 1) for i in impls}
             row = {"layer": s.name, "pass": name, "batch": batch,
                    "reference_batch": ref_batch if "reference_unfold" in impls else None,
-                   **{f"{i}_ms": round(v, 3) for i, v in ms.items()}}
+                   **{f"{i}_ms": round(wall[i] * scale[i], 3) for i in impls},
+                   **{f"{i}_cpu_ms": round(cpu[i] * scale[i], 3) for i in impls}}
             for i in impls:
                 if i != "conv" and "conv" in impls:
-                    row[f"{i}_over_conv"] = round(ms[i] / ms["conv"], 2)
+                    row[f"{i}_over_conv"] = round(wall[i] * scale[i] / (wall["conv"] * scale["conv"]), 2)
+                    row[f"{i}_over_conv_cpu"] = round(cpu[i] * scale[i] / (cpu["conv"] * scale["conv"]), 2)
             if memory:
                 for i in impls:
                     row[f"{i}_mib"] = round(peak_memory(i, s, ref_batch if i == "reference_unfold" else batch,
@@ -196,17 +205,20 @@ def render(rows: list[dict], info: dict) -> str:
     """A Markdown table of :func:`run`'s rows."""
     impls = [i for i in IMPLS if rows and f"{i}_ms" in rows[0]]
     mem = bool(rows) and f"{impls[0]}_mib" in rows[0]
-    head = ["layer", "pass"] + [f"{i} ms" for i in impls] + [f"{i}/conv" for i in impls if i != "conv"]
+    head = (["layer", "pass"] + [f"{i} ms" for i in impls] + [f"{i}/conv" for i in impls if i != "conv"]
+            + [f"{i}/conv cpu-time" for i in impls if i != "conv"])
     if mem:
         head += [f"{i} MiB" for i in impls] + ["adder/conv mem"]
     lines = [f"CPU: {info['cpu']}, {info['logical_cpus']} logical CPUs, {info['threads']} threads, "
-             f"torch {info['torch']}, batch {rows[0]['batch'] if rows else '-'}",
+             f"torch {info['torch']}, batch {rows[0]['batch'] if rows else '-'}, "
+             f"load average {info.get('load_average', '?')}; ms = minimum wall time over the rounds",
              "| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for r in rows:
         ref_note = "*" if r.get("reference_batch") not in (None, r["batch"]) else ""
         cells = [r["layer"], r["pass"]] + [f"{r[f'{i}_ms']:.2f}" + (ref_note if i == "reference_unfold" else "")
                                            for i in impls]
         cells += [f"{r[f'{i}_over_conv']:.2f}" for i in impls if i != "conv" and f"{i}_over_conv" in r]
+        cells += [f"{r[f'{i}_over_conv_cpu']:.2f}" for i in impls if i != "conv" and f"{i}_over_conv_cpu" in r]
         if mem:
             cells += [f"{r[f'{i}_mib']:.1f}" + (ref_note if i == "reference_unfold" else "") for i in impls]
             conv_mib = r.get("conv_mib") or float("nan")
