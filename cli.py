@@ -262,28 +262,18 @@ def bench_cmd(
 
 
 def main() -> None:
-    """Entry point: the one error boundary that turns user mistakes into one line and exit code 2."""
+    """Entry point: the one error boundary that turns user mistakes into one line and exit code 2.
+
+    Typer's standalone mode already handles usage errors (exit 2), --help and ``typer.Exit``; what reaches
+    this boundary is our own error type, and bugs, whose traceback is kept.
+    """
     try:
-        rc = app(standalone_mode=False)
-        if isinstance(rc, int) and rc:   # not standalone, click returns a typer.Exit's code instead of raising
-            sys.exit(rc)
+        app()
     except AdderconvError as e:
         if os.environ.get("ADDERCONV_DEBUG"):
             raise
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as e:  # click usage errors come through here with standalone_mode=False
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
 
 
 if __name__ == "__main__":

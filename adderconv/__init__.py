@@ -18,6 +18,8 @@ if (_root / "cli.py").is_file() and (_root / "pyproject.toml").is_file() and not
 from .adaptive_lr import AdaptiveLR, adaptive_scale  # noqa: E402
 from .errors import AdderconvError  # noqa: E402
 from .io import load_model  # noqa: E402
+
+load = load_model   # the short name: adderconv.load("model.safetensors")
 from .layers import AdderConv1d, AdderConv2d, AdderLinear  # noqa: E402
 from .ops import adder_conv2d  # noqa: E402
 from .sr import AdderSRBlock, PowerActivation  # noqa: E402
@@ -43,7 +45,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "convert",
-    "AdaptiveLR", "adaptive_scale", "AdderconvError", "load_model", "AdderConv1d", "AdderConv2d", "AdderLinear",
+    "AdaptiveLR", "adaptive_scale", "AdderconvError", "load", "load_model", "AdderConv1d", "AdderConv2d", "AdderLinear",
     "adder_conv2d", "AdderSRBlock", "PowerActivation", "default_input_shape", "get_model", "list_models",
     "__version__",
 ]
