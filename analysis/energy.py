@@ -33,8 +33,22 @@ CONVENTIONS: tuple[str, ...] = (
 )
 
 
+class _MulAdd:
+    """``.mul`` and ``.add`` read from ``.counts`` (the two kinds every report leads with)."""
+
+    counts: Tally
+
+    @property
+    def mul(self) -> int:
+        return self.counts["mul"]
+
+    @property
+    def add(self) -> int:
+        return self.counts["add"]
+
+
 @dataclass(frozen=True)
-class LayerEnergy:
+class LayerEnergy(_MulAdd):
     name: str
     type: str
     precision: str
@@ -43,29 +57,13 @@ class LayerEnergy:
     memory_pj: float = 0.0
     unsupported: Mapping[str, int] = field(default_factory=dict)
 
-    @property
-    def mul(self) -> int:
-        return self.counts["mul"]
-
-    @property
-    def add(self) -> int:
-        return self.counts["add"]
-
 
 @dataclass(frozen=True)
-class Totals:
+class Totals(_MulAdd):
     counts: Tally
     energy_pj: float
     memory_pj: float = 0.0
     unpriced: Mapping[str, int] = field(default_factory=dict)   # kind -> count with no price
-
-    @property
-    def mul(self) -> int:
-        return self.counts["mul"]
-
-    @property
-    def add(self) -> int:
-        return self.counts["add"]
 
 
 @dataclass(frozen=True)
