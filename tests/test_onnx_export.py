@@ -93,7 +93,8 @@ def _swap_convs(model: nn.Module, keep_first: bool = True) -> nn.Module:
 @pytest.mark.slow
 def test_converted_torchvision_resnet18_exports_and_matches_pytorch(tmp_path):
     shape = (1, 3, 64, 64)
-    model = calibrated(_swap_convs(torchvision.models.resnet18(num_classes=10)), shape, batches=8)
+    net = adderconv.convert(torchvision.models.resnet18(num_classes=10), example_inputs=(torch.randn(*shape),))
+    model = calibrated(net, shape, batches=8)                 # the converter's default policy and weights
     info = export_onnx(model, tmp_path / "m.onnx", shape)
     check_file(info.path, model, shape, adder_layer_calls(model, torch.randn(*shape)))
 
