@@ -1,7 +1,8 @@
 """Every CPU kernel backend against the float64 definition (adderconv.reference), on random shapes.
 
 The cases are drawn from a seeded generator (groups, dilation, stride, padding, non-square everything, output
-sizes that cross the C++ kernels' tile boundaries mid-row, channel counts that leave register-block tails).
+sizes that cross the C++ kernels' tile boundaries mid-row, channel counts that leave register-block tails);
+stride 1 takes the C++ kernels' grid path (padded bands, several bands per image), other strides the unfold path.
 """
 import random
 import warnings
@@ -14,17 +15,17 @@ from adderconv.kernels import cpu, portable
 from adderconv.reference import adder_conv2d_reference, adder_conv2d_reference_grads
 
 
-def _random_cases(count: int, seed: int = 3) -> list[tuple]:
+def _random_cases(count: int, seed: int = 3, max_stride: int = 3, max_size: int = 19) -> list[tuple]:
     rng = random.Random(seed)
     cases = []
     while len(cases) < count:
         groups = rng.choice([1, 1, 2, 3])
         cg, og = rng.randint(1, 5), rng.randint(1, 9)
         kh, kw = rng.randint(1, 4), rng.randint(1, 4)
-        sh, sw = rng.randint(1, 3), rng.randint(1, 3)
+        sh, sw = rng.randint(1, max_stride), rng.randint(1, max_stride)
         dh, dw = rng.randint(1, 2), rng.randint(1, 2)
         ph, pw = rng.randint(0, 2), rng.randint(0, 2)
-        h, w = rng.randint(1, 19), rng.randint(1, 19)
+        h, w = rng.randint(1, max_size), rng.randint(1, max_size)
         if (h + 2 * ph - dh * (kh - 1) - 1) < 0 or (w + 2 * pw - dw * (kw - 1) - 1) < 0:
             continue
         cases.append((rng.randint(1, 3), cg * groups, h, w, og * groups, kh, kw, (sh, sw), (ph, pw), (dh, dw), groups))
@@ -37,7 +38,10 @@ CASES = [
     (2, 8, 9, 9, 8, 3, 3, 1, 1, 1, 8),             # depthwise
     (2, 7, 6, 6, 5, 1, 1, 1, 0, 1, 1),             # 1x1, channel tails
     (1, 4, 13, 11, 6, 3, 3, 1, 2, 2, 1),           # dilation
-] + _random_cases(14)
+    (2, 3, 40, 23, 5, 3, 3, 1, 1, 1, 1),           # stride 1, several bands
+    (1, 4, 30, 9, 6, 3, 2, 1, (3, 0), (2, 1), 1),  # stride 1: padding wider than the kernel, uneven dilation
+    (2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),           # ResNet-20's last stage: one band, a partial last tile
+] + _random_cases(14) + _random_cases(6, seed=5, max_stride=1, max_size=40)
 
 
 def _make(case, dtype=torch.float32):
