@@ -41,6 +41,7 @@ CASES = [
     (2, 3, 40, 23, 5, 3, 3, 1, 1, 1, 1),           # stride 1, several bands
     (1, 4, 30, 9, 6, 3, 2, 1, (3, 0), (2, 1), 1),  # stride 1: padding wider than the kernel, uneven dilation
     (2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),           # ResNet-20's last stage: one band, a partial last tile
+    (1, 6, 7, 5, 194, 3, 3, 2, 1, 1, 2),           # 97 output channels per group: dX runs in two chunks
 ] + _random_cases(14) + _random_cases(6, seed=5, max_stride=1, max_size=40)
 
 

@@ -38,6 +38,7 @@ constexpr int VBYTES = 16, NVEC = 2;   // SSE2 and anything else the compiler ma
 #endif
 constexpr int OB = 4;                  // output channels per forward micro-block
 constexpr int JB = 2;                  // tile rows per input-gradient micro-block
+constexpr int64_t OCHUNK = 96;         // at most this many output channels per input-gradient pass (24 KiB tile)
 
 template <typename T> struct IntOf;
 template <> struct IntOf<float> { using type = int32_t; };
@@ -209,11 +210,18 @@ void grad_input_tile(const T* src, const int64_t* off, int64_t nt, int64_t p, co
     const int nv = int((nt + lanes - 1) / lanes);
     std::memset(gt, 0, g.OG * PB * sizeof(T));
     for (int64_t o = 0; o < g.OG; ++o) copy_short(gt + o * PB, grg + o * g.L + p, nt);
-    tile_sums<T>([&](int64_t o) { return gt + o * PB; }, g.OG, sg);
-    int64_t j = 0;
-    for (; j + JB <= g.J; j += JB)
-        grad_input_nv<T, JB>(nv, src, off + j, (const T*)gt, (const T*)sg, w + j, g.J, g.OG, dst);
-    for (; j < g.J; ++j) grad_input_nv<T, 1>(nv, src, off + j, (const T*)gt, (const T*)sg, w + j, g.J, g.OG, dst);
+    // Output channels in chunks whose gradient tile stays in L1 (the rows' sums are linear in o, so each
+    // chunk subtracts x * its own sum); every chunk adds into dst.
+    const int64_t chunk = (g.OG + (g.OG + OCHUNK - 1) / OCHUNK - 1) / ((g.OG + OCHUNK - 1) / OCHUNK);  // even split
+    for (int64_t o0 = 0; o0 < g.OG; o0 += chunk) {
+        const int64_t oc = std::min(chunk, g.OG - o0);
+        const T* gc = gt + o0 * PB;
+        const T* wc = w + o0 * g.J;
+        tile_sums<T>([&](int64_t o) { return gc + o * PB; }, oc, sg);
+        int64_t j = 0;
+        for (; j + JB <= g.J; j += JB) grad_input_nv<T, JB>(nv, src, off + j, gc, (const T*)sg, wc + j, g.J, oc, dst);
+        for (; j < g.J; ++j) grad_input_nv<T, 1>(nv, src, off + j, gc, (const T*)sg, wc + j, g.J, oc, dst);
+    }
 }
 
 // ---- the band: tiles read a zero-padded, phase-split band of input rows (see the top of the file) ----
