@@ -22,7 +22,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <vector>
 
 namespace {
@@ -40,20 +39,10 @@ constexpr int OB = 4;                  // output channels per forward micro-bloc
 constexpr int JB = 2;                  // tile rows per input-gradient micro-block
 constexpr int64_t OCHUNK = 96;         // at most this many output channels per input-gradient pass (24 KiB tile)
 
-template <typename T> struct IntOf;
-template <> struct IntOf<float> { using type = int32_t; };
-template <> struct IntOf<double> { using type = int64_t; };
-
 template <typename T> struct Vec {
     typedef T vec __attribute__((vector_size(VBYTES)));
-    typedef typename IntOf<T>::type I;
-    typedef I ivec __attribute__((vector_size(VBYTES)));
     static constexpr int lanes = VBYTES / sizeof(T);
     static constexpr int PB = NVEC * lanes;   // output positions per tile
-    static inline vec abs(vec d) {
-        ivec m = (ivec)d & std::numeric_limits<I>::max();  // clear the sign bit: one bitwise op
-        return (vec)m;
-    }
 };
 
 struct Geo {
@@ -72,7 +61,7 @@ struct Buffer {   // one aligned scratch block per task range
 template <typename T>
 inline typename Vec<T>::vec loadu(const T* p) {
     typename Vec<T>::vec v;
-    std::memcpy(&v, p, sizeof(v));   // an unaligned vector load: grid tiles start anywhere
+    std::memcpy(&v, p, sizeof(v));   // an unaligned vector load: tiles start anywhere in the band
     return v;
 }
 
@@ -128,7 +117,7 @@ template <typename T, int B, int NV>
 
 // B tile rows x NV vectors of positions: dst[off[b] + t] += sum_o g[o] * clamp(w[o, j] - x[j], -1, 1). Since
 // clamp(w - x, -1, 1) = clamp(w, x - 1, x + 1) - x, the inner loop is min, max, fma (three vector ops, not
-// four) and x[j] * sum_o g[o] (sg, shared by all rows) is subtracted at the end. Rows of a grid tile overlap
+// four) and x[j] * sum_o g[o] (sg, shared by all rows) is subtracted at the end. Rows of a band overlap
 // in dst, so each row is added in turn (dst is not restrict).
 template <typename T, int B, int NV>
 [[gnu::noinline]] void grad_input_block(const T* src, const int64_t* off, const T* gt, const T* sg, const T* w, int64_t J,
@@ -212,7 +201,7 @@ void grad_input_tile(const T* src, const int64_t* off, int64_t nt, int64_t p, co
     for (int64_t o = 0; o < g.OG; ++o) copy_short(gt + o * PB, grg + o * g.L + p, nt);
     // Output channels in chunks whose gradient tile stays in L1 (the rows' sums are linear in o, so each
     // chunk subtracts x * its own sum); every chunk adds into dst.
-    const int64_t chunk = (g.OG + (g.OG + OCHUNK - 1) / OCHUNK - 1) / ((g.OG + OCHUNK - 1) / OCHUNK);  // even split
+    const int64_t nchunks = (g.OG + OCHUNK - 1) / OCHUNK, chunk = (g.OG + nchunks - 1) / nchunks;
     for (int64_t o0 = 0; o0 < g.OG; o0 += chunk) {
         const int64_t oc = std::min(chunk, g.OG - o0);
         const T* gc = gt + o0 * PB;
@@ -226,15 +215,16 @@ void grad_input_tile(const T* src, const int64_t* off, int64_t nt, int64_t p, co
 
 // ---- the band: tiles read a zero-padded, phase-split band of input rows (see the top of the file) ----
 
-struct Grid {
-    int64_t R, RB, plane, size;   // output rows per band; band rows per plane; plane size; buffer size
+struct Band {
+    int64_t R, count, RB, plane, size;   // output rows per band; bands; band rows per plane; plane; buffer
     std::vector<int64_t> off;     // off[j]: offset of receptive-field element j in the band
 };
 
-Grid make_grid(const Geo& g, int64_t PB) {
-    Grid b;
+Band make_band(const Geo& g, int64_t PB) {
+    Band b;
     const int64_t nbands = (g.L + 4 * PB - 1) / (4 * PB);   // about four tiles per band
     b.R = (g.HO + nbands - 1) / nbands;
+    b.count = (g.HO + b.R - 1) / b.R;
     b.RB = b.R + (g.KH - 1) * g.DH / g.SH;
     b.plane = b.RB * g.WO;
     b.size = g.CG * g.SH * g.KW * b.plane + PB;   // a partial last tile reads up to PB past the band
@@ -251,7 +241,7 @@ Grid make_grid(const Geo& g, int64_t PB) {
 // of band slots band[pos + k] <-> pixel (c, ih, iw0 + k * SW), k < n, inside the image (the rest of the band
 // is padding). The one walk shared by filling a band from X and flushing a band's gradient into dX.
 template <typename F>
-void walk_band(const Geo& g, const Grid& b, int64_t r0, int64_t rows, F&& f) {
+void walk_band(const Geo& g, const Band& b, int64_t r0, int64_t rows, F&& f) {
     const int64_t brows = rows + (g.KH - 1) * g.DH / g.SH;
     for (int64_t c = 0; c < g.CG; ++c)
         for (int64_t a = 0; a < g.SH; ++a)
@@ -270,7 +260,7 @@ void walk_band(const Geo& g, const Grid& b, int64_t r0, int64_t rows, F&& f) {
 }
 
 template <typename T>
-void fill_band(const T* xs, const Geo& g, const Grid& b, int64_t r0, int64_t rows, T* band) {
+void fill_band(const T* xs, const Geo& g, const Band& b, int64_t r0, int64_t rows, T* band) {
     std::memset(band, 0, (b.size - Vec<T>::PB) * sizeof(T));
     walk_band(g, b, r0, rows, [&](int64_t pos, int64_t c, int64_t ih, int64_t iw0, int64_t n) {
         const T* s = xs + (c * g.H + ih) * g.W + iw0;
@@ -281,7 +271,7 @@ void fill_band(const T* xs, const Geo& g, const Grid& b, int64_t r0, int64_t row
 
 // The band's gradient back into dX (padding dropped); bands overlap by their halo rows, hence +=.
 template <typename T>
-void flush_band(const T* band, const Geo& g, const Grid& b, int64_t r0, int64_t rows, T* dxs) {
+void flush_band(const T* band, const Geo& g, const Band& b, int64_t r0, int64_t rows, T* dxs) {
     walk_band(g, b, r0, rows, [&](int64_t pos, int64_t c, int64_t ih, int64_t iw0, int64_t n) {
         T* d = dxs + (c * g.H + ih) * g.W + iw0;
         for (int64_t k = 0; k < n; ++k) d[k * g.SW] += band[pos + k];
@@ -295,14 +285,13 @@ struct ZeroedBuffer : Buffer {
 template <typename T>
 void forward_impl(const T* x, const T* w, const T* sw, T* y, const Geo& g) {
     constexpr int64_t PB = Vec<T>::PB;
-    const Grid b = make_grid(g, PB);
-    const int64_t nbands = (g.HO + b.R - 1) / b.R;
-    at::parallel_for(0, g.N * g.G * nbands, 1, [&](int64_t begin, int64_t end) {
+    const Band b = make_band(g, PB);
+    at::parallel_for(0, g.N * g.G * b.count, 1, [&](int64_t begin, int64_t end) {
         ZeroedBuffer bandbuf(b.size * sizeof(T));   // zeroed once: the slots past the band never hold NaN garbage
         Buffer sxbuf(PB * sizeof(T)), outbuf(OB * PB * sizeof(T));
         T *band = bandbuf.as<T>(), *sx = sxbuf.as<T>(), *out = outbuf.as<T>();
         for (int64_t item = begin; item < end; ++item) {
-            const int64_t bi = item % nbands, ng = item / nbands, gi = ng % g.G, n = ng / g.G;
+            const int64_t bi = item % b.count, ng = item / b.count, gi = ng % g.G, n = ng / g.G;
             const int64_t r0 = bi * b.R, rows = std::min(b.R, g.HO - r0);
             fill_band(x + (n * g.C + gi * g.CG) * g.H * g.W, g, b, r0, rows, band);
             for (int64_t t0 = 0; t0 < rows * g.WO; t0 += PB)
@@ -315,8 +304,7 @@ void forward_impl(const T* x, const T* w, const T* sw, T* y, const Geo& g) {
 template <typename T>
 void grad_input_impl(const T* gr, const T* x, const T* w, T* dx, const Geo& g) {
     constexpr int64_t PB = Vec<T>::PB;
-    const Grid b = make_grid(g, PB);
-    const int64_t nbands = (g.HO + b.R - 1) / b.R;
+    const Band b = make_band(g, PB);
     // One task per (sample, group): neighbouring bands add into the same rows of dX, so they stay on one thread.
     at::parallel_for(0, g.N * g.G, 1, [&](int64_t begin, int64_t end) {
         ZeroedBuffer bandbuf(b.size * sizeof(T)), dbandbuf(b.size * sizeof(T));
@@ -324,7 +312,7 @@ void grad_input_impl(const T* gr, const T* x, const T* w, T* dx, const Geo& g) {
         T *band = bandbuf.as<T>(), *dband = dbandbuf.as<T>(), *gt = gbuf.as<T>(), *sg = sgbuf.as<T>();
         for (int64_t ng = begin; ng < end; ++ng) {
             const int64_t gi = ng % g.G, n = ng / g.G, first = (n * g.C + gi * g.CG) * g.H * g.W;
-            for (int64_t bi = 0; bi < nbands; ++bi) {
+            for (int64_t bi = 0; bi < b.count; ++bi) {
                 const int64_t r0 = bi * b.R, rows = std::min(b.R, g.HO - r0);
                 fill_band(x + first, g, b, r0, rows, band);
                 std::memset(dband, 0, b.size * sizeof(T));
