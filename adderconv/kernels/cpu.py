@@ -141,5 +141,6 @@ def grad_weight(grad: Tensor, x: Tensor, weight: Tensor, stride, padding, dilati
     _, gemm, _ = torch.ops.aten.convolution_backward(
         g, xc, w, None, list(stride), list(padding), list(dilation), False, [0, 0], int(groups),
         [False, True, False])
-    dw = gemm - w * g.sum(dim=(0, 2, 3)).view(-1, 1, 1, 1)   # rank-1 term: W[o, j] * sum_p g[o, p]
+    # rank-1 term W[o, j] * sum_p g[o, p], in place: no weight-sized temporaries (they dominate deep layers)
+    dw = gemm.addcmul_(w, g.sum(dim=(0, 2, 3)).view(-1, 1, 1, 1), value=-1)
     return dw.to(weight.dtype)
