@@ -16,6 +16,14 @@ of its starting weights (every layer then moves the same fraction of its norm); 
 (benchmarks/accuracy.py) it leaves converted layers stuck near their useless start, so the default is the
 reference rule (``eta_relative=False``).
 
+``adder_lr_scale`` multiplies the learning rate of the adder weights only (a second parameter group; the
+cosine schedule and warmup apply to it as to the rest). It matters with Adam, which is blind to the
+adaptive LR's gradient norm: Adam moves every weight by about ``lr`` per step, a small step for adder weights,
+which live on the scale of their inputs (~0.1-1), next to a convolution's ``1/sqrt(fan_in)`` weights. On the
+SR benchmark (benchmarks/accuracy.py --only sr, 10 epochs) scales of 20-100 bring the adder net level with
+its CNN twin at the same lr (from 0.67 dB behind), while the CNN gets no better with its body convolutions'
+LR scaled (x0.5, x5). The default, 1, is the reference rule.
+
 >>> from adderconv import get_model
 >>> from adderconv.training.data import load_data
 >>> res = finetune(get_model("lenet5_bn_adder"), load_data("digits", limit=64), epochs=1, batch_size=32)
@@ -50,7 +58,9 @@ __all__ = ["finetune", "FinetuneResult", "TrainingDiverged", "pick_device", "amp
 
 # Settings that shape the trajectory: resuming with any of them changed would not continue the same run.
 _TRAJECTORY_KEYS = ("epochs", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "eta", "eta_relative",
-                    "kd_alpha", "kd_temperature", "warmup_epochs", "seed", "amp", "world_size")
+                    "kd_alpha", "kd_temperature", "warmup_epochs", "seed", "amp", "world_size", "adder_lr_scale")
+# What a checkpoint written before a trajectory key existed implicitly ran with.
+_LEGACY_SETTINGS = {"adder_lr_scale": 1.0}
 
 
 class TrainingDiverged(AdderconvError):
@@ -133,20 +143,22 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
              calib_batches: int = 20, device: str = "auto", amp: str = "auto", seed: int = 0,
              out: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
              log: Callable[[str], None] | None = None, num_workers: int = 0, energy: bool = True,
-             arch: str | None = None) -> FinetuneResult:
+             arch: str | None = None, adder_lr_scale: float = 1.0) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` (a :class:`DataSplit` or a source string, see :func:`load_data`).
 
     Defaults are the reference CIFAR recipe (SGD lr 0.1, momentum 0.9, wd 5e-4, batch 256, cosine, eta 0.2);
     ``optimizer="adam"`` (``momentum`` is then beta1) suits SR nets.
     With ``out``, writes ``metrics.json`` and ``checkpoint.pt`` each epoch and ``model.safetensors`` and
     ``result.json`` at the end; ``resume=True`` continues from ``out/checkpoint.pt``. ``batch_size`` is global
-    (split over DDP ranks). ``arch`` names the architecture stored with the weights.
+    (split over DDP ranks). ``arch`` names the architecture stored with the weights. ``adder_lr_scale``
+    multiplies the adder weights' learning rate (see the module docstring; 50 for SR nets under Adam).
     Raises :class:`TrainingDiverged` on a NaN/inf loss.
     """
     if optimizer not in ("sgd", "adam"):
         raise AdderconvError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise AdderconvError(f"need epochs >= 1, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})")
+    if epochs < 1 or batch_size < 1 or lr <= 0 or adder_lr_scale <= 0:
+        raise AdderconvError(f"need epochs >= 1, batch_size >= 1, lr > 0, adder_lr_scale > 0 (got {epochs}, "
+                             f"{batch_size}, {lr}, {adder_lr_scale})")
     if resume and out is None:
         raise AdderconvError("--resume needs the output directory (-o/--out) of the run to continue")
     dev = pick_device(device)
@@ -161,7 +173,7 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
 
 def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, batch_size, eta, eta_relative, kd_alpha,
          kd_temperature, warmup_epochs, recalibrate, calib_batches, device, amp, seed, out, resume, progress, log,
-         num_workers, energy, arch, dev, info: DistInfo) -> FinetuneResult:
+         num_workers, energy, arch, adder_lr_scale, dev, info: DistInfo) -> FinetuneResult:
     say = (log or (lambda s: None)) if info.is_main else (lambda s: None)
     if isinstance(data, str):
         data = load_data(data)
@@ -179,7 +191,12 @@ def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, ba
     steps = n_rank // per_rank + (1 if n_rank % per_rank >= 2 else 0)   # a 1-sample tail would break BN
     if steps == 0:
         raise AdderconvError(f"the training split has {len(data.train)} samples: too few for batch {batch_size}")
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: list = [p for p in model.parameters() if p.requires_grad]
+    if adder_lr_scale != 1.0:       # adder weights in their own group (one group otherwise: old checkpoints load)
+        ids = {id(p) for p in adder_weights(model)}
+        params = [g for g in ({"params": [p for p in params if id(p) not in ids]},
+                              {"params": [p for p in params if id(p) in ids], "lr": lr * adder_lr_scale})
+                  if g["params"]]
     if optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     else:   # Adam (SR nets' usual optimizer; the adaptive LR still sets each adder layer's gradient norm)
@@ -190,8 +207,8 @@ def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, ba
     start = 0
     if resume:
         state = ckpt.load_checkpoint(out / "checkpoint.pt")
-        changed = {k: (state["settings"].get(k), settings[k]) for k in _TRAJECTORY_KEYS
-                   if state["settings"].get(k) != settings[k]}
+        was = {k: state["settings"].get(k, _LEGACY_SETTINGS.get(k)) for k in _TRAJECTORY_KEYS}
+        changed = {k: (was[k], settings[k]) for k in _TRAJECTORY_KEYS if was[k] != settings[k]}
         if changed:
             raise AdderconvError(f"--resume: settings differ from the checkpoint's (was, now): {changed}")
         model.load_state_dict(state["model"])
