@@ -165,6 +165,9 @@ def finetune_cmd(
     batch_size: Annotated[int, typer.Option(help="Global batch size (split over DDP ranks).")] = 256,
     weight_decay: Annotated[float, typer.Option(help="SGD weight decay.")] = 5e-4,
     eta: Annotated[float, typer.Option(help="AdderNet's adaptive-LR eta (per adder layer).")] = 0.2,
+    adder_lr_scale: Annotated[float, typer.Option(help="LR multiplier of the adder weights only: keep 1 with SGD "
+                                                       "(the adaptive LR sizes their steps); with Adam about 50 "
+                                                       "(measured on SR nets, see the README).")] = 1.0,
     kd_alpha: Annotated[float, typer.Option(help="Weight of the distillation term (0: none).")] = 0.5,
     kd_temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 4.0,
     input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
@@ -185,8 +188,8 @@ def finetune_cmd(
 
     opts = FinetuneOptions(
         model=model, data=data, teacher=teacher, out=out, epochs=epochs, optimizer=optimizer, lr=lr,
-        batch_size=batch_size, weight_decay=weight_decay, eta=eta, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
-        input_shape=parse_shape(input_shape), arch=arch, trust=trust, convert=convert, resume=resume, seed=seed,
+        batch_size=batch_size, weight_decay=weight_decay, eta=eta, adder_lr_scale=adder_lr_scale, kd_alpha=kd_alpha,
+        kd_temperature=kd_temperature, input_shape=parse_shape(input_shape), arch=arch, trust=trust, convert=convert, resume=resume, seed=seed,
         split_seed=split_seed, device=device, amp=amp, limit=limit, workers=workers, quiet=quiet)
     raise typer.Exit(run_finetune(opts, Console()))
 

@@ -42,3 +42,14 @@ def test_finetune_bad_data_source_is_a_usage_error(tmp_path):
     res = CliRunner().invoke(app, ["finetune", "lenet5_bn_adder", "--data", str(tmp_path / "missing"), "-o",
                                    str(tmp_path / "o")])
     assert isinstance(res.exception, AdderconvError) and "not 'digits'" in str(res.exception)
+
+
+def test_finetune_adder_lr_scale_reaches_the_run(tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["finetune", "lenet5_bn_adder", "--epochs", "1", "--limit", "64", "--batch-size",
+                                   "32", "--optimizer", "adam", "--lr", "1e-3", "--adder-lr-scale", "50", "-o",
+                                   str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "result.json").read_text())["settings"]["adder_lr_scale"] == 50.0
+    bad = CliRunner().invoke(app, ["finetune", "lenet5_bn_adder", "--adder-lr-scale", "0", "-o", str(tmp_path / "b")])
+    assert "adder_lr_scale > 0" in str(bad.exception)

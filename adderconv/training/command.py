@@ -27,6 +27,7 @@ class FinetuneOptions:
     batch_size: int = 256
     weight_decay: float = 5e-4
     eta: float = 0.2
+    adder_lr_scale: float = 1.0
     kd_alpha: float = 0.5
     kd_temperature: float = 4.0
     input_shape: tuple[int, ...] | None = None
@@ -90,7 +91,8 @@ def run_finetune(opts: FinetuneOptions, console: Any) -> int:
     for note in prep.notes if main else ():
         console.print(f"note: {note}")
     res = finetune(prep.student, data, teacher=prep.teacher, epochs=opts.epochs, optimizer=opts.optimizer, lr=opts.lr,
-                   batch_size=opts.batch_size, weight_decay=opts.weight_decay, eta=opts.eta, kd_alpha=opts.kd_alpha,
+                   batch_size=opts.batch_size, weight_decay=opts.weight_decay, eta=opts.eta,
+                   adder_lr_scale=opts.adder_lr_scale, kd_alpha=opts.kd_alpha,
                    kd_temperature=opts.kd_temperature, device=opts.device, amp=opts.amp, seed=opts.seed,
                    out=opts.out, resume=opts.resume, progress=not opts.quiet and main,
                    log=None if opts.quiet else console.print, num_workers=opts.workers, arch=prep.arch)
