@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -94,8 +95,8 @@ inline void tile_sums(Row row, int64_t R, T* sums) {
 // B output channels x NV vectors of positions. |x - w| = x + w - 2 min(x, w), so the inner loop is min + add
 // (two vector ops, not three: sub, abs, add); sum_j x (shared by all channels) and sum_j w are added at the end.
 template <typename T, int B, int NV>
-[[gnu::noinline]] void forward_block(const T* src, const int64_t* off, const T* sx, const T* w, const T* sw, int64_t J,
-                          T* out) {
+[[gnu::noinline]] void forward_block(const T* src, const int64_t* off, const T* sx, const T* w, const T* sw,
+                                     int64_t J, T* out) {
     using V = Vec<T>;
     using vec = typename V::vec;
     vec acc[B][NV];
@@ -120,8 +121,8 @@ template <typename T, int B, int NV>
 // four) and x[j] * sum_o g[o] (sg, shared by all rows) is subtracted at the end. Rows of a band overlap
 // in dst, so each row is added in turn (dst is not restrict).
 template <typename T, int B, int NV>
-[[gnu::noinline]] void grad_input_block(const T* src, const int64_t* off, const T* gt, const T* sg, const T* w, int64_t J,
-                             int64_t OG, T* dst) {
+[[gnu::noinline]] void grad_input_block(const T* src, const int64_t* off, const T* gt, const T* sg, const T* w,
+                                        int64_t J, int64_t OG, T* dst) {
     using V = Vec<T>;
     using vec = typename V::vec;
     vec acc[B][NV], hi[B][NV], lo[B][NV];
@@ -153,19 +154,13 @@ template <typename T, int B, int NV>
         }
 }
 
-// A partial tile runs only the vectors it fills (nv of NVEC): the templates need NV at compile time.
-template <typename T, int B, int NV = NVEC, typename... Args>
-inline void forward_nv(int nv, Args... args) {
+// A partial tile runs only the vectors it fills (nv of NVEC): calls f(std::integral_constant<int, nv>), since
+// the blocks need their vector count at compile time.
+template <int NV = NVEC, typename F>
+inline void with_nv(int nv, F&& f) {
     if constexpr (NV > 1)
-        if (nv < NV) return forward_nv<T, B, NV - 1>(nv, args...);
-    forward_block<T, B, NV>(args...);
-}
-
-template <typename T, int B, int NV = NVEC, typename... Args>
-inline void grad_input_nv(int nv, Args... args) {
-    if constexpr (NV > 1)
-        if (nv < NV) return grad_input_nv<T, B, NV - 1>(nv, args...);
-    grad_input_block<T, B, NV>(args...);
+        if (nv < NV) return with_nv<NV - 1>(nv, f);
+    f(std::integral_constant<int, NV>{});
 }
 
 // One tile of the forward (output positions [p, p + nt) of the group's planes yg): sum_j x, then every block
@@ -176,18 +171,15 @@ void forward_tile(const T* src, const int64_t* off, int64_t nt, int64_t p, const
     constexpr int64_t PB = Vec<T>::PB, lanes = Vec<T>::lanes;
     const int nv = int((nt + lanes - 1) / lanes);
     tile_sums<T>([&](int64_t j) { return src + off[j]; }, g.J, sx);
-    auto store = [&](int64_t o, int b_count) {
-        for (int b = 0; b < b_count; ++b) copy_short(yg + (o + b) * g.L + p, out + b * PB, nt);
-    };
     int64_t o = 0;
-    for (; o + OB <= g.OG; o += OB) {
-        forward_nv<T, OB>(nv, src, off, (const T*)sx, w + o * g.J, sw + o, g.J, out);
-        store(o, OB);
-    }
-    for (; o < g.OG; ++o) {
-        forward_nv<T, 1>(nv, src, off, (const T*)sx, w + o * g.J, sw + o, g.J, out);
-        store(o, 1);
-    }
+    auto block = [&](auto b) {   // b: output channels per block, as an integral_constant
+        with_nv(nv, [&](auto n) {
+            forward_block<T, decltype(b)::value, decltype(n)::value>(src, off, sx, w + o * g.J, sw + o, g.J, out);
+        });
+        for (int k = 0; k < decltype(b)::value; ++k) copy_short(yg + (o + k) * g.L + p, out + k * PB, nt);
+    };
+    for (; o + OB <= g.OG; o += OB) block(std::integral_constant<int, OB>{});
+    for (; o < g.OG; ++o) block(std::integral_constant<int, 1>{});
 }
 
 // One tile of the input gradient (output positions [p, p + nt) of the group's gradient planes grg): gather
@@ -208,8 +200,13 @@ void grad_input_tile(const T* src, const int64_t* off, int64_t nt, int64_t p, co
         const T* wc = w + o0 * g.J;
         tile_sums<T>([&](int64_t o) { return gc + o * PB; }, oc, sg);
         int64_t j = 0;
-        for (; j + JB <= g.J; j += JB) grad_input_nv<T, JB>(nv, src, off + j, gc, (const T*)sg, wc + j, g.J, oc, dst);
-        for (; j < g.J; ++j) grad_input_nv<T, 1>(nv, src, off + j, gc, (const T*)sg, wc + j, g.J, oc, dst);
+        auto block = [&](auto b) {   // b: receptive-field elements per block, as an integral_constant
+            with_nv(nv, [&](auto n) {
+                grad_input_block<T, decltype(b)::value, decltype(n)::value>(src, off + j, gc, sg, wc + j, g.J, oc, dst);
+            });
+        };
+        for (; j + JB <= g.J; j += JB) block(std::integral_constant<int, JB>{});
+        for (; j < g.J; ++j) block(std::integral_constant<int, 1>{});
     }
 }
 
