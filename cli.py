@@ -245,8 +245,6 @@ def bench_cmd(
     json_path: Annotated[Optional[str], typer.Option("--json", help="Write the results as JSON.")] = None,
 ) -> None:
     """Time the adder kernels against nn.Conv2d and AdderNet's reference unfold; peak memory of each."""
-    import json
-
     from adderconv.kernels.benchmark import machine, render, suite
 
     wanted = {"resnet20": batch, "resnet50": batch50}
@@ -258,10 +256,9 @@ def bench_cmd(
         result["tables"][net], result["machine"] = rows, machine()
         typer.echo(f"\n{net}\n{render(rows, result['machine'])}")
     if json_path:
-        from adderconv.io import atomic_write
+        from adderconv.io import write_json
 
-        with atomic_write(json_path) as tmp:
-            open(tmp, "w").write(json.dumps(result, indent=2) + "\n")
+        write_json(json_path, result)
 
 
 def main() -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import importlib
+import json
 import os
 import pickle
 import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +24,7 @@ from torch import nn
 from . import zoo
 from .errors import AdderconvError
 
-__all__ = ["load_model", "build_arch", "load_state_dict_file", "atomic_write", "is_zoo_name"]
+__all__ = ["load_model", "build_arch", "load_state_dict_file", "atomic_write", "write_json", "is_zoo_name"]
 
 _TRUST_HINT = ("it can execute arbitrary code when loaded. Pass --trust (trust=True) only if you trust "
                "the file, or save a state dict / safetensors file and pass --arch instead")
@@ -162,6 +164,12 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
+    """Write ``obj`` as JSON (numbers that are not ``float`` already, e.g. numpy, as floats), atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent, default=float) + "\n", encoding="utf-8")
 
 
 def _umask() -> int:

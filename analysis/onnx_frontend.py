@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, shape_inference
 
 from adderconv.errors import AdderconvError
 

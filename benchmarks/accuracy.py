@@ -22,7 +22,6 @@ with the numbers and stored in the JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from adderconv import AdaptiveLR, get_model
+from adderconv.io import write_json
 from adderconv.training import finetune, load_data
 
 
@@ -203,8 +203,7 @@ def main() -> None:
               f"ResNet-20 CNN {tp['images_per_s']['resnet20']:.1f} img/s, adder ResNet-20 "
               f"{tp['images_per_s']['resnet20_adder']:.1f} img/s (adder/CNN {tp['adder_over_cnn']:.3f})")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1, default=float) + "\n")
+        write_json(args.json, out)
         print(f"wrote {args.json}")
 
 

@@ -9,7 +9,6 @@ table reports the median of each and their ratio. Prints a table, writes JSON; a
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -20,6 +19,7 @@ import torch
 import torchvision
 
 from adderconv.analysis import count_ops
+from adderconv.io import write_json
 
 
 def _fvcore(model, x) -> int:
@@ -51,12 +51,9 @@ def main() -> None:
     ratio = med["adderconv"] / med["fvcore"]
     print(f"| model | input | fvcore (s) | adderconv (s) | ratio |\n|---|---|---:|---:|---:|\n"
           f"| {args.model} | {args.size}x{args.size} | {med['fvcore']:.3f} | {med['adderconv']:.3f} | {ratio:.2f} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": args.model, "size": args.size, "repeats": args.repeats, "times_s": times,
-                               "median_s": med, "ratio": ratio, "torch": torch.__version__,
-                               "machine": platform.machine(), "threads": torch.get_num_threads()},
-                              indent=2, sort_keys=True) + "\n")
+    write_json(args.out, {"model": args.model, "size": args.size, "repeats": args.repeats, "times_s": times,
+                          "median_s": med, "ratio": ratio, "torch": torch.__version__,
+                          "machine": platform.machine(), "threads": torch.get_num_threads()})
 
 
 if __name__ == "__main__":

@@ -9,11 +9,11 @@ comparisons are priced as adds in the energy, and listed apart here).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from adderconv.analysis import Tally, analyze
 from adderconv.analysis.render import fmt_count, fmt_energy
+from adderconv.io import write_json
 
 PAIRS = ("lenet5_bn", "resnet20", "resnet32", "resnet56", "vgg_small", "sr_vdsr")
 
@@ -39,9 +39,7 @@ def main() -> None:
                   f"{fmt_count(r['layers_add'])} | {fmt_count(r['mul'])} | {fmt_count(r['add'])} | "
                   f"{fmt_count(r['cmp'])} | {fmt_energy(r['energy_fp32_pj'])} | {fmt_energy(r['energy_int8_pj'])} "
                   f"| {ratio} |")
-    out = Path(__file__).parent / "results" / "energy_table.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+    write_json(Path(__file__).parent / "results" / "energy_table.json", rows)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ asserted. Meant to fit in a few minutes of a shared GPU session:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from adderconv import adder_conv2d, kernels
+from adderconv.io import write_json
 from adderconv.kernels import triton_kernels as tk
 from adderconv.kernels.benchmark import RESNET20_LAYERS, RESNET50_LAYERS, LayerShape, reference_unfold
 from adderconv.reference import adder_conv2d_reference, adder_conv2d_reference_grads
@@ -170,8 +170,7 @@ def main() -> int:
     finally:
         result["seconds"] = round(time.time() - t0, 1)
         if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
+            write_json(args.json, result)
     wrong_backend = DEVICE == "cuda" and info["backend_for_fp32"] != tk.__name__
     if wrong_backend:
         print(f"FAILED: the op uses {info['backend_for_fp32']} for CUDA float32, not the Triton kernels")

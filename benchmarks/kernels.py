@@ -10,11 +10,11 @@ side. It never asserts anything: the numbers are the result. Same as ``adderconv
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
+from adderconv.io import write_json
 from adderconv.kernels import backend_for
 from adderconv.kernels.benchmark import machine, render, suite
 
@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["tables"][net] = rows
         print(f"\n{net} (backend {result['machine']['backend']})\n" + render(rows, result["machine"]), flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return result
 
 

@@ -11,10 +11,10 @@ same alongside the times; this script is the memory-only view.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
+from adderconv.io import write_json
 from adderconv.kernels.benchmark import RESNET20_LAYERS, machine, peak_memory
 
 IMPLS = ("conv", "adder", "reference_unfold")
@@ -41,9 +41,7 @@ def main() -> None:
             print(f"{s.name:22s} {row['pass']:9s} " + " ".join(f"{mib[i]:17.1f}" for i in IMPLS)
                   + f"  {row['adder_over_conv']:10.2f} {row['reference_over_conv']:9.2f}", flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"benchmark": "memory", "batch": args.batch, "machine": info, "rows": rows},
-                                        indent=2) + "\n")
+        write_json(args.json, {"benchmark": "memory", "batch": args.batch, "machine": info, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ timed beside the adder one for scale (its Conv runs in both runtimes' tuned kern
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -21,12 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import torch
 
 import adderconv
 from adderconv.converters.onnx_export import export_onnx
+from adderconv.io import write_json
 
 
 def _median_ms(fn, reps: int) -> float:
@@ -99,8 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{r['model']:16s} {r['batch']:5d} {r['pytorch_ms']:11.2f} {r['onnxruntime_ms']:15.2f} "
               f"{r['ratio_ort_over_torch']:10.2f}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return result
 
 

@@ -1,12 +1,14 @@
 """Safe loading: tensors-only files load; pickles, TorchScript and .pt2 need explicit trust."""
+import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from adderconv import AdderconvError, get_model, load_model
-from adderconv.io import atomic_write
+from adderconv.io import atomic_write, write_json
 
 
 def _same(a, b):
@@ -77,3 +79,10 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask     # not mkstemp's private 0600
+
+
+def test_write_json_makes_parents_and_writes_numpy_and_tensor_scalars_as_numbers(tmp_path):
+    target = tmp_path / "new" / "dir" / "r.json"
+    write_json(target, {"a": np.float32(0.5), "b": torch.tensor(2.0), "c": [1, "x"]})
+    assert json.loads(target.read_text()) == {"a": 0.5, "b": 2.0, "c": [1, "x"]}
+    assert [f.name for f in target.parent.iterdir()] == ["r.json"]       # no temporary left beside it

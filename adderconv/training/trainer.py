@@ -32,12 +32,11 @@ LR scaled (x0.5, x5). The default, 1, is the reference rule.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ from torch import nn
 
 from ..adaptive_lr import AdaptiveLR, adder_weights
 from ..errors import AdderconvError
-from ..io import atomic_write
+from ..io import write_json
 from . import checkpoint as ckpt
 from .data import DataSplit, augment_batch, load_data
 from .distill import task_loss
@@ -116,11 +115,6 @@ def _cosine(total: int, warmup: int) -> Callable[[int], float]:
             return (step + 1) / warmup
         return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))
     return f
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
 
 
 def _progress(enabled: bool):
@@ -296,7 +290,7 @@ def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, ba
             say(f"epoch {epoch + 1}/{epochs}: train loss {rec['train_loss']:.4f}, val {metric} "
                 f"{val[metric]:.4f}, {rec['images_per_s']:.0f} img/s")
             if out is not None and info.is_main:
-                _write_json(out / "metrics.json", {"schema": "adderconv.finetune-metrics/1", "split": data.description,
+                write_json(out / "metrics.json", {"schema": "adderconv.finetune-metrics/1", "split": data.description,
                                                    "settings": settings, "epochs": history})
                 ckpt.save_checkpoint(out / "checkpoint.pt", {
                     "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -315,5 +309,5 @@ def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, ba
             from adderconv.converters import save_converted   # writes the conversion recipe and arch with the weights
 
             save_converted(model, out / "model.safetensors", arch=arch)
-            _write_json(out / "result.json", result.to_json())
+            write_json(out / "result.json", result.to_json())
     return result
