@@ -6,12 +6,14 @@ Sections (``--only`` picks some):
   ``convert_linear``, i.e. the same layers as the zoo's adder LeNet) and fine-tuned with logit KD from it:
   copied weights rescaled to unit std (the CLI's choice), copied as they are, and copied with the adaptive
   LR's eta relative to the weights' scale (ablations of that choice).
-- ``sr``: a small VDSR-style net (16 channels, 3 blocks) on luminance patches of scikit-image's sample
-  images, x2 bicubic degradation, held-out test images: adder (AdderSR: self-shortcut + power activation)
-  vs the same net with convolutions vs bicubic, and the ablation without shortcut / without power activation.
+- ``sr``: a small VDSR-style net (``--sr-channels`` 16, ``--sr-blocks`` 3) on luminance patches of
+  scikit-image's sample images, x2 bicubic degradation, held-out test images. ``--sr-variants`` picks rows:
+  adder (AdderSR: self-shortcut + power activation), the same net with convolutions, the ablations without
+  shortcut / without power activation / without both, the CNN without its shortcut (to tell what adder
+  layers need from what any deep plain net needs), and a fairness row that gives the CNN's body convolutions
+  the adder weights' LR multiplier, to show the CNN baseline is not handicapped by the recipe.
   Adder weights train at ``--sr-adder-lr-scale`` times the LR (Adam moves every weight ~lr per step, small
-  for adder weights that live on the scale of their inputs); a fifth row gives the CNN's body convolutions
-  the same multiplier, to show the CNN baseline is not handicapped by the recipe.
+  for adder weights that live on the scale of their inputs).
 - ``throughput``: training images/s of ResNet-20 CNN vs adder ResNet-20, same batch, CPU, interleaved.
 
 Nothing is asserted: the numbers are the result. Sized for a 2-core CPU (minutes); settings are printed
@@ -87,40 +89,48 @@ class _Scaled(torch.nn.Module):
         return w / self.k
 
 
+SR_VARIANTS = {       # key: (row label, SRNet switches); "cnn_fair" also scales the body convs' LR
+    "adder": ("adder (AdderSR: shortcut + power)", dict(adder=True)),
+    "cnn": ("CNN, same net", dict(adder=False)),
+    "no_shortcut": ("adder, no self-shortcut", dict(adder=True, shortcut=False)),
+    "no_power": ("adder, no power activation", dict(adder=True, power=False)),
+    "plain": ("adder, neither (plain AdderNet)", dict(adder=True, shortcut=False, power=False)),
+    "cnn_no_shortcut": ("CNN, no shortcut", dict(adder=False, shortcut=False)),
+    "cnn_fair": ("CNN, body conv LR x the adder scale (fairness check)", dict(adder=False)),
+}
+
+
 def sr(epochs: int, batch: int, lr: float, patch: int, limit: int, seed: int, adder_lr_scale: float = 50.0,
-       n_variants: int = 5) -> dict:
+       variants: list[str] = ("adder", "cnn", "no_shortcut", "no_power", "cnn_fair"), channels: int = 16,
+       blocks: int = 3) -> dict:
     from torch.nn.utils import parametrize
 
     from adderconv.zoo.sr_net import SRNet
 
     data = load_data("sr:skimage", (1, patch, patch), split_seed=0, limit=limit)
-    variants = [("adder (AdderSR: shortcut + power)", dict(adder=True)),
-                ("CNN, same net", dict(adder=False)),
-                ("adder, no self-shortcut", dict(adder=True, shortcut=False)),
-                ("adder, no power activation", dict(adder=True, power=False)),
-                (f"CNN, body conv LR x{adder_lr_scale:g} (fairness check)", dict(adder=False))]
     rows = []
-    for name, kw in variants[:n_variants]:
+    for key in variants:
+        name, kw = SR_VARIANTS[key]
         torch.manual_seed(seed)
-        net = SRNet(channels=16, blocks=3, **kw)
+        net = SRNet(channels=channels, blocks=blocks, **kw)
         torch.nn.init.zeros_(net.tail.weight)      # every variant starts as the bicubic input (global residual)
         torch.nn.init.zeros_(net.tail.bias)
-        if "fairness" in name:                     # the adder recipe's LR multiplier on the CNN's body layers
+        if key == "cnn_fair":                      # the adder recipe's LR multiplier on the CNN's body layers
             for block in net.body:
                 parametrize.register_parametrization(block.body, "weight", _Scaled(adder_lr_scale))
         res = finetune(net, data, epochs=epochs, optimizer="adam", lr=lr, adder_lr_scale=adder_lr_scale,
                        weight_decay=0.0, batch_size=batch, seed=seed, energy=False, log=print)
-        rows.append(_row(name, res))
+        rows.append(_row(name, res, {"variant": key}))
     bicubic = rows[0]["bicubic_psnr"]
-    best_cnn = max((r["psnr"] for r in rows if r["model"].startswith("CNN")), default=None)
+    cnn = next((r["psnr"] for r in rows if r["variant"] == "cnn"), None)
+    best_cnn = max((r["psnr"] for r in rows if r["variant"].startswith("cnn")), default=None)
     for r in rows:
         r["gain_over_bicubic_db"] = r["psnr"] - bicubic
-        r["gap_to_cnn_db"] = rows[1]["psnr"] - r["psnr"] if len(rows) > 1 else None
+        r["gap_to_cnn_db"] = cnn - r["psnr"] if cnn is not None else None
         r["gap_to_best_cnn_db"] = best_cnn - r["psnr"] if best_cnn is not None else None
-    settings = {"data": data.description, "net": "SRNet(channels=16, blocks=3), tail conv zero-initialised",
-                "epochs": epochs, "batch": batch, "lr": lr, "adder_lr_scale": adder_lr_scale, "seed": seed,
-                "loss": "L1",
-                "psnr": "over all pixels of the test tiles, no border shave",
+    settings = {"data": data.description, "net": f"SRNet(channels={channels}, blocks={blocks}), tail conv "
+                "zero-initialised", "epochs": epochs, "batch": batch, "lr": lr, "adder_lr_scale": adder_lr_scale,
+                "seed": seed, "loss": "L1", "psnr": "over all pixels of the test tiles, no border shave",
                 "optimizer": "Adam (0.9, 0.999), no weight decay, cosine, eta 0.2; adder weights at "
                              "adder_lr_scale * lr"}
     return {"settings": settings, "bicubic_psnr": bicubic, "rows": rows}
@@ -178,7 +188,10 @@ def main() -> None:
     ap.add_argument("--sr-patch", type=int, default=32)
     ap.add_argument("--sr-limit", type=int, default=2048, help="training patches (a seeded random subset)")
     ap.add_argument("--sr-adder-lr-scale", type=float, default=50.0, help="adder weights' LR / the LR")
-    ap.add_argument("--sr-variants", type=int, default=5, help="the first N rows (5: with the CNN fairness row)")
+    ap.add_argument("--sr-variants", nargs="+", choices=list(SR_VARIANTS),
+                    default=["adder", "cnn", "no_shortcut", "no_power", "cnn_fair"])
+    ap.add_argument("--sr-channels", type=int, default=16)
+    ap.add_argument("--sr-blocks", type=int, default=3)
     ap.add_argument("--tp-batch", type=int, default=32)
     ap.add_argument("--tp-steps", type=int, default=3)
     ap.add_argument("--tp-rounds", type=int, default=3)
@@ -193,7 +206,7 @@ def main() -> None:
                      ["acc", "gap_points", "epochs", "train_seconds"])
     if "sr" in args.only:
         out["sr"] = sr(args.sr_epochs, args.sr_batch, args.sr_lr, args.sr_patch, args.sr_limit, args.seed,
-                       args.sr_adder_lr_scale, args.sr_variants)
+                       args.sr_adder_lr_scale, args.sr_variants, args.sr_channels, args.sr_blocks)
         _print_table(f"SR x2 (bicubic {out['sr']['bicubic_psnr']:.2f} dB; {out['sr']['settings']})", out["sr"]["rows"],
                      ["psnr", "gain_over_bicubic_db", "gap_to_cnn_db", "gap_to_best_cnn_db", "epochs",
                       "train_seconds"])
