@@ -20,7 +20,7 @@ class _SignedPower(torch.autograd.Function):
     """``sign(x) * max(|x|, eps) ** alpha`` with a hand-written backward.
 
     Autograd of ``pow(tensor, tensor)`` evaluates a second ``pow`` and a ``log`` in the backward; here the
-    forward keeps ``log m`` and the output, so the backward is multiplications only (about half the time).
+    forward keeps ``log m`` and the output, so the backward is multiplications only.
     """
 
     @staticmethod
