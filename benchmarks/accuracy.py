@@ -27,6 +27,7 @@ import argparse
 import platform
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -101,7 +102,7 @@ SR_VARIANTS = {       # key: (row label, SRNet switches); "cnn_fair" also scales
 
 
 def sr(epochs: int, batch: int, lr: float, patch: int, limit: int, seed: int, adder_lr_scale: float = 50.0,
-       variants: list[str] = ("adder", "cnn", "no_shortcut", "no_power", "cnn_fair"), channels: int = 16,
+       variants: Sequence[str] = ("adder", "cnn", "no_shortcut", "no_power", "cnn_fair"), channels: int = 16,
        blocks: int = 3) -> dict:
     from torch.nn.utils import parametrize
 

@@ -291,7 +291,7 @@ def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, ba
                 f"{val[metric]:.4f}, {rec['images_per_s']:.0f} img/s")
             if out is not None and info.is_main:
                 write_json(out / "metrics.json", {"schema": "adderconv.finetune-metrics/1", "split": data.description,
-                                                   "settings": settings, "epochs": history})
+                                                  "settings": settings, "epochs": history})
                 ckpt.save_checkpoint(out / "checkpoint.pt", {
                     "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else {},
