@@ -189,8 +189,9 @@ def finetune_cmd(
     opts = FinetuneOptions(
         model=model, data=data, teacher=teacher, out=out, epochs=epochs, optimizer=optimizer, lr=lr,
         batch_size=batch_size, weight_decay=weight_decay, eta=eta, adder_lr_scale=adder_lr_scale, kd_alpha=kd_alpha,
-        kd_temperature=kd_temperature, input_shape=parse_shape(input_shape), arch=arch, trust=trust, convert=convert, resume=resume, seed=seed,
-        split_seed=split_seed, device=device, amp=amp, limit=limit, workers=workers, quiet=quiet)
+        kd_temperature=kd_temperature, input_shape=parse_shape(input_shape), arch=arch, trust=trust, convert=convert,
+        resume=resume, seed=seed, split_seed=split_seed, device=device, amp=amp, limit=limit, workers=workers,
+        quiet=quiet)
     raise typer.Exit(run_finetune(opts, Console()))
 
 

@@ -2,7 +2,7 @@
 
 The cases are drawn from a seeded generator (groups, dilation, stride, padding, non-square everything, output
 sizes that cross the C++ kernels' tile boundaries mid-row, channel counts that leave register-block tails);
-stride 1 takes the C++ kernels' grid path (padded bands, several bands per image), other strides the unfold path.
+tall stride-1 inputs span several of the C++ kernels' padded row bands.
 """
 import random
 import warnings

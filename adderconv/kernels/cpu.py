@@ -1,7 +1,8 @@
 """Fast CPU adder kernels: a C++ extension built on this machine at first use, plus oneDNN for dW.
 
-- forward and the clipped input gradient: direct tiled loops in ``cpu_kernels.cpp`` (no materialised
-  im2col; each task unfolds a tile of output positions in cache), compiled with ``-O3 -march=native`` by
+- forward and the clipped input gradient: direct tiled loops in ``cpu_kernels.cpp`` (no im2col; each task
+  copies a padded band of input rows, in which every receptive-field element is contiguous over output
+  positions, for every stride and dilation), compiled with ``-O3 -march=native`` by
   :func:`torch.utils.cpp_extension.load` the first time a CPU tensor reaches the op. The build is cached per
   (source, torch version, CPU model and flags), so a shared cache never serves code built for another CPU.
   A one-line notice on stderr shows the compile time; if there is no compiler, a warning says so and the op

@@ -304,8 +304,8 @@ void grad_input_impl(const T* gr, const T* x, const T* w, T* dx, const Geo& g) {
     const Band b = make_band(g, PB);
     // One task per (sample, group): neighbouring bands add into the same rows of dX, so they stay on one thread.
     at::parallel_for(0, g.N * g.G, 1, [&](int64_t begin, int64_t end) {
-        ZeroedBuffer bandbuf(b.size * sizeof(T)), dbandbuf(b.size * sizeof(T));
-        Buffer gbuf(g.OG * PB * sizeof(T)), sgbuf(PB * sizeof(T));
+        ZeroedBuffer bandbuf(b.size * sizeof(T));   // dband needs no zeroing here: it is cleared per band below
+        Buffer dbandbuf(b.size * sizeof(T)), gbuf(g.OG * PB * sizeof(T)), sgbuf(PB * sizeof(T));
         T *band = bandbuf.as<T>(), *dband = dbandbuf.as<T>(), *gt = gbuf.as<T>(), *sg = sgbuf.as<T>();
         for (int64_t ng = begin; ng < end; ++ng) {
             const int64_t gi = ng % g.G, n = ng / g.G, first = (n * g.C + gi * g.CG) * g.H * g.W;
