@@ -1,0 +1,243 @@
+"""The energy report as one self-contained HTML file: totals, charts, what was not counted, every layer.
+
+A view: it formats an :class:`~.energy.EnergyReport` (and optionally the model it is compared with) and
+computes nothing new. The file needs no network to be read: the charts are inline SVG (matplotlib, the
+``report`` extra), the style sheet and the small table-sorting script are inline, and no element points
+at a URL. What was not counted (unsupported operators, unpriced kinds) and what is ignored by design sit
+at the top, above the charts. The layer table reads fine without script; with it, a click on a column
+header sorts by that column.
+
+>>> from .api import analyze
+>>> page = to_html(analyze("lenet5_bn_adder"), compare=analyze("lenet5_bn"))
+>>> page.startswith("<!DOCTYPE html>") and "lenet5_bn_adder vs lenet5_bn" in page
+True
+"""
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from adderconv import __version__
+
+from .counts import KINDS
+from .energy import EnergyReport, LayerEnergy
+from .figures import layer_chart, memory_chart, require_matplotlib, type_chart
+from .layer_views import align, layer_label, mixed_precision
+from .render import fmt_count, fmt_energy
+
+__all__ = ["to_html"]
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2733;margin:0;background:#f5f6f8}
+main{max-width:1320px;margin:0 auto;padding:18px 24px 40px}
+h1{font-size:22px;margin:4px 0 2px}h2{font-size:16px;margin:22px 0 8px}
+.sub{color:#5b6775;margin-bottom:12px}
+.cards{display:flex;gap:12px;flex-wrap:wrap;margin:10px 0}
+.card{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:10px 16px;min-width:150px}
+.card b{display:block;font-size:22px}.card span{color:#5b6775;font-size:12px}
+.note{border-radius:8px;padding:8px 14px;margin:6px 0;border:1px solid}
+.warn{background:#fff4e0;border-color:#f0b35a}.ok{background:#eaf6ee;border-color:#8cc7a0}
+.info{background:#eef3f8;border-color:#b9c9da}
+.row{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start}
+.panel{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:10px 14px;overflow-x:auto}
+.panel svg{max-width:100%;height:auto}
+.wide svg{width:100%;height:auto}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums}
+th,td{padding:3px 10px;border-bottom:1px solid #e6e9ee;text-align:left;white-space:nowrap}
+td.n,th.n{text-align:right}th{background:#f0f2f5;position:sticky;top:0}
+table.sortable th{cursor:pointer}table.sortable th:hover{background:#e2e6eb}
+tr.miss td{color:#8a94a0}code{font-size:13px}
+.caption{color:#5b6775;font-size:12px;margin:4px 0 0}
+"""
+
+_SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function(t){
+  t.querySelectorAll('th').forEach(function(th,i){
+    th.addEventListener('click',function(){
+      var body=t.tBodies[0],rows=Array.prototype.slice.call(body.rows),down=th.dataset.dir!=='down';
+      t.querySelectorAll('th').forEach(function(h){delete h.dataset.dir});th.dataset.dir=down?'down':'up';
+      rows.sort(function(a,b){
+        var x=a.cells[i].dataset.v,y=b.cells[i].dataset.v;
+        if(x!==undefined&&y!==undefined){x=parseFloat(x);y=parseFloat(y);return down?y-x:x-y}
+        x=a.cells[i].textContent;y=b.cells[i].textContent;return down?y.localeCompare(x):x.localeCompare(y)});
+      rows.forEach(function(r){body.appendChild(r)})})})});
+"""
+
+e = html.escape
+
+
+def _num(value: float, text: str) -> str:
+    return f'<td class="n" data-v="{value:.9g}">{e(text)}</td>'
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{b / a:.3f}x" if a else ("-" if not b else "new")
+
+
+def _header(r: EnergyReport, compare: EnergyReport | None, title: str | None) -> str:
+    shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
+    name = title or (f"{r.model} vs {compare.model}" if compare else r.model)
+    sub = (f"input {shape} &middot; precision {e(r.precision)} &middot; prices {e(r.table)} &middot; "
+           f"front end {e(r.frontend)} &middot; adderconv {e(__version__)}")
+    return f"<h1>Energy report: {e(name)}</h1><div class=\"sub\">{sub}</div>"
+
+
+def _cards(r: EnergyReport, compare: EnergyReport | None) -> str:
+    cards = [(fmt_energy(r.totals.energy_pj), f"compute energy, {r.model}"),
+             (fmt_count(r.totals.mul), "multiplications"), (fmt_count(r.totals.add), "additions")]
+    if r.memory:
+        cards.append((fmt_energy(r.totals.memory_pj), f"memory energy ({r.memory})"))
+    if compare is not None:
+        cards.append((_ratio(compare.totals.energy_pj, r.totals.energy_pj), f"compute energy vs {compare.model}"))
+        cards.append((fmt_count(compare.totals.mul), f"multiplications in {compare.model}"))
+    return '<div class="cards">' + "".join(f"<div class=\"card\"><b>{e(v)}</b><span>{e(k)}</span></div>"
+                                           for v, k in cards) + "</div>"
+
+
+def _ops(ops: dict[str, int]) -> str:
+    return ", ".join(f"<code>{e(op)}</code> x{n}" for op, n in ops.items())
+
+
+def _coverage(reports: Sequence[EnergyReport]) -> str:
+    """Unsupported, ignored and unpriced, one line per model: the first thing after the headline numbers."""
+    out = []
+    for r in reports:
+        parts = [f"<b>not counted (no handle):</b> {_ops(r.unsupported)}: their arithmetic is missing from every "
+                 "number below" if r.unsupported else "every operator was counted or is zero-arithmetic"]
+        if r.ignored:
+            parts.append(f"zero-arithmetic, not counted: {_ops(r.ignored)}")
+        if r.totals.unpriced:
+            kinds = ", ".join(f"{e(k)} {fmt_count(n)}" for k, n in r.totals.unpriced.items())
+            parts.append(f"<b>unpriced kinds</b> (counted, no price in the table, not in the energy): {kinds}")
+        level = "warn" if r.unsupported or r.totals.unpriced else "ok"
+        out.append(f'<div class="note {level}"><b>{e(r.model)}</b>: ' + "; ".join(parts) + ".</div>")
+    return "".join(out)
+
+
+def _totals(r: EnergyReport) -> str:
+    rows = []
+    for kind, (n, pj) in r.by_kind.items():
+        priced = kind not in r.totals.unpriced
+        share = f"{pj / r.totals.energy_pj:.1%}" if r.totals.energy_pj and priced else "-"
+        rows.append(f"<tr><td>{e(kind)}</td>{_num(n, fmt_count(n))}"
+                    f"{_num(pj, fmt_energy(pj) if priced else 'unpriced')}<td class=\"n\">{share}</td></tr>")
+    rows.append(f"<tr><td><b>compute</b></td><td></td><td class=\"n\"><b>{fmt_energy(r.totals.energy_pj)}</b>"
+                "</td><td></td></tr>")
+    if r.memory:
+        rows.append(f"<tr><td>memory ({e(r.memory)})</td><td></td><td class=\"n\">{fmt_energy(r.totals.memory_pj)}"
+                    "</td><td></td></tr>")
+    return (f'<div class="panel"><h2>Totals: {e(r.model)}</h2><table><thead><tr><th>kind</th><th class="n">count'
+            '</th><th class="n">energy</th><th class="n">share</th></tr></thead><tbody>' + "".join(rows)
+            + "</tbody></table></div>")
+
+
+def _comparison(r: EnergyReport, c: EnergyReport, more: Sequence[tuple[EnergyReport, EnergyReport]]) -> str:
+    rows = []
+    for kind in KINDS:
+        a, b = c.totals.counts[kind], r.totals.counts[kind]
+        if a or b:
+            rows.append(f"<tr><td>{kind}</td>{_num(a, fmt_count(a))}{_num(b, fmt_count(b))}"
+                        f"<td class=\"n\">{_ratio(a, b)}</td></tr>")
+    for before, after in ((c, r), *more):
+        for label, a, b in ((f"energy {before.precision}", before.totals.energy_pj, after.totals.energy_pj),
+                            (f"memory {before.precision}", before.totals.memory_pj, after.totals.memory_pj)):
+            if label.startswith("memory") and not before.memory:
+                continue
+            rows.append(f"<tr><td>{e(label)}</td>{_num(a, fmt_energy(a))}{_num(b, fmt_energy(b))}"
+                        f"<td class=\"n\">{_ratio(a, b)}</td></tr>")
+    return (f'<div class="panel"><h2>{e(c.model)} vs {e(r.model)}</h2><table><thead><tr><th></th>'
+            f'<th class="n">{e(c.model)}</th><th class="n">{e(r.model)}</th><th class="n">{e(r.model)}/'
+            f"{e(c.model)}</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+
+
+def _classes(r: EnergyReport) -> str:
+    rows = []
+    for cat, t in r.by_category.items():
+        other = sum(v for k, v in t.items() if k not in ("mul", "add"))
+        rows.append(f"<tr><td>{e(cat)}</td>{_num(t['mul'], fmt_count(t['mul']))}"
+                    f"{_num(t['add'], fmt_count(t['add']))}{_num(other, fmt_count(other))}</tr>")
+    return (f'<div class="panel"><h2>Operations by operator class: {e(r.model)}</h2><table><thead><tr>'
+            '<th>class</th><th class="n">mul</th><th class="n">add</th><th class="n">other</th></tr></thead>'
+            "<tbody>" + "".join(rows) + "</tbody></table></div>")
+
+
+def _layer_row(i: int, r: EnergyReport, le: LayerEnergy | None, other: LayerEnergy | None,
+               compare: EnergyReport | None) -> str:
+    ref = le or other
+    cells = [_num(i, str(i)), f"<td><code>{e(layer_label(ref))}</code></td>", f"<td>{e(ref.type)}</td>"]
+    if le is None:
+        cells += ['<td colspan="7">not in this model</td>'] + (["<td></td>"] if r.memory else [])
+    else:
+        rest = sum(v for k, v in le.counts.items() if k not in ("mul", "add", "cmp"))
+        cells += [f"<td>{e(le.precision)}</td>", _num(le.mul, fmt_count(le.mul)), _num(le.add, fmt_count(le.add)),
+                  _num(le.counts["cmp"], fmt_count(le.counts["cmp"])), _num(rest, fmt_count(rest)),
+                  _num(le.energy_pj, fmt_energy(le.energy_pj)), _num(r.share(le), f"{r.share(le):.1%}")]
+        if r.memory:
+            cells.append(_num(le.memory_pj, fmt_energy(le.memory_pj)))
+    if compare is not None:
+        if other is None:
+            cells += ["<td>-</td>", "<td></td>"]
+        else:
+            ratio = _ratio(other.energy_pj, le.energy_pj) if le is not None else "gone"
+            cells += [_num(other.energy_pj, fmt_energy(other.energy_pj)), f'<td class="n">{ratio}</td>']
+    unsupported = _ops(dict(le.unsupported)) if le is not None and le.unsupported else ""
+    cells.append(f"<td>{unsupported}</td>")
+    return ('<tr class="miss">' if le is None else "<tr>") + "".join(cells) + "</tr>"
+
+
+def _layers(r: EnergyReport, compare: EnergyReport | None) -> str:
+    heads = ["#", "layer", "type", "precision", "mul", "add", "cmp", "other", "energy", "share"]
+    heads += ["memory"] if r.memory else []
+    heads += [f"energy in {compare.model}", "ratio"] if compare is not None else []
+    heads += ["not counted"]
+    numeric = {"#", "mul", "add", "cmp", "other", "energy", "share", "memory", "ratio"}
+    th = "".join(f'<th class="n">{e(h)}</th>' if h in numeric or h.startswith("energy in") else f"<th>{e(h)}</th>"
+                 for h in heads)
+    pairs = align(r.layers, compare.layers) if compare is not None else [(le, None) for le in r.layers]
+    body = "".join(_layer_row(i, r, a, b, compare) for i, (a, b) in enumerate(pairs, 1))
+    note = (f"{len(r.layers)} layers of {e(r.model)} in execution order"
+            + (f", aligned by name with {e(compare.model)}; greyed rows are layers only {e(compare.model)} has"
+               if compare is not None else "") + ". Click a column header to sort.")
+    return (f'<h2>Every layer</h2><div class="panel"><table class="sortable"><thead><tr>{th}</tr></thead>'
+            f"<tbody>{body}</tbody></table><p class=\"caption\">{note}</p></div>")
+
+
+def _notes(r: EnergyReport) -> str:
+    items = [e(c) for c in r.conventions]
+    items += [f"estimated price: {e(est)}" for est in r.estimates]
+    if r.memory:
+        items.append(f"memory: each leaf layer reads its weights and inputs and writes its outputs once at "
+                     f"{e(r.memory)}; reported apart from compute")
+    return "<h2>Conventions</h2><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
+def to_html(report: EnergyReport, *, compare: EnergyReport | None = None,
+            more: Sequence[tuple[EnergyReport, EnergyReport]] = (), title: str | None = None) -> str:
+    """The whole page. ``compare`` is the model ``report`` is measured against (e.g. the CNN before
+    conversion); ``more`` adds energy rows for further (compare, report) pairs, e.g. both priced at int8."""
+    require_matplotlib()
+    r, c = report, compare
+    models = [r] if c is None else [r, c]
+    split_note = (" Within a layer the split by kind uses the report-wide energy per operation of each kind "
+                  "(layers run at different precisions); each bar's height is exact."
+                  if any(mixed_precision(m) for m in models) else "")
+    skipped = sum(1 for a, b in (align(r.layers, c.layers) if c else [(le, None) for le in r.layers])
+                  if not ((a and a.energy_pj) or (b and b.energy_pj)))
+    charts = [f'<h2>Energy per layer, execution order</h2><div class="panel wide">{layer_chart(r, c)}'
+              f'<p class="caption">Compute energy by kind (mul, add, cmp, other).'
+              + (f" Each pair: {e(c.model)} hatched on the left, {e(r.model)} on the right." if c else "")
+              + (f" {skipped} layer(s) with no priced arithmetic are left out (they are in the table)."
+                 if skipped else "") + f"{split_note}</p></div>"]
+    side = [f'<div class="panel"><h2>Energy by layer type</h2>{type_chart(r, c)}</div>']
+    if r.memory:
+        side.append(f'<div class="panel"><h2>Compute vs memory</h2>{memory_chart(models[::-1])}'
+                    f'<p class="caption">memory model: weights and inputs read, outputs written once, '
+                    f"at {e(r.memory)}</p></div>")
+    top = [_totals(r)] + ([_comparison(r, c, more)] if c is not None else [])
+    body = (_header(r, c, title) + _cards(r, c) + _coverage(models)
+            + f'<div class="row">{"".join(top)}</div>' + "".join(charts)
+            + f'<div class="row">{"".join(side)}{_classes(r)}</div>' + _layers(r, c) + _notes(r))
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+            f"<title>Energy report: {e(r.model)}</title><style>{_CSS}</style></head>"
+            f"<body><main>{body}</main><script>{_SORT_JS}</script></body></html>\n")
