@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from adderconv.errors import AdderconvError
-from adderconv.io import atomic_write, is_zoo_name, load_model, load_state_dict_file
+from adderconv.arch import default_input_shape
+from adderconv.io import atomic_write, ensure_writable, file_arch, is_zoo_name, load_model, open_model
 
 from .policy import Policy
 from .report import ConversionReport
@@ -39,25 +40,8 @@ class ConvertOptions:
     precision: str = "fp32"
 
 
-def _arch_name(model: str, arch: str | None) -> str | None:
-    """What a saved file should name as its architecture, so it loads without --arch."""
-    if is_zoo_name(model):
-        return model
-    if arch:
-        return arch
-    if str(model).endswith(".safetensors") and Path(model).is_file():
-        return load_state_dict_file(model)[1].get("adderconv.arch")
-    return None
-
-
 def _shape(model: str, arch: str | None, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
-    if shape is not None:
-        return shape
-    from adderconv import zoo
-    for name in (model, arch):
-        if isinstance(name, str) and name in zoo.list_models():
-            return zoo.default_input_shape(name)
-    return None
+    return shape or default_input_shape(model, arch, None if arch or is_zoo_name(model) else file_arch(model))
 
 
 def _convert_onnx(opts: ConvertOptions, console: Console) -> int:
@@ -99,7 +83,11 @@ def run_convert(opts: ConvertOptions, console: Console) -> int:
     shape = _shape(opts.model, opts.arch, opts.input_shape)
     if shape is None and (opts.strategy == "aten" or opts.fmt == "pt2"):
         raise AdderconvError("this needs an input shape to trace the model: pass --input-shape, e.g. 1,3,224,224")
-    original = load_model(opts.model, arch=opts.arch, trust=opts.trust)
+    ensure_writable(opts.output)
+    loaded = open_model(opts.model, arch=opts.arch, trust=opts.trust)
+    original = loaded.model
+    for note in loaded.notes:
+        console.print(f"note: {note}", highlight=False)
     if not isinstance(original, torch.nn.Module) or isinstance(original, torch.jit.ScriptModule):
         raise AdderconvError(f"{opts.model}: a TorchScript model cannot be converted; load the Python model")
     example = None
@@ -118,7 +106,7 @@ def run_convert(opts: ConvertOptions, console: Console) -> int:
         _render_savings(original, net, shape, opts.precision, console)
     else:
         console.print("no input shape: pass --input-shape to see multiplications, additions and energy")
-    save_converted(net, opts.output, arch=_arch_name(opts.model, opts.arch), fmt=opts.fmt, example_inputs=example)
+    save_converted(net, opts.output, arch=loaded.arch, fmt=opts.fmt, example_inputs=example)
     console.print(f"wrote {opts.output} ({opts.fmt})")
     return 0
 

@@ -1,7 +1,8 @@
 """Saving a converted model: safetensors with the recipe in its metadata (default), a pickle, or a .pt2.
 
 A safetensors file holds only tensors; its metadata carries "adderconv.recipe" (how to rebuild the converted
-structure on the original architecture) and, when known, "adderconv.arch", so ``adderconv.load_model(path)``
+structure on the original architecture) and, when known, "adderconv.arch" with the arguments it was built
+with ("adderconv.arch_kwargs", e.g. the class count a model was fine-tuned for), so ``adderconv.load_model(path)``
 (or ``--arch`` for a user architecture) gives the converted model back. Writes are atomic.
 
 >>> import tempfile, torch, adderconv
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from adderconv.arch import ArchSpec
 from adderconv.errors import AdderconvError
 from adderconv.io import atomic_write
 
@@ -39,7 +41,8 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_converted(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None, fmt: str = "safetensors",
+def save_converted(model: nn.Module, path: str | os.PathLike, *, arch: str | ArchSpec | None = None,
+                   fmt: str = "safetensors",
                    example_inputs: Sequence[object] | None = None) -> None:
     """Write ``model`` (the result of :func:`adderconv.convert`) to ``path`` atomically.
 
@@ -58,7 +61,7 @@ def save_converted(model: nn.Module, path: str | os.PathLike, *, arch: str | Non
             if report is not None:
                 metadata["adderconv.recipe"] = report.recipe()
             if arch:
-                metadata["adderconv.arch"] = arch
+                metadata.update((arch if isinstance(arch, ArchSpec) else ArchSpec.parse(arch)).to_metadata())
             save_file(_tensors(model), str(tmp), metadata=metadata)
         elif fmt == "pickle":
             torch.save(model, tmp)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .data import load_data
-from .prepare import prepare
-from .trainer import FinetuneResult, finetune
+from .prepare import input_shape_for, prepare
+from .trainer import FinetuneResult, amp_dtype, check_settings, finetune, pick_device
 
 __all__ = ["FinetuneOptions", "run_finetune", "render_result"]
 
@@ -42,6 +42,7 @@ class FinetuneOptions:
     limit: int | None = None
     workers: int = 0
     quiet: bool = False
+    overwrite: bool = False
 
 
 def _fmt(x: float) -> str:
@@ -76,18 +77,37 @@ def render_result(res: FinetuneResult, console: Any) -> None:
         console.print(f"wrote {res.out}/model.safetensors, checkpoint.pt, metrics.json, result.json")
 
 
+def _check(opts: FinetuneOptions) -> None:
+    """Before any work: every setting is in range, the output folder is writable, and a finished run there is not overwritten by accident."""
+    from pathlib import Path
+
+    from ..errors import AdderconvError
+    from ..io import ensure_writable
+
+    check_settings(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, adder_lr_scale=opts.adder_lr_scale,
+                   eta=opts.eta, weight_decay=opts.weight_decay, kd_alpha=opts.kd_alpha,
+                   kd_temperature=opts.kd_temperature, num_workers=opts.workers)
+    amp_dtype(opts.amp, pick_device(opts.device))
+    ensure_writable(opts.out, directory=True)
+    if not opts.resume and not opts.overwrite and (Path(opts.out) / "result.json").exists():
+        raise AdderconvError(f"{opts.out} holds a finished run (result.json): choose another output directory, "
+                             f"or overwrite it explicitly (overwrite=True, --overwrite)")
+
+
 def run_finetune(opts: FinetuneOptions, console: Any) -> int:
-    """Load data and models, fine-tune, print the summary (rank 0 only under torchrun); return the exit code."""
+    """Data first, then the models (once, for the data's classes), fine-tune, print the summary (rank 0 only
+    under torchrun); return the exit code."""
     import os
 
+    import torch
+
     main = int(os.environ.get("RANK", "0")) == 0
-    shape_hint = opts.input_shape[-3:] if opts.input_shape else None
+    _check(opts)
+    shape = input_shape_for(opts.model, opts.arch, opts.input_shape, opts.data)
+    data = load_data(opts.data, shape, limit=opts.limit, split_seed=opts.split_seed)
+    torch.manual_seed(opts.seed)       # a model built from a name starts from weights fixed by --seed
     prep = prepare(opts.model, teacher=opts.teacher, arch=opts.arch, trust=opts.trust, convert=opts.convert,
-                   input_shape=shape_hint, data=opts.data)
-    data = load_data(opts.data, prep.input_shape, limit=opts.limit, split_seed=opts.split_seed)
-    if data.num_classes not in (None, 10) and opts.model == prep.arch:   # a zoo model: rebuild for the classes
-        prep = prepare(opts.model, teacher=opts.teacher, arch=opts.arch, trust=opts.trust, convert=opts.convert,
-                       input_shape=shape_hint, data=opts.data, num_classes=data.num_classes)
+                   input_shape=data.input_shape, num_classes=data.num_classes)
     for note in prep.notes if main else ():
         console.print(f"note: {note}")
     res = finetune(prep.student, data, teacher=prep.teacher, epochs=opts.epochs, optimizer=opts.optimizer, lr=opts.lr,

@@ -149,14 +149,25 @@ def _cifar_dir(path: Path) -> Path | None:
 
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise AdderconvError(f"{path}: expected a CIFAR python batch file, found a directory or nothing")
     obj = safe_unpickle(path)
     if not isinstance(obj, dict):
         raise AdderconvError(f"{path}: expected a dict, found {type(obj).__name__}")
     obj = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
     data, labels = obj.get("data"), obj.get("labels")
-    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or labels is None:
-        raise AdderconvError(f"{path}: expected 'data' (N x 3072 uint8) and 'labels'")
-    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
+        raise AdderconvError(f"{path}: expected 'data' as an N x 3072 uint8 array")
+    try:
+        y = np.asarray(labels)
+    except (ValueError, TypeError):
+        y = np.asarray([], dtype=object)
+    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_) or len(y) != len(data):
+        raise AdderconvError(f"{path}: expected 'labels' as {len(data)} integers (one per image), got "
+                             f"{len(y) if y.ndim == 1 else 'shape ' + str(y.shape)} of {y.dtype}")
+    if len(y) and (y.min() < 0 or y.max() > 9):
+        raise AdderconvError(f"{path}: CIFAR-10 labels must be 0-9, found {int(y.min())}..{int(y.max())}")
+    return data.reshape(-1, 3, 32, 32), y.astype(np.int64)
 
 
 def _cifar10(root: Path, shape, split_seed, val_fraction, limit) -> DataSplit:
@@ -208,10 +219,29 @@ class _Files(Dataset):
         return _normalise(a.unsqueeze(0), self.mean, self.std)[0], torch.tensor(label)
 
 
+def _check_image(path: Path) -> None:
+    """Read the header (cheap) so a non-image or a decompression bomb fails now, in one line, not mid-epoch."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.size  # noqa: B018  (the header is parsed on open; size is what the bomb check reads)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise AdderconvError(f"{path}: refusing an image this large ({e})") from None
+    except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError... from a damaged header
+        raise AdderconvError(f"{path}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
 def _scan(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     items = [(str(f), k) for k, c in enumerate(classes) for f in sorted((root / c).rglob("*"))
-             if f.suffix.lower() in _IMAGE_EXT]
+             if f.suffix.lower() in _IMAGE_EXT and f.is_file()]
+    for f, _ in items:
+        _check_image(Path(f))
     return classes, items
 
 
@@ -294,6 +324,8 @@ def _sr(source: str, shape, split_seed, val_fraction, test_fraction, limit, scal
         files = sorted(f for f in root.rglob("*") if f.suffix.lower() in _IMAGE_EXT) if root.is_dir() else []
         if len(files) < 3:
             raise AdderconvError(f"{source}: SR mode needs a directory with at least 3 images")
+        for f in files:
+            _check_image(f)
         from PIL import Image
 
         # Whole images are held out (never patches of a training image); at least one for val and one for test.
@@ -338,6 +370,8 @@ def load_data(source: str = "digits", input_shape: tuple[int, ...] | None = None
 
     ``limit`` caps each part (for smoke runs); fractions apply where the source has no fixed split.
     """
+    if limit is not None and limit < 1:
+        raise AdderconvError(f"the sample limit must be at least 1, got {limit}")
     shape = tuple(input_shape[-3:]) if input_shape is not None else default_shape(source)
     if len(shape) != 3:
         raise AdderconvError(f"fine-tuning needs an image input shape (C, H, W), got {input_shape}")

@@ -1,6 +1,7 @@
 """From what the user typed (MODEL, --teacher, --data) to a student, a teacher and an input shape.
 
-Rules (the CLI's ``adderconv finetune`` follows them):
+Data before model: the input shape is settled first (:func:`input_shape_for`), the data is loaded with it,
+and the models are then built once, for the data's number of classes. Rules (``adderconv finetune`` follows them):
 - MODEL with adder layers is fine-tuned as it is.
 - MODEL without adder layers (a CNN) is first converted with the converter's default policy, except that
   the copied weights are rescaled to unit std (``weight_init="copy_rescaled"``, measured best with KD in
@@ -9,26 +10,28 @@ Rules (the CLI's ``adderconv finetune`` follows them):
   file. A zoo name has random weights, so a CNN from the zoo gives no teacher (distilling from a random
   network only hurts): pass ``--teacher`` with trained weights.
 - The input shape is ``--input-shape``, else the zoo default of MODEL (or of the file's architecture), else
-  the data source's natural shape. Zoo models are built with the data's number of classes.
+  the data source's natural shape. Models built from a name (zoo, ``torchvision:NAME``, ``module:factory``) are
+  built with the data's number of classes, and the saved weights record it, so every command rebuilds them.
 
->>> p = prepare("lenet5_bn_adder")
->>> (type(p.student).__name__, p.teacher, p.input_shape)
-('Sequential', None, (1, 32, 32))
+>>> p = prepare("lenet5_bn_adder", input_shape=(1, 32, 32), num_classes=2)
+>>> (type(p.student).__name__, p.teacher, p.arch.describe())
+('Sequential', None, "lenet5_bn_adder(num_classes=2)")
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .. import zoo
 from ..adaptive_lr import adder_weights
+from ..arch import ArchSpec, default_input_shape, looks_like_spec
 from ..errors import AdderconvError
-from ..io import is_zoo_name, load_model
+from ..io import file_arch, is_zoo_name, open_model
 from .data import default_shape
 
-__all__ = ["Prepared", "prepare", "check_outputs"]
+__all__ = ["Prepared", "prepare", "input_shape_for", "check_outputs"]
 
 
 @dataclass
@@ -36,37 +39,45 @@ class Prepared:
     student: nn.Module
     teacher: nn.Module | None
     input_shape: tuple[int, ...]        # (C, H, W)
-    arch: str | None                    # architecture name to store with the trained weights
+    arch: ArchSpec | None               # the student's architecture, stored with the trained weights
     notes: list[str] = field(default_factory=list)
 
 
-def _zoo(name: str, num_classes: int | None) -> nn.Module:
-    if num_classes is None or num_classes == 10:
-        return zoo.get_model(name)
-    try:   # zoo factories are lambdas forwarding **kw; the builders take num_classes
-        return zoo.get_model(name, num_classes=num_classes)
-    except TypeError:
-        raise AdderconvError(f"zoo model {name!r} cannot be built for {num_classes} classes") from None
+def _is_name(source: str) -> bool:
+    return is_zoo_name(source) or (not Path(source).exists() and looks_like_spec(source))
+
+
+def input_shape_for(model: str, arch: str | None, input_shape: tuple[int, ...] | None, data: str) -> tuple[int, ...]:
+    """(C, H, W): ``input_shape``, else the zoo default of MODEL / ``arch`` / the file's architecture, else the
+    data source's natural shape."""
+    if input_shape:
+        return tuple(input_shape[-3:])
+    recorded = None if _is_name(model) or arch else file_arch(model)
+    shape = default_input_shape(model, arch, recorded)
+    return tuple(shape[1:]) if shape else default_shape(data)
+
+
+def _build(source: str, num_classes: int | None, arch: str | None, trust: bool):
+    """(model, spec, notes): a name is built for ``num_classes``; a file is loaded as it is."""
+    if _is_name(source):
+        spec = ArchSpec.parse(source, {"num_classes": num_classes} if num_classes is not None else None)
+        return spec.build(), spec, []
+    loaded = open_model(source, arch=arch, trust=trust)
+    return loaded.model, loaded.arch, loaded.notes
 
 
 def prepare(model: str, *, teacher: str | None = None, arch: str | None = None, trust: bool = False,
-            convert: bool = True, input_shape: tuple[int, ...] | None = None, data: str = "digits",
-            num_classes: int | None = None) -> Prepared:
-    """Load (and convert) the student, load the teacher, and settle the input shape; see the module rules."""
-    from_zoo = is_zoo_name(model)
-    student = _zoo(model, num_classes) if from_zoo else load_model(model, arch=arch, trust=trust)
-    notes: list[str] = []
-    arch_name = model if from_zoo else arch
-    if not arch_name and not from_zoo and str(model).endswith(".safetensors"):
-        from ..io import load_state_dict_file
-        arch_name = load_state_dict_file(model)[1].get("adderconv.arch")
-    shape = tuple(input_shape[-3:]) if input_shape else (
-        tuple(zoo.default_input_shape(arch_name)[1:]) if arch_name in zoo.list_models() else default_shape(data))
+            convert: bool = True, input_shape: tuple[int, ...], num_classes: int | None = None) -> Prepared:
+    """Load (and convert) the student and load the teacher, for data of ``input_shape`` (C, H, W) and
+    ``num_classes`` (None: not a classification task); see the module rules."""
+    student, spec, notes = _build(model, num_classes, arch, trust)
+    shape = tuple(input_shape)
     t = None
     if teacher is not None:
-        t = _zoo(teacher, num_classes) if is_zoo_name(teacher) else load_model(teacher, arch=arch, trust=trust)
-        if is_zoo_name(teacher):
-            notes.append(f"teacher {teacher!r} is a zoo name: random weights, distillation will not help")
+        t, _, t_notes = _build(teacher, num_classes, arch, trust)
+        notes += t_notes
+        if _is_name(teacher):
+            notes.append(f"teacher {teacher!r} is built from its name: random weights, distillation will not help")
     if not adder_weights(student) and convert:
         from adderconv.converters import Policy, convert as convert_model
 
@@ -82,12 +93,13 @@ def prepare(model: str, *, teacher: str | None = None, arch: str | None = None, 
                                  f"as an AdderNet (use --no-convert to train it as it is)")
         notes.append(f"{model}: no adder layers, converted with the default policy and weights rescaled to unit "
                      f"std ({n} adder layers)")
-        if t is None and not from_zoo:
+        if t is None and not _is_name(model):
             t = original
             notes.append("teacher: the original CNN (pass --teacher to choose another)")
         elif t is None:
-            notes.append("no teacher: a zoo CNN has random weights (pass --teacher with trained weights)")
-    return Prepared(student, t, shape, arch_name, notes)
+            notes.append("no teacher: a CNN built from its name has random weights (pass --teacher with trained "
+                         "weights)")
+    return Prepared(student, t, shape, spec, notes)
 
 
 def check_outputs(model: nn.Module, input_shape: tuple[int, ...], task: str, num_classes: int | None) -> None:

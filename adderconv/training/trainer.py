@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ..adaptive_lr import AdaptiveLR, adder_weights
+from ..arch import ArchSpec
 from ..errors import AdderconvError
 from ..io import write_json
 from . import checkpoint as ckpt
@@ -53,13 +54,15 @@ from .distributed import DistInfo, all_reduce_sum, setup, shard, teardown
 from .evaluate import autocast, energy_comparison, evaluate, loader
 from .prepare import check_outputs
 
-__all__ = ["finetune", "FinetuneResult", "TrainingDiverged", "pick_device", "amp_dtype"]
+__all__ = ["finetune", "FinetuneResult", "TrainingDiverged", "pick_device", "amp_dtype", "check_settings"]
 
 # Settings that shape the trajectory: resuming with any of them changed would not continue the same run.
 _TRAJECTORY_KEYS = ("epochs", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "eta", "eta_relative",
-                    "kd_alpha", "kd_temperature", "warmup_epochs", "seed", "amp", "world_size", "adder_lr_scale")
-# What a checkpoint written before a trajectory key existed implicitly ran with.
-_LEGACY_SETTINGS = {"adder_lr_scale": 1.0}
+                    "kd_alpha", "kd_temperature", "warmup_epochs", "seed", "amp", "world_size", "adder_lr_scale",
+                    "data", "teacher")
+# What a checkpoint written before a trajectory key existed implicitly ran with (None: it did not record it,
+# so it cannot be checked).
+_LEGACY_SETTINGS = {"adder_lr_scale": 1.0, "data": None}
 
 
 class TrainingDiverged(AdderconvError):
@@ -87,10 +90,34 @@ class FinetuneResult:
                 "energy": self.energy, "epochs": self.history, "notes": self.notes}
 
 
+# Each setting's valid range: (lowest, lowest is allowed, highest). Checked before any work.
+_RANGES = {"epochs": (1, True, None), "batch_size": (1, True, None), "lr": (0, False, None),
+           "adder_lr_scale": (0, False, None), "eta": (0, False, None), "weight_decay": (0, True, None),
+           "momentum": (0, True, 1), "kd_alpha": (0, True, 1), "kd_temperature": (0, False, None),
+           "num_workers": (0, True, None), "calib_batches": (0, True, None), "warmup_epochs": (0, True, None)}
+
+
+def check_settings(**values: float) -> None:
+    """One line naming every setting out of its range (NaN and infinities are never in range)."""
+    bad = []
+    for name, v in values.items():
+        low, closed, high = _RANGES[name]
+        ok = math.isfinite(v) and (v >= low if closed else v > low) and (high is None or v <= high)
+        if not ok:
+            bad.append(f"{name} {'>=' if closed else '>'} {low}{f' and <= {high}' if high else ''} (got {v})")
+    if bad:
+        raise AdderconvError("invalid training settings, need " + "; ".join(bad))
+
+
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise AdderconvError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise AdderconvError(f"--device {device}: CUDA is not available on this machine")
     return dev
@@ -137,7 +164,7 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
              calib_batches: int = 20, device: str = "auto", amp: str = "auto", seed: int = 0,
              out: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
              log: Callable[[str], None] | None = None, num_workers: int = 0, energy: bool = True,
-             arch: str | None = None, adder_lr_scale: float = 1.0) -> FinetuneResult:
+             arch: str | ArchSpec | None = None, adder_lr_scale: float = 1.0) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` (a :class:`DataSplit` or a source string, see :func:`load_data`).
 
     Defaults are the reference CIFAR recipe (SGD lr 0.1, momentum 0.9, wd 5e-4, batch 256, cosine, eta 0.2);
@@ -150,9 +177,9 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
     """
     if optimizer not in ("sgd", "adam"):
         raise AdderconvError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-    if epochs < 1 or batch_size < 1 or lr <= 0 or adder_lr_scale <= 0:
-        raise AdderconvError(f"need epochs >= 1, batch_size >= 1, lr > 0, adder_lr_scale > 0 (got {epochs}, "
-                             f"{batch_size}, {lr}, {adder_lr_scale})")
+    check_settings(epochs=epochs, batch_size=batch_size, lr=lr, adder_lr_scale=adder_lr_scale, eta=eta,
+                    weight_decay=weight_decay, momentum=momentum, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
+                    num_workers=num_workers, calib_batches=calib_batches, warmup_epochs=warmup_epochs)
     if resume and out is None:
         raise AdderconvError("--resume needs the output directory (-o/--out) of the run to continue")
     dev = pick_device(device)
@@ -172,7 +199,8 @@ def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, ba
     if isinstance(data, str):
         data = load_data(data)
     settings = {k: v for k, v in locals().items() if k in _TRAJECTORY_KEYS}
-    settings.update(world_size=info.world_size, amp=amp, device=str(dev), teacher=teacher is not None)
+    settings.update(world_size=info.world_size, amp=amp, device=str(dev), teacher=teacher is not None,
+                    data=data.description)   # the source, split seed and sizes: resuming on other data is refused
     dtype = amp_dtype(amp, dev)
     out = Path(out) if out is not None else None
     torch.manual_seed(seed)
@@ -202,7 +230,8 @@ def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, ba
     if resume:
         state = ckpt.load_checkpoint(out / "checkpoint.pt")
         was = {k: state["settings"].get(k, _LEGACY_SETTINGS.get(k)) for k in _TRAJECTORY_KEYS}
-        changed = {k: (was[k], settings[k]) for k in _TRAJECTORY_KEYS if was[k] != settings[k]}
+        changed = {k: (was[k], settings[k]) for k in _TRAJECTORY_KEYS
+                   if was[k] != settings[k] and not (k in _LEGACY_SETTINGS and was[k] is None)}
         if changed:
             raise AdderconvError(f"--resume: settings differ from the checkpoint's (was, now): {changed}")
         model.load_state_dict(state["model"])

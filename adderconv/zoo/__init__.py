@@ -54,4 +54,4 @@ def default_input_shape(name: str) -> tuple[int, ...]:
     return entry(name).input_shape
 
 
-from . import lenet, resnet_cifar, sr_net, vgg_small  # noqa: E402,F401  (registration side effects)
+from . import lenet, resnet_cifar, resnet_imagenet, sr_net, vgg_small  # noqa: E402,F401  (registration side effects)
