@@ -136,6 +136,8 @@ def energy_cmd(
     top: Annotated[int, typer.Option(help="Layers shown, most energy first.")] = 10,
     json_path: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON.")] = None,
     markdown: Annotated[Optional[str], typer.Option(help="Write a Markdown report (PR comments).")] = None,
+    html: Annotated[Optional[str], typer.Option(help="Write a self-contained HTML report with charts "
+                                                     "(needs adderconv[report]).")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="A previous --json report; exit 1 if totals grew.")] = None,
     max_increase: Annotated[str, typer.Option(help="Allowed growth over --baseline, e.g. 1%.")] = "1%",
     strict: Annotated[bool, typer.Option(help="Exit 1 if any operator could not be counted.")] = False,
@@ -147,7 +149,7 @@ def energy_cmd(
 
     opts = EnergyOptions(model, parse_shape(input_shape), arch, trust, precision,
                          parse_layer_precision(layer_precision or []), table, memory, energy_scale, compare,
-                         all_layers, top, json_path, markdown, baseline, max_increase, strict)
+                         all_layers, top, json_path, markdown, baseline, max_increase, strict, html_path=html)
     raise typer.Exit(run_energy(opts, Console()))
 
 

@@ -25,6 +25,7 @@ from .render import fmt_energy, render_comparison, render_report
 __all__ = ["EnergyOptions", "run_energy", "render_gate", "parse_layer_precision", "DEFAULT_PAIR"]
 
 DEFAULT_PAIR = ("resnet20", "resnet20_adder")   # what `adderconv energy` shows with no MODEL
+DEFAULT_TITLE = "ResNet-20 on CIFAR: CNN vs AdderNet"
 
 
 @dataclass
@@ -46,6 +47,7 @@ class EnergyOptions:
     baseline: str | None = None
     max_increase: str = "1%"
     strict: bool = False
+    html_path: str | None = None
 
 
 def parse_layer_precision(items: Sequence[str]) -> dict[str, str]:
@@ -84,15 +86,19 @@ def run_energy(o: EnergyOptions, console: Console) -> int:
     """Analyse, render, write files, check the baseline; returns the exit code (0 ok, 1 check failed)."""
     max_increase = parse_increase(o.max_increase)          # usage errors surface before any work
     baseline = load_baseline(o.baseline) if o.baseline else None
+    if o.html_path:
+        from .figures import require_matplotlib
+        require_matplotlib()
     model, compare = o.model, o.compare
     if model is None:
         compare, model = compare or DEFAULT_PAIR[0], DEFAULT_PAIR[1]
     report = _analyze(o, model, o.precision, o.input_shape)
     other = _analyze(o, compare, o.precision, o.input_shape if o.model else None) if compare else None
+    more: list[tuple[EnergyReport, EnergyReport]] = []
     if o.model is None:   # the built-in demo: also priced at int8 (or fp32 when int8 was asked for)
         alt = "int8" if o.precision != "int8" else "fp32"
         more = [(_analyze(o, compare, alt, None), _analyze(o, model, alt, None))]
-        render_comparison(other, report, console, more=more, title="ResNet-20 on CIFAR: CNN vs AdderNet")
+        render_comparison(other, report, console, more=more, title=DEFAULT_TITLE)
         render_report(report, console, top=o.top, all_layers=o.all_layers)
     else:
         render_report(report, console, top=o.top, all_layers=o.all_layers)
@@ -101,14 +107,20 @@ def run_energy(o: EnergyOptions, console: Console) -> int:
     if o.json_path:
         with atomic_write(o.json_path) as tmp:
             Path(tmp).write_text(to_json(report), encoding="utf-8")
+    gate = compare_to_baseline(to_dict(report), baseline, max_increase) if baseline is not None else None
     if o.markdown_path:
         with atomic_write(o.markdown_path) as tmp:
-            Path(tmp).write_text(to_markdown(report, compare=other, top=o.top), encoding="utf-8")
+            Path(tmp).write_text(to_markdown(report, compare=other, top=o.top, baseline=baseline, gate=gate),
+                                 encoding="utf-8")
+    if o.html_path:
+        from .html_report import to_html
+        page = to_html(report, compare=other, more=more, title=DEFAULT_TITLE if o.model is None else None)
+        with atomic_write(o.html_path) as tmp:
+            Path(tmp).write_text(page, encoding="utf-8")
     code = 0
-    if baseline is not None:
-        result = compare_to_baseline(to_dict(report), baseline, max_increase)
-        render_gate(result, console)
-        code = 0 if result.ok else 1
+    if gate is not None:
+        render_gate(gate, console)
+        code = 0 if gate.ok else 1
     if o.strict and report.unsupported:
         console.print(f"[bold red]--strict[/bold red]: {len(report.unsupported)} operator type(s) not counted: "
                       + ", ".join(report.unsupported))

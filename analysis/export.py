@@ -8,11 +8,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .counts import KINDS
 from .energy import EnergyReport
 from .render import fmt_count, fmt_energy
+
+if TYPE_CHECKING:                       # gate imports this module (SCHEMA)
+    from .gate import GateResult
 
 __all__ = ["SCHEMA", "to_dict", "to_json", "to_markdown"]
 
@@ -54,8 +57,11 @@ def to_json(r: EnergyReport) -> str:
     return json.dumps(to_dict(r), sort_keys=True, indent=2, ensure_ascii=True) + "\n"
 
 
-def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: int = 10) -> str:
-    """A compact Markdown report (totals, optional comparison, top layers, notes) for a PR comment."""
+def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: int = 10,
+                baseline: dict[str, Any] | None = None, gate: GateResult | None = None) -> str:
+    """A compact Markdown report (totals, optional comparison, a Mermaid chart, top layers, notes) for a PR
+    comment; with ``gate`` (the check against ``baseline``) a "what grew" section comes first."""
+    from .mermaid import energy_chart, what_grew
     shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
     out = [f"### Energy: `{r.model}` ({shape}, {r.precision}, {r.table})", "",
            "| kind | count | energy |", "|---|---:|---:|"]
@@ -74,6 +80,8 @@ def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: in
         a, b = compare.totals.energy_pj, r.totals.energy_pj
         out.append(f"| energy | {fmt_energy(a)} | {fmt_energy(b)} | {b / a:.3f}x |" if a else
                    f"| energy | 0 | {fmt_energy(b)} | new |")
+    chart = energy_chart(r, compare=compare, baseline=baseline)
+    out += ["", chart.rstrip("\n")] if chart else []
     layers = sorted(r.layers, key=lambda le: -le.energy_pj)[:top]
     out += ["", "| layer | type | mul | add | energy |", "|---|---|---:|---:|---:|"]
     out += [f"| `{le.name or '(model)'}` | {le.type} | {fmt_count(le.mul)} | {fmt_count(le.add)} | "
@@ -81,4 +89,4 @@ def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: in
     out += ["", *(f"- {c}" for c in r.conventions)]
     if r.unsupported:
         out.append("- **not counted (no handle):** " + ", ".join(f"`{k}` x{n}" for k, n in r.unsupported.items()))
-    return "\n".join(out) + "\n"
+    return (what_grew(gate) + "\n" if gate is not None else "") + "\n".join(out) + "\n"

@@ -12,7 +12,7 @@ layers whose energy grew beyond the limit.
 xychart-beta
     title "Compute energy per layer (uJ), top 2 layers of lenet5_bn"
     x-axis ["0", "4"]
-    y-axis "uJ"
+    y-axis "uJ" 0 --> 1.2
     bar [0.541, 1.104]
 ```
 <BLANKLINE>
@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .energy import EnergyReport
-from .gate import GateResult
 from .layer_views import align, energy_unit, layer_label
 from .render import fmt_count, fmt_energy
+
+if TYPE_CHECKING:                       # gate imports export, which imports this module
+    from .gate import GateResult
 
 __all__ = ["xychart", "energy_chart", "what_grew"]
 
@@ -43,18 +45,28 @@ def _number(v: float) -> str:
 
 
 def xychart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]]],
-            y_title: str = "") -> str:
-    """A fenced ``mermaid`` block: one categorical x-axis, ``series`` as ``("bar" | "line", values)``."""
+            y_title: str = "", y_max: float | None = None) -> str:
+    """A fenced ``mermaid`` block: one categorical x-axis, ``series`` as ``("bar" | "line", values)``;
+    with ``y_max`` the y-axis runs from 0 to it (Mermaid's own range starts at the smallest value)."""
     for kind, values in series:
         if kind not in ("bar", "line") or len(values) != len(labels):
             raise ValueError(f"a series is ('bar' | 'line', one value per label), got {kind!r} with "
                              f"{len(values)} values for {len(labels)} labels")
     lines = ["```mermaid", "xychart-beta", f"    title {_quote(title)}",
              "    x-axis [" + ", ".join(_quote(x) for x in labels) + "]"]
-    if y_title:
-        lines.append(f"    y-axis {_quote(y_title)}")
+    if y_title or y_max is not None:
+        span = f" 0 --> {_number(y_max)}" if y_max is not None else ""
+        lines.append(f"    y-axis {_quote(y_title)}{span}")
     lines += [f"    {kind} [" + ", ".join(_number(v) for v in values) + "]" for kind, values in series]
     return "\n".join(lines + ["```"]) + "\n"
+
+
+def _ceiling(v: float) -> float:
+    """A round axis end a little above ``v``: 10.85 -> 12, 0.54 -> 0.6."""
+    if v <= 0:
+        return 1.0
+    step = 10 ** math.floor(math.log10(v)) / 5
+    return math.ceil(v * 1.05 / step) * step
 
 
 def _top(rows: list[tuple[str, float, float | None]], top: int) -> list[tuple[str, float, float | None]]:
@@ -86,12 +98,13 @@ def energy_chart(report: EnergyReport, *, compare: EnergyReport | None = None,
         return ""
     div, unit = energy_unit(max(max(now, was or 0.0) for _, now, was in rows))
     labels = [name for name, _, _ in rows]
+    y_max = _ceiling(max(max(now, was or 0.0) for _, now, was in rows) / div)
     if compare is None and baseline is None:
         return xychart(f"Compute energy per layer ({unit}), top {len(rows)} layers of {report.model}", labels,
-                       [("bar", [now / div for _, now, _ in rows])], unit)
+                       [("bar", [now / div for _, now, _ in rows])], unit, y_max)
     title = (f"Compute energy per layer ({unit}), top {len(rows)}: bars {before_name}, line {report.model}")
     return xychart(title, labels, [("bar", [(was or 0.0) / div for _, _, was in rows]),
-                                   ("line", [now / div for _, now, _ in rows])], unit)
+                                   ("line", [now / div for _, now, _ in rows])], unit, y_max)
 
 
 def _fmt(metric: str, v: float) -> str:
@@ -99,7 +112,7 @@ def _fmt(metric: str, v: float) -> str:
 
 
 def _change(baseline: float, current: float) -> str:
-    return f"{(current - baseline) / baseline:+.2%}" if baseline else ("new" if current else "0")
+    return f"{(current - baseline) / baseline:+.2%}" if baseline else ("new" if current else "-")
 
 
 def what_grew(result: GateResult, *, layers: int = 10) -> str:
