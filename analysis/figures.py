@@ -111,36 +111,45 @@ def layer_chart(report: EnergyReport, compare: EnergyReport | None = None) -> st
     return _styled(draw)
 
 
-def _by_type(report: EnergyReport) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _by_type(report: EnergyReport) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
     for le in report.layers:
-        out[le.type] = out.get(le.type, 0.0) + le.energy_pj
+        acc = out.setdefault(le.type, {g: 0.0 for g in GROUPS})
+        for g, pj in kind_split(report, le).items():
+            acc[g] += pj
     return out
 
 
 def type_chart(report: EnergyReport, compare: EnergyReport | None = None) -> str:
-    """Compute energy summed by layer type (Conv2d, AdderConv2d, BatchNorm2d, ...), largest first."""
+    """Compute energy summed by layer type (Conv2d, AdderConv2d, BatchNorm2d, ...), stacked by kind, largest
+    first (twelve at most); with ``compare`` its bar (hatched) sits under each of ``report``'s."""
     mine, theirs = _by_type(report), _by_type(compare) if compare else {}
-    types = sorted(set(mine) | set(theirs), key=lambda t: -max(mine.get(t, 0.0), theirs.get(t, 0.0)))
-    types = [t for t in types if mine.get(t) or theirs.get(t)][:12]
+    total = {t: max(sum(mine.get(t, {}).values()), sum(theirs.get(t, {}).values())) for t in {*mine, *theirs}}
+    types = [t for t in sorted(total, key=lambda t: (-total[t], t)) if total[t]][:12]
 
     def draw() -> str:
-        div, unit = energy_unit(max([*mine.values(), *theirs.values(), 0.0]))
-        fig = _figure(5.6, 0.5 + 0.32 * max(len(types), 1) * (2 if compare else 1))
+        div, unit = energy_unit(max([*total.values(), 0.0]))
+        fig = _figure(5.6, 0.7 + 0.3 * max(len(types), 1) * (2 if compare else 1))
         ax = fig.add_subplot()
         ax.grid(axis="x", alpha=0.3)
         ax.grid(axis="y", visible=False)
-        y = list(range(len(types)))
         h = 0.4 if compare is not None else 0.7
-        ax.barh([v - (h / 2 if compare else 0) for v in y], [mine.get(t, 0.0) / div for t in types], h,
-                color=COLORS["add"], label=report.model)
+        sides = [(mine, -h / 2 if compare is not None else 0.0, 1.0, None)]
         if compare is not None:
-            ax.barh([v + h / 2 for v in y], [theirs.get(t, 0.0) / div for t in types], h, color=COLORS["mul"],
-                    alpha=0.55, hatch="////", edgecolor="white", linewidth=0.3, label=compare.model)
-            ax.legend(frameon=False, fontsize=8, loc="lower right")
-        ax.set_yticks(y, types)
+            sides.append((theirs, h / 2, 0.55, "////"))
+        for side, (data, offset, alpha, hatch) in enumerate(sides):
+            left = [0.0] * len(types)
+            for g in GROUPS:
+                widths = [data.get(t, {}).get(g, 0.0) / div for t in types]
+                if any(widths):
+                    ax.barh([i + offset for i in range(len(types))], widths, h, left=left, color=COLORS[g],
+                            alpha=alpha, hatch=hatch, edgecolor="white", linewidth=0.3,
+                            label=g if side == 0 else None)
+                    left = [a + b for a, b in zip(left, widths)]
+        ax.set_yticks(range(len(types)), types)
         ax.invert_yaxis()
         ax.set_xlabel(f"compute energy ({unit})")
+        ax.legend(frameon=False, fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=len(GROUPS))
         return _svg(fig)
 
     return _styled(draw)
@@ -162,7 +171,7 @@ def memory_chart(reports: Sequence[EnergyReport]) -> str:
         ax.set_yticks(y, [r.model for r in reports])
         ax.invert_yaxis()
         ax.set_xlabel(f"energy ({unit})")
-        ax.legend(frameon=False, fontsize=8, loc="lower right", ncols=2)
+        ax.legend(frameon=False, fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=2)
         return _svg(fig)
 
     return _styled(draw)

@@ -40,8 +40,8 @@ h1{font-size:22px;margin:4px 0 2px}h2{font-size:16px;margin:22px 0 8px}
 .info{background:#eef3f8;border-color:#b9c9da}
 .row{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start}
 .panel{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:10px 14px;overflow-x:auto}
-.panel svg{max-width:100%;height:auto}
-.wide svg{width:100%;height:auto}
+.panel svg{max-width:100%;height:auto}.panel h2{margin-top:2px}
+.wide svg{width:100%;height:auto;max-height:460px}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 th,td{padding:3px 10px;border-bottom:1px solid #e6e9ee;text-align:left;white-space:nowrap}
 td.n,th.n{text-align:right}th{background:#f0f2f5;position:sticky;top:0}
@@ -228,7 +228,9 @@ def to_html(report: EnergyReport, *, compare: EnergyReport | None = None,
               + (f" Each pair: {e(c.model)} hatched on the left, {e(r.model)} on the right." if c else "")
               + (f" {skipped} layer(s) with no priced arithmetic are left out (they are in the table)."
                  if skipped else "") + f"{split_note}</p></div>"]
-    side = [f'<div class="panel"><h2>Energy by layer type</h2>{type_chart(r, c)}</div>']
+    side = [f'<div class="panel"><h2>Energy by layer type</h2>{type_chart(r, c)}'
+            + (f'<p class="caption">Upper bar {e(r.model)}, lower (hatched) {e(c.model)}.</p>' if c else "")
+            + "</div>"]
     if r.memory:
         side.append(f'<div class="panel"><h2>Compute vs memory</h2>{memory_chart(models[::-1])}'
                     f'<p class="caption">memory model: weights and inputs read, outputs written once, '
