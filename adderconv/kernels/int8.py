@@ -1,0 +1,115 @@
+"""int8 adder kernels: a C++ extension (SAD instructions) built on this machine at first use.
+
+The extension is built from ``int8_kernels.cpp`` without ``-march=native``: each vector path (AVX-512BW,
+AVX2, SSE2, generic C++ for every other CPU, NEON machines included) carries its own target attribute and the
+fastest one this CPU supports is chosen at run time, so a build never runs instructions the CPU lacks and
+every path can be tested on one machine. ``ADDERCONV_INT8_ISA=avx512|avx2|sse2|generic`` forces a path (it
+must be one this CPU has); :func:`set_isa` does the same in process. Built once per machine (cached beside
+the float kernels, keyed by source, torch, Python and CPU); if there is no compiler, :func:`available` is
+False and the op runs :mod:`adderconv.kernels.int8_portable` (pure PyTorch, same integers).
+
+>>> from adderconv.kernels import int8
+>>> int8.isa_name() in ISAS  # doctest: +SKIP
+True
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from . import cpu
+
+__all__ = ["ISAS", "available", "extension", "isa", "isa_name", "set_isa", "best_isa", "lanes", "pack"]
+
+ISAS = ("generic", "sse2", "avx2", "avx512")   # index = the extension's ISA code
+_SOURCE = Path(__file__).with_name("int8_kernels.cpp")
+_ext: ModuleType | None = None
+_failed: str | None = None
+
+
+def extension_name() -> str:
+    key = hashlib.sha256("\0".join([_SOURCE.read_text(), torch.__version__, sys.version,
+                                    cpu._cpu_fingerprint()]).encode())
+    return f"adderconv_int8_{key.hexdigest()[:16]}"
+
+
+def extension() -> ModuleType:
+    """Build (once per machine) or load the extension; raises RuntimeError when it cannot be built."""
+    global _ext, _failed
+    if _ext is not None:
+        return _ext
+    if _failed is not None:
+        raise RuntimeError(_failed)
+    cpp_extension = cpu._import_cpp_extension()
+    name = extension_name()
+    build = cpu.cache_dir() / name
+    cached = any(build.glob(f"{name}*.so")) or any(build.glob(f"{name}*.pyd"))
+    build.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        # No -march=native: the vector paths choose themselves at run time. No FP contraction: the fused
+        # epilogue must round exactly as the PyTorch float simulation does.
+        ext = cpp_extension.load(name, [str(_SOURCE)], build_directory=str(build), verbose=False,
+                                 extra_cflags=["-O3", "-ffp-contract=off"])
+    except Exception as e:  # no compiler, no ninja: the portable kernel still works
+        _failed = f"adderconv: could not build the int8 adder kernels ({type(e).__name__}: {str(e)[-300:]})"
+        raise RuntimeError(_failed) from e
+    if not cached:
+        print(f"adderconv: built the int8 adder kernels in {time.perf_counter() - start:.1f} s "
+              f"(once per machine; cached in {build})", file=sys.stderr)
+    forced = os.environ.get("ADDERCONV_INT8_ISA")
+    if forced:
+        if forced not in ISAS:
+            raise RuntimeError(f"ADDERCONV_INT8_ISA must be one of {ISAS}, got {forced!r}")
+        ext.set_isa(ISAS.index(forced))
+    _ext = ext
+    return _ext
+
+
+def available() -> bool:
+    """True when the extension is built or can be built now (and ADDERCONV_INT8_KERNEL is not 'portable')."""
+    if os.environ.get("ADDERCONV_INT8_KERNEL") == "portable":
+        return False
+    try:
+        extension()
+        return True
+    except RuntimeError:
+        return False
+
+
+def isa() -> int:
+    """The vector path in use (an index into :data:`ISAS`)."""
+    return int(extension().get_isa())
+
+
+def isa_name() -> str:
+    return ISAS[isa()]
+
+
+def best_isa() -> str:
+    """The widest path this CPU supports."""
+    return ISAS[int(extension().best_isa())]
+
+
+def set_isa(name: str) -> None:
+    """Use vector path ``name`` (one this CPU supports) from now on; packed weights follow automatically."""
+    if name not in ISAS:
+        raise ValueError(f"isa must be one of {ISAS}, got {name!r}")
+    extension().set_isa(ISAS.index(name))
+
+
+def lanes(isa_index: int | None = None) -> int:
+    """Output channels per vector of a path: 8 (AVX-512), 4 (AVX2), 2 (SSE2), 1 (generic)."""
+    return int(extension().lanes(isa() if isa_index is None else isa_index))
+
+
+def pack(weight: Tensor, zero_point: int, groups: int, isa_index: int | None = None) -> Tensor:
+    """uint8 weight codes (O, C/g, kh, kw) packed for a vector path ([G][O-block][K/8][lanes][8])."""
+    return extension().pack(weight.contiguous(), int(zero_point), int(groups), isa() if isa_index is None else isa_index)

@@ -1,0 +1,386 @@
+// int8 adder convolution on uint8 codes: S[n,oh,ow,o] = sum_j |x_col[j] - w[o,j]|  (int32, exact).
+//
+// Built on the user's machine at first use (adderconv/kernels/int8.py) WITHOUT -march=native: every vector
+// path carries its own target attribute and the path is chosen at run time from the CPU (cpuid), so one
+// build serves AVX-512BW, AVX2, SSE2 and generic (scalar, portable C++: NEON machines run this one) and
+// tests can force each path on one machine (set_isa).
+//
+// Layout. The input is channels-last uint8 (N, H, W, C), padded here once with the zero point (a padded tap
+// then contributes |z - w|, which is what zero padding means on the shared grid). The reduction index
+// j = (kh, kw, c) runs along contiguous bytes. Weights are packed [G][O-block][T][L][8]: T = ceil(K / 8)
+// chunks of 8 reduction bytes, L output channels per vector (8 for 64-byte vectors, 4, 2, 1), tails and
+// missing channels filled with the zero point. One vpsadbw of a broadcast 8-byte input chunk against one
+// packed weight vector gives L partial sums, one per output channel, in separate 64-bit lanes: nothing is
+// reduced horizontally, and the lanes hold the final per-channel sums when the chunks are done.
+// When the channels of a group are a multiple of 8 the chunks are read straight from the padded input;
+// otherwise (odd channel counts, depthwise) each output row's patches are gathered first.
+//
+// Epilogue (fused, per output channel o, in float32 with no contraction, exactly what the PyTorch float
+// simulation does): mode 0 writes S (int32); mode 1 writes a[o] * S + b[o] (float32: dequantisation and the
+// folded BatchNorm); mode 2 writes clamp(round_half_even(a[o] * S + b[o]), lo, 255) (uint8: requantised to
+// the next layer's grid, lo = its zero point when a ReLU is fused, else 0).
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define ADDERCONV_X86 1
+#endif
+
+namespace {
+
+enum Isa : int { GENERIC = 0, SSE2 = 1, AVX2 = 2, AVX512 = 3 };
+
+int detect_isa() {
+#if defined(ADDERCONV_X86)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512f")) return AVX512;
+    if (__builtin_cpu_supports("avx2")) return AVX2;
+    if (__builtin_cpu_supports("sse2")) return SSE2;
+#endif
+    return GENERIC;
+}
+
+int g_isa = detect_isa();
+
+int lanes_of(int isa) { return isa == AVX512 ? 8 : isa == AVX2 ? 4 : isa == SSE2 ? 2 : 1; }
+
+inline uint64_t load8(const uint8_t* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+}
+
+// One micro-kernel call: P output positions (input pointers xp[p]) x B weight blocks of L channels each.
+// out[p * ostride + b * L + l] = sum over the T chunks.
+using MicroFn = void (*)(const uint8_t* const* xp, const int64_t* offs, int64_t T, const uint8_t* w,
+                         int32_t* out, int64_t ostride);
+
+#if defined(ADDERCONV_X86)
+template <int P, int B>
+__attribute__((target("avx512f,avx512bw"))) void micro_avx512(const uint8_t* const* xp, const int64_t* offs,
+                                                               int64_t T, const uint8_t* w, int32_t* out,
+                                                               int64_t ostride) {
+    __m512i acc[P][B];
+    for (int p = 0; p < P; ++p)
+        for (int b = 0; b < B; ++b) acc[p][b] = _mm512_setzero_si512();
+    for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = offs[t];
+        __m512i xv[P];
+        for (int p = 0; p < P; ++p) xv[p] = _mm512_set1_epi64(static_cast<long long>(load8(xp[p] + off)));
+        for (int b = 0; b < B; ++b) {
+            const __m512i wv = _mm512_loadu_si512(reinterpret_cast<const void*>(w + (b * T + t) * 64));
+            for (int p = 0; p < P; ++p) acc[p][b] = _mm512_add_epi64(acc[p][b], _mm512_sad_epu8(xv[p], wv));
+        }
+    }
+    for (int p = 0; p < P; ++p)
+        for (int b = 0; b < B; ++b)
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + p * ostride + b * 8), _mm512_cvtepi64_epi32(acc[p][b]));
+}
+
+template <int P, int B>
+__attribute__((target("avx2"))) void micro_avx2(const uint8_t* const* xp, const int64_t* offs, int64_t T,
+                                                const uint8_t* w, int32_t* out, int64_t ostride) {
+    __m256i acc[P][B];
+    for (int p = 0; p < P; ++p)
+        for (int b = 0; b < B; ++b) acc[p][b] = _mm256_setzero_si256();
+    for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = offs[t];
+        __m256i xv[P];
+        for (int p = 0; p < P; ++p) xv[p] = _mm256_set1_epi64x(static_cast<long long>(load8(xp[p] + off)));
+        for (int b = 0; b < B; ++b) {
+            const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (b * T + t) * 32));
+            for (int p = 0; p < P; ++p) acc[p][b] = _mm256_add_epi64(acc[p][b], _mm256_sad_epu8(xv[p], wv));
+        }
+    }
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    for (int p = 0; p < P; ++p)
+        for (int b = 0; b < B; ++b)
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + p * ostride + b * 4),
+                             _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(acc[p][b], even)));
+}
+
+template <int P, int B>
+__attribute__((target("sse2"))) void micro_sse2(const uint8_t* const* xp, const int64_t* offs, int64_t T,
+                                                const uint8_t* w, int32_t* out, int64_t ostride) {
+    __m128i acc[P][B];
+    for (int p = 0; p < P; ++p)
+        for (int b = 0; b < B; ++b) acc[p][b] = _mm_setzero_si128();
+    for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = offs[t];
+        __m128i xv[P];
+        for (int p = 0; p < P; ++p) xv[p] = _mm_set1_epi64x(static_cast<long long>(load8(xp[p] + off)));
+        for (int b = 0; b < B; ++b) {
+            const __m128i wv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (b * T + t) * 16));
+            for (int p = 0; p < P; ++p) acc[p][b] = _mm_add_epi64(acc[p][b], _mm_sad_epu8(xv[p], wv));
+        }
+    }
+    for (int p = 0; p < P; ++p)
+        for (int b = 0; b < B; ++b)
+            _mm_storel_epi64(reinterpret_cast<__m128i*>(out + p * ostride + b * 2),
+                             _mm_shuffle_epi32(acc[p][b], _MM_SHUFFLE(3, 1, 2, 0)));
+}
+#endif
+
+// Scalar, portable C++ (L = 1: the packed row of a channel is its K bytes plus the zero-point tail).
+template <int P, int B>
+void micro_generic(const uint8_t* const* xp, const int64_t* offs, int64_t T, const uint8_t* w, int32_t* out,
+                   int64_t ostride) {
+    for (int p = 0; p < P; ++p)
+        for (int b = 0; b < B; ++b) {
+            const uint8_t* wb = w + b * T * 8;
+            int32_t s = 0;
+            for (int64_t t = 0; t < T; ++t) {
+                const uint8_t* xc = xp[p] + offs[t];
+                for (int k = 0; k < 8; ++k) {
+                    const int d = int(xc[k]) - int(wb[t * 8 + k]);
+                    s += d < 0 ? -d : d;
+                }
+            }
+            out[p * ostride + b] = s;
+        }
+}
+
+constexpr int PMAX = 8, BMAX = 4;
+
+#define ADDERCONV_ROW(F, P) {&F<P, 1>, &F<P, 2>, &F<P, 3>, &F<P, 4>}
+#define ADDERCONV_TABLE(F)                                                                              \
+    {ADDERCONV_ROW(F, 1), ADDERCONV_ROW(F, 2), ADDERCONV_ROW(F, 3), ADDERCONV_ROW(F, 4),                \
+     ADDERCONV_ROW(F, 5), ADDERCONV_ROW(F, 6), ADDERCONV_ROW(F, 7), ADDERCONV_ROW(F, 8)}
+
+const MicroFn kGeneric[PMAX][BMAX] = ADDERCONV_TABLE(micro_generic);
+#if defined(ADDERCONV_X86)
+const MicroFn kSse2[PMAX][BMAX] = ADDERCONV_TABLE(micro_sse2);
+const MicroFn kAvx2[PMAX][BMAX] = ADDERCONV_TABLE(micro_avx2);
+const MicroFn kAvx512[PMAX][BMAX] = ADDERCONV_TABLE(micro_avx512);
+#endif
+
+struct Plan {
+    const MicroFn (*table)[BMAX];
+    int accumulators;   // P * B at most: what the register file holds beside the operands
+};
+
+Plan plan_for(int isa) {
+#if defined(ADDERCONV_X86)
+    if (isa == AVX512) return {kAvx512, 16};   // 32 zmm: 16 accumulators + up to 8 broadcasts + 1 weight
+    if (isa == AVX2) return {kAvx2, 8};        // 16 ymm
+    if (isa == SSE2) return {kSse2, 8};        // 16 xmm
+#endif
+    return {kGeneric, 8};
+}
+
+struct Geo {
+    int64_t N, H, W, C, O, KH, KW, SH, SW, PH, PW, DH, DW, G, HO, WO, CG, OG, K, T, L, NB, Hp, Wp;
+};
+
+Geo make_geo(const at::Tensor& x, int64_t O, int64_t KH, int64_t KW, const std::vector<int64_t>& s,
+             const std::vector<int64_t>& p, const std::vector<int64_t>& d, int64_t groups, int isa) {
+    TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kByte && x.is_contiguous(),
+                "adder_conv2d_int8: x must be contiguous uint8 (N, H, W, C)");
+    TORCH_CHECK(s.size() == 2 && p.size() == 2 && d.size() == 2, "adder_conv2d_int8: stride/padding/dilation of 2");
+    Geo g{};
+    g.N = x.size(0); g.H = x.size(1); g.W = x.size(2); g.C = x.size(3);
+    g.O = O; g.KH = KH; g.KW = KW; g.SH = s[0]; g.SW = s[1]; g.PH = p[0]; g.PW = p[1]; g.DH = d[0]; g.DW = d[1];
+    g.G = groups;
+    TORCH_CHECK(groups >= 1 && g.C % groups == 0 && O % groups == 0, "adder_conv2d_int8: channels do not fit groups");
+    TORCH_CHECK(g.SH >= 1 && g.SW >= 1 && g.DH >= 1 && g.DW >= 1 && g.PH >= 0 && g.PW >= 0,
+                "adder_conv2d_int8: bad stride/padding/dilation");
+    g.Hp = g.H + 2 * g.PH; g.Wp = g.W + 2 * g.PW;
+    g.HO = (g.Hp - g.DH * (KH - 1) - 1) / g.SH + 1;
+    g.WO = (g.Wp - g.DW * (KW - 1) - 1) / g.SW + 1;
+    TORCH_CHECK(g.HO > 0 && g.WO > 0, "adder_conv2d_int8: empty output");
+    g.CG = g.C / groups; g.OG = O / groups; g.K = KH * KW * g.CG; g.T = (g.K + 7) / 8;
+    g.L = lanes_of(isa); g.NB = (g.OG + g.L - 1) / g.L;
+    return g;
+}
+
+// Packed weights for one ISA's lane count: [G][NB][T][L][8].
+at::Tensor pack(const at::Tensor& w, int64_t zero_point, int64_t groups, int64_t isa) {
+    TORCH_CHECK(w.dim() == 4 && w.scalar_type() == at::kByte, "pack: weight must be uint8 (O, C/g, kh, kw)");
+    const at::Tensor wc = w.permute({0, 2, 3, 1}).contiguous();   // (O, kh, kw, C/g): j = (kh, kw, c)
+    const int64_t O = w.size(0), OG = O / groups, K = w.size(1) * w.size(2) * w.size(3), T = (K + 7) / 8;
+    const int64_t L = lanes_of(static_cast<int>(isa)), NB = (OG + L - 1) / L;
+    at::Tensor out = at::full({groups * NB * T * L * 8}, zero_point, w.options());
+    const uint8_t* src = wc.data_ptr<uint8_t>();
+    uint8_t* dst = out.data_ptr<uint8_t>();
+    for (int64_t o = 0; o < O; ++o) {
+        const int64_t gi = o / OG, og = o % OG, b = og / L, l = og % L;
+        for (int64_t j = 0; j < K; ++j)
+            dst[(((gi * NB + b) * T + j / 8) * L + l) * 8 + j % 8] = src[o * K + j];
+    }
+    return out;
+}
+
+// Padded input (N, Hp, Wp, C), border = zero point; x itself when there is no padding.
+at::Tensor padded(const at::Tensor& x, const Geo& g, int64_t z) {
+    if (g.PH == 0 && g.PW == 0) return x;
+    at::Tensor xp = at::empty({g.N, g.Hp, g.Wp, g.C}, x.options());
+    const uint8_t* src = x.data_ptr<uint8_t>();
+    uint8_t* dst = xp.data_ptr<uint8_t>();
+    const int64_t row = g.Wp * g.C;
+    at::parallel_for(0, g.N * g.Hp, 16, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+            const int64_t n = r / g.Hp, h = r % g.Hp - g.PH;
+            uint8_t* d = dst + r * row;
+            if (h < 0 || h >= g.H) {
+                std::memset(d, static_cast<int>(z), row);
+                continue;
+            }
+            std::memset(d, static_cast<int>(z), g.PW * g.C);
+            std::memcpy(d + g.PW * g.C, src + (n * g.H + h) * g.W * g.C, g.W * g.C);
+            std::memset(d + (g.PW + g.W) * g.C, static_cast<int>(z), g.PW * g.C);
+        }
+    });
+    return xp;
+}
+
+constexpr float kMagic = 12582912.0f;   // 1.5 * 2^23: (v + M) - M rounds half to even for |v| < 2^22
+
+// The fused epilogue of one output row of one group: S (WO x OGpad, int32) -> the output (WO x O).
+// Kept scalar and free of contraction (built with -ffp-contract=off) so it rounds exactly as PyTorch does.
+void epilogue(const int32_t* S, int64_t WO, int64_t OG, int64_t ldS, int64_t o0, int64_t O, int mode,
+              const float* a, const float* b, int64_t lo, void* out_row) {
+    if (mode == 0) {
+        int32_t* y = static_cast<int32_t*>(out_row);
+        for (int64_t w = 0; w < WO; ++w)
+            for (int64_t o = 0; o < OG; ++o) y[w * O + o0 + o] = S[w * ldS + o];
+    } else if (mode == 1) {
+        float* y = static_cast<float*>(out_row);
+        for (int64_t w = 0; w < WO; ++w)
+            for (int64_t o = 0; o < OG; ++o) {
+                const float m = a[o0 + o] * static_cast<float>(S[w * ldS + o]);
+                y[w * O + o0 + o] = m + b[o0 + o];
+            }
+    } else {
+        uint8_t* y = static_cast<uint8_t*>(out_row);
+        const float flo = static_cast<float>(lo);
+        for (int64_t w = 0; w < WO; ++w)
+            for (int64_t o = 0; o < OG; ++o) {
+                const float m = a[o0 + o] * static_cast<float>(S[w * ldS + o]);
+                float v = m + b[o0 + o];
+                v = std::min(std::max(v, -1024.0f), 1024.0f);
+                v = (v + kMagic) - kMagic;
+                v = std::min(std::max(v, flo), 255.0f);
+                y[w * O + o0 + o] = static_cast<uint8_t>(static_cast<int>(v));
+            }
+    }
+}
+
+at::Tensor forward(const at::Tensor& x, const at::Tensor& packed, int64_t O, int64_t KH, int64_t KW, int64_t z,
+                   std::vector<int64_t> s, std::vector<int64_t> p, std::vector<int64_t> d, int64_t groups,
+                   const at::Tensor& scale, const at::Tensor& shift, int64_t mode, int64_t lo, int64_t isa) {
+    const int is = static_cast<int>(isa < 0 ? g_isa : isa);
+    const Geo g = make_geo(x, O, KH, KW, s, p, d, groups, is);
+    TORCH_CHECK(packed.scalar_type() == at::kByte && packed.is_contiguous() &&
+                packed.numel() == g.G * g.NB * g.T * g.L * 8,
+                "adder_conv2d_int8: packed weights do not fit this geometry / vector width");
+    TORCH_CHECK(mode >= 0 && mode <= 2, "adder_conv2d_int8: mode must be 0, 1 or 2");
+    if (mode > 0)
+        TORCH_CHECK(scale.scalar_type() == at::kFloat && shift.scalar_type() == at::kFloat && scale.numel() == O &&
+                        shift.numel() == O && scale.is_contiguous() && shift.is_contiguous(),
+                    "adder_conv2d_int8: scale and shift must be contiguous float32 of out_channels");
+    const auto dtype = mode == 0 ? at::kInt : mode == 1 ? at::kFloat : at::kByte;
+    at::Tensor y = at::empty({g.N, g.HO, g.WO, g.O}, x.options().dtype(dtype));
+    const at::Tensor xp = padded(x, g, z);
+    const uint8_t* X = xp.data_ptr<uint8_t>();
+    const uint8_t* Wt = packed.data_ptr<uint8_t>();
+    const float* A = mode > 0 ? scale.data_ptr<float>() : nullptr;
+    const float* Bs = mode > 0 ? shift.data_ptr<float>() : nullptr;
+    char* Y = static_cast<char*>(y.data_ptr());
+    const int64_t esize = y.element_size();
+    const bool direct = g.CG % 8 == 0;
+    const int64_t Kp = g.T * 8, ldS = g.NB * g.L;
+    const Plan plan = plan_for(is);
+
+    std::vector<int64_t> offs(g.T);
+    if (direct) {
+        int64_t t = 0;
+        for (int64_t i = 0; i < g.KH; ++i)
+            for (int64_t j = 0; j < g.KW; ++j)
+                for (int64_t c = 0; c < g.CG; c += 8) offs[t++] = (i * g.DH * g.Wp + j * g.DW) * g.C + c;
+    } else {
+        for (int64_t t = 0; t < g.T; ++t) offs[t] = t * 8;
+    }
+    const int64_t tasks = g.N * g.HO * g.G;
+    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.WO * g.OG * g.T));
+    at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+        std::vector<int32_t> S(g.WO * ldS + PMAX * ldS);
+        std::vector<uint8_t> patch(direct ? 0 : g.WO * Kp);
+        const uint8_t* xptr[PMAX];
+        for (int64_t task = begin; task < end; ++task) {
+            const int64_t gi = task % g.G, row = task / g.G, oh = row % g.HO, n = row / g.HO;
+            const uint8_t* base = X + ((n * g.Hp + oh * g.SH) * g.Wp) * g.C + gi * g.CG;
+            if (!direct) {
+                std::fill(patch.begin(), patch.end(), static_cast<uint8_t>(z));
+                for (int64_t ow = 0; ow < g.WO; ++ow) {
+                    uint8_t* dst = patch.data() + ow * Kp;
+                    for (int64_t i = 0; i < g.KH; ++i)
+                        for (int64_t j = 0; j < g.KW; ++j)
+                            std::memcpy(dst + (i * g.KW + j) * g.CG,
+                                        base + (i * g.DH * g.Wp + ow * g.SW + j * g.DW) * g.C, g.CG);
+                }
+            }
+            const uint8_t* wg = Wt + gi * g.NB * g.T * g.L * 8;
+            for (int64_t b0 = 0; b0 < g.NB; b0 += BMAX) {
+                const int nb = static_cast<int>(std::min<int64_t>(BMAX, g.NB - b0));
+                const int pmax = std::min(PMAX, std::max(1, plan.accumulators / nb));
+                for (int64_t ow = 0; ow < g.WO; ow += pmax) {
+                    const int np = static_cast<int>(std::min<int64_t>(pmax, g.WO - ow));
+                    for (int q = 0; q < np; ++q)
+                        xptr[q] = direct ? base + (ow + q) * g.SW * g.C : patch.data() + (ow + q) * Kp;
+                    plan.table[np - 1][nb - 1](xptr, offs.data(), g.T, wg + b0 * g.T * g.L * 8,
+                                               S.data() + ow * ldS + b0 * g.L, ldS);
+                }
+            }
+            epilogue(S.data(), g.WO, g.OG, ldS, gi * g.OG, g.O, static_cast<int>(mode), A, Bs, lo,
+                     Y + ((n * g.HO + oh) * g.WO) * g.O * esize);
+        }
+    });
+    return y;
+}
+
+// Channels-last quantisation of a float tensor (N, C, H, W) in any memory format:
+// q = clamp(round_half_even(x * inv_scale) + z, lo, 255), as torch.round(x * inv_scale) + z then clamp.
+at::Tensor quantize(const at::Tensor& x, double inv_scale, int64_t z, int64_t lo) {
+    TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "quantize: x must be float32 (N, C, H, W)");
+    const at::Tensor xc = x.permute({0, 2, 3, 1}).contiguous();   // free when x is channels-last already
+    at::Tensor q = at::empty(xc.sizes(), xc.options().dtype(at::kByte));
+    const float* src = xc.data_ptr<float>();
+    uint8_t* dst = q.data_ptr<uint8_t>();
+    const float inv = static_cast<float>(inv_scale), fz = static_cast<float>(z), flo = static_cast<float>(lo);
+    at::parallel_for(0, xc.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+            float v = src[i] * inv;
+            v = std::min(std::max(v, -1024.0f), 1024.0f);
+            v = (v + kMagic) - kMagic;
+            v = std::min(std::max(v + fz, flo), 255.0f);
+            dst[i] = static_cast<uint8_t>(static_cast<int>(v));
+        }
+    });
+    return q;
+}
+
+int64_t get_isa() { return g_isa; }
+void set_isa(int64_t isa) {
+    TORCH_CHECK(isa >= 0 && isa <= detect_isa(), "set_isa: this CPU does not support vector path ", isa);
+    g_isa = static_cast<int>(isa);
+}
+int64_t best_isa() { return detect_isa(); }
+int64_t lanes(int64_t isa) { return lanes_of(static_cast<int>(isa)); }
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.def("forward", &forward, "int8 adder convolution on channels-last uint8 codes (SAD kernels)");
+    m.def("pack", &pack, "pack uint8 weight codes for a vector path");
+    m.def("quantize", &quantize, "float32 NCHW -> channels-last uint8 codes");
+    m.def("get_isa", &get_isa);
+    m.def("set_isa", &set_isa);
+    m.def("best_isa", &best_isa);
+    m.def("lanes", &lanes);
+}

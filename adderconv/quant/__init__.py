@@ -1,0 +1,1 @@
+"""int8 adder inference (see adderconv.quant.api)."""

@@ -1,0 +1,106 @@
+"""The int8 adder convolution as one PyTorch custom op, ``torch.ops.adderconv.adder_conv2d_int8``.
+
+``adder_conv2d_int8(x, weight, zero_point, stride, padding, dilation, groups, scale, shift, mode, lo)``:
+
+- ``x``: uint8 codes, channels-last ``(N, H, W, C)``; ``weight``: uint8 codes ``(O, C/g, kh, kw)``, both on one
+  grid with zero point ``zero_point`` (padding is the zero point);
+- ``S[n, oh, ow, o] = sum_j |x_col - w|`` in int32 (exact), then by ``mode``: 0 the int32 ``S``; 1 float32
+  ``scale[o] * S + shift[o]``; 2 uint8 ``clamp(round(scale[o] * S + shift[o]), lo, 255)``; always (N, OH, OW, O).
+
+It runs the C++ SAD kernels (:mod:`adderconv.kernels.int8`) on CPU tensors, the PyTorch integer fallback
+(:mod:`adderconv.kernels.int8_portable`) elsewhere or when the extension cannot be built; the fake impl makes
+it traceable (torch.export, fake tensors). Packed weights are cached per weight tensor and vector path.
+
+>>> x = torch.randint(0, 256, (1, 5, 5, 8), dtype=torch.uint8)
+>>> w = torch.randint(0, 256, (4, 8, 3, 3), dtype=torch.uint8)
+>>> adder_conv2d_int8(x, w, 128, padding=1).shape
+torch.Size([1, 5, 5, 4])
+"""
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .._shapes import conv_output_size, pair
+from ..kernels import int8, int8_portable
+
+__all__ = ["adder_conv2d_int8", "MODES", "kernel_name"]
+
+MODES = {"int32": 0, "float": 1, "uint8": 2}
+_DTYPES = (torch.int32, torch.float32, torch.uint8)
+_EMPTY = torch.empty(0)
+_packs: dict[int, tuple] = {}   # id(weight) -> (weakref, version, isa, zero point, groups, packed)
+
+
+def kernel_name() -> str:
+    """Which implementation CPU tensors get: ``cpu-<isa>`` (C++ SAD kernels) or ``portable`` (PyTorch)."""
+    return f"cpu-{int8.isa_name()}" if int8.available() else "portable"
+
+
+def _check(x: Tensor, weight: Tensor, zero_point: int, groups: int, mode: int, scale: Tensor, shift: Tensor) -> None:
+    if x.dim() != 4 or weight.dim() != 4 or x.dtype != torch.uint8 or weight.dtype != torch.uint8:
+        raise ValueError(f"adder_conv2d_int8 expects 4-d uint8 input (N, H, W, C) and weight (O, C/g, kh, kw), "
+                         f"got {x.dtype} {tuple(x.shape)} and {weight.dtype} {tuple(weight.shape)}")
+    if groups < 1 or x.shape[3] != weight.shape[1] * groups or weight.shape[0] % groups:
+        raise ValueError(f"adder_conv2d_int8: input has {x.shape[3]} channels, weight {tuple(weight.shape)}, "
+                         f"groups={groups}")
+    if not 0 <= zero_point <= 255 or mode not in (0, 1, 2):
+        raise ValueError(f"adder_conv2d_int8: zero point must be in [0, 255] and mode 0, 1 or 2, "
+                         f"got {zero_point} and {mode}")
+    if mode and (scale.numel() != weight.shape[0] or shift.numel() != weight.shape[0]):
+        raise ValueError(f"adder_conv2d_int8: scale and shift need {weight.shape[0]} values, got "
+                         f"{scale.numel()} and {shift.numel()}")
+
+
+def _out_shape(x: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[int, int, int, int]:
+    hw = [conv_output_size(x.shape[1 + i], weight.shape[2 + i], stride[i], padding[i], dilation[i]) for i in range(2)]
+    if min(hw) < 1:
+        raise ValueError(f"adder_conv2d_int8: input {tuple(x.shape[1:3])} is smaller than the kernel "
+                         f"{tuple(weight.shape[2:])}")
+    return (x.shape[0], hw[0], hw[1], weight.shape[0])
+
+
+def _packed(weight: Tensor, zero_point: int, groups: int) -> Tensor:
+    isa = int8.isa()
+    hit = _packs.get(id(weight))
+    if hit is not None and hit[0]() is weight and hit[1:5] == (weight._version, isa, zero_point, groups):
+        return hit[5]
+    packed = int8.pack(weight, zero_point, groups, isa)
+    key = id(weight)
+    _packs[key] = (weakref.ref(weight, lambda _, k=key: _packs.pop(k, None)), weight._version, isa, zero_point,
+                   groups, packed)
+    return packed
+
+
+@torch.library.custom_op("adderconv::adder_conv2d_int8", mutates_args=())
+def _adder_conv2d_int8(x: Tensor, weight: Tensor, zero_point: int, stride: list[int], padding: list[int],
+                       dilation: list[int], groups: int, scale: Tensor, shift: Tensor, mode: int,
+                       lo: int) -> Tensor:
+    _check(x, weight, zero_point, groups, mode, scale, shift)
+    _out_shape(x, weight, stride, padding, dilation)
+    if x.device.type == "cpu" and int8.available():
+        return int8.extension().forward(x.contiguous(), _packed(weight, zero_point, groups), weight.shape[0],
+                                        weight.shape[2], weight.shape[3], zero_point, stride, padding, dilation,
+                                        groups, scale.contiguous(), shift.contiguous(), mode, lo, -1)
+    return int8_portable.adder_int8(x, weight, zero_point, stride, padding, dilation, groups, scale, shift, mode, lo)
+
+
+@_adder_conv2d_int8.register_fake
+def _(x, weight, zero_point, stride, padding, dilation, groups, scale, shift, mode, lo):
+    _check(x, weight, zero_point, groups, mode, scale, shift)
+    return x.new_empty(_out_shape(x, weight, stride, padding, dilation), dtype=_DTYPES[mode])
+
+
+def adder_conv2d_int8(x: Tensor, weight: Tensor, zero_point: int, stride: int | Sequence[int] = 1,
+                      padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, groups: int = 1,
+                      scale: Tensor | None = None, shift: Tensor | None = None, mode: str = "int32",
+                      lo: int = 0) -> Tensor:
+    """The int8 adder op with conv-style arguments; ``mode`` is ``"int32"``, ``"float"`` or ``"uint8"``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    return _adder_conv2d_int8(x, weight, int(zero_point), list(pair(stride, "stride")), list(pair(padding, "padding")),
+                              list(pair(dilation, "dilation")), int(groups), _EMPTY if scale is None else scale,
+                              _EMPTY if shift is None else shift, MODES[mode], int(lo))
