@@ -49,15 +49,15 @@ class OnnxExport:
 
 
 def resolve_input_shape(source: str, arch: str | None, shape: Sequence[int] | None) -> tuple[int, ...]:
-    """The given shape, else the zoo default of ``source`` or ``arch``; an error when there is neither."""
-    from adderconv import zoo
+    """The given shape, else the zoo default of ``source``, ``arch`` or the file's recorded architecture; an
+    error when there is none."""
+    from adderconv.arch import default_input_shape
+    from adderconv.io import file_arch
 
-    if shape:
-        return tuple(shape)
-    for name in (str(source), arch):
-        if name in zoo.list_models():
-            return zoo.default_input_shape(name)
-    raise AdderconvError(f"{source}: no default input shape; pass --input-shape, e.g. 1,3,224,224")
+    found = tuple(shape) if shape else default_input_shape(str(source), arch, None if arch else file_arch(source))
+    if found is None:
+        raise AdderconvError(f"{source}: no default input shape; an input shape is needed, e.g. 1,3,224,224")
+    return found
 
 
 def _adder_schema() -> onnx.defs.OpSchema:
@@ -129,8 +129,10 @@ def export_onnx_model(
     output_names: Sequence[str] | None = None,
 ) -> tuple[onnx.ModelProto, OnnxExport]:
     """Export ``model`` (in eval mode) to an in-memory ``onnx.ModelProto``, checked with the full checker."""
-    if opset is not None and opset < MIN_OPSET:
-        raise AdderconvError(f"--opset must be >= {MIN_OPSET} (the AdderConv2d function needs it), got {opset}")
+    if opset is not None and not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        raise AdderconvError(f"the opset must be {MIN_OPSET}..{onnx.defs.onnx_opset_version()} (the AdderConv2d "
+                             f"function needs {MIN_OPSET}; this onnx knows up to {onnx.defs.onnx_opset_version()}), "
+                             f"got {opset}")
     if example_inputs is None:
         if not input_shape or len(input_shape) < 2 or min(input_shape) < 1:
             raise AdderconvError(f"export needs an input shape like (1, 3, 32, 32), got {input_shape!r}")
@@ -168,6 +170,9 @@ def export_onnx_model(
     proto = ir.serde.serialize_model(ir_model)
     onnx.checker.check_model(proto, full_check=True)
     used_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset is not None and used_opset != opset:   # the exporter falls back to its own opset instead of failing
+        raise AdderconvError(f"the exporter could not write opset {opset} (it produced {used_opset}); "
+                             f"choose an opset torch's exporter supports")
     info = OnnxExport(None, used_opset, [i.name for i in proto.graph.input], [o.name for o in proto.graph.output],
                       adder_nodes, overloads)
     return proto, info

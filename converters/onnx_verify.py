@@ -138,7 +138,13 @@ def verify_onnx(
     for batch in batch_sizes:
         x = torch.randn(batch, *shape[1:], generator=gen)
         with torch.no_grad():
-            fp32 = [t.detach().float().cpu().numpy() for t in _flatten(model(x.to(device, dtype)))]
+            try:
+                out32 = model(x.to(device, dtype))
+            except Exception as e:  # the user's model on the file's input shape: a model of another architecture
+                raise AdderconvError(f"the PyTorch model does not run on the file's input {tuple(x.shape)}: "
+                                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (another "
+                                     f"architecture?)") from None
+            fp32 = [t.detach().float().cpu().numpy() for t in _flatten(out32)]
             try:
                 fp64 = [t.detach().cpu().numpy() for t in _flatten(exact(x.double().to(device)))]
             except (RuntimeError, TypeError, NotImplementedError):   # an op without float64: judge by float32
@@ -154,4 +160,8 @@ def verify_onnx(
             max(float(np.abs(np.asarray(g, np.float64) - e).max()) for g, e in zip(got, fp64))))
         if batch > 1:
             result.input_independent = all(np.ptp(e, axis=0).max() == 0 for e in fp64 if e.ndim and e.size)
+    if result.input_independent and result.ok:   # constant outputs match any model with those constants
+        raise AdderconvError("every input gave the PyTorch model the same output (untrained BatchNorm "
+                             "statistics?), so the comparison cannot tell models apart: verify against a trained "
+                             "or calibrated model")
     return result

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import AdderconvError
+
 __all__ = ["LayerShape", "RESNET20_LAYERS", "RESNET50_LAYERS", "NETS", "reference_unfold", "run", "render", "machine",
            "suite"]
 
@@ -193,6 +195,9 @@ def run(layers: list[LayerShape], batch: int, rounds: int = 5, memory: bool = Tr
 
 def suite(nets: dict[str, int], rounds: int = 5, memory: bool = True, threads: int = 2):
     """Yield ``(net, rows)`` for each ``{net name: batch}``; the caller renders and saves (see ``adderconv bench``)."""
+    bad = [f"{k} {v}" for k, v in (("threads", threads), ("rounds", rounds), *nets.items()) if v < 1]
+    if bad:
+        raise AdderconvError(f"thread count, rounds and batch sizes must be at least 1, got {', '.join(bad)}")
     torch.set_num_threads(threads)
     os.environ["ADDERCONV_BENCH_THREADS"] = str(threads)   # the memory children use the same thread count
     for net, batch in nets.items():
