@@ -3,13 +3,13 @@
 Views only. The chart shows compute energy of the ``top`` layers (most energy first, drawn in execution
 order). Against another model (``--compare``) or a baseline JSON (``--baseline``) the bars are the model
 before and the line the model now, on one axis; Mermaid's xychart has no legend, so the title says which is
-which. The "what grew" section formats a :class:`~.gate.GateResult`: every total with its change, then the
-layers whose energy grew beyond the limit.
+which (checked with Mermaid 11 in headless Chromium: these blocks parse and render). The "what grew"
+section formats a :class:`~.gate.GateResult`: every total with its change, then the layers whose energy grew beyond the limit.
 
 >>> from .api import analyze
 >>> print(energy_chart(analyze("lenet5_bn"), top=2))
 ```mermaid
-xychart-beta
+xychart-beta horizontal
     title "Compute energy per layer (uJ), top 2 layers of lenet5_bn"
     x-axis ["0", "4"]
     y-axis "uJ" 0 --> 1.2
@@ -46,13 +46,14 @@ def _number(v: float) -> str:
 
 def xychart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]]],
             y_title: str = "", y_max: float | None = None) -> str:
-    """A fenced ``mermaid`` block: one categorical x-axis, ``series`` as ``("bar" | "line", values)``;
-    with ``y_max`` the y-axis runs from 0 to it (Mermaid's own range starts at the smallest value)."""
+    """A fenced ``mermaid`` block, drawn horizontally (long layer names stay readable): one categorical
+    x-axis, ``series`` as ``("bar" | "line", values)``; with ``y_max`` the value axis runs from 0 to it
+    (Mermaid's own range starts at the smallest value)."""
     for kind, values in series:
         if kind not in ("bar", "line") or len(values) != len(labels):
             raise ValueError(f"a series is ('bar' | 'line', one value per label), got {kind!r} with "
                              f"{len(values)} values for {len(labels)} labels")
-    lines = ["```mermaid", "xychart-beta", f"    title {_quote(title)}",
+    lines = ["```mermaid", "xychart-beta horizontal", f"    title {_quote(title)}",
              "    x-axis [" + ", ".join(_quote(x) for x in labels) + "]"]
     if y_title or y_max is not None:
         span = f" 0 --> {_number(y_max)}" if y_max is not None else ""

@@ -35,7 +35,7 @@ def parse_xychart(block: str) -> dict:
     """A structural parser of the subset of Mermaid's xychart-beta grammar we emit (and the docs define):
     header, optional title, categorical x-axis, optional y-axis with a range, then bar/line data lists."""
     lines = [ln.strip() for ln in block.strip().splitlines() if ln.strip()]
-    assert lines[0] == "xychart-beta", lines[0]
+    assert lines[0] in ("xychart-beta", "xychart-beta horizontal"), lines[0]
     chart = {"title": None, "x": None, "y": None, "series": []}
     for ln in lines[1:]:
         if m := re.fullmatch(rf"title ({_STRING})", ln):
