@@ -4,7 +4,8 @@ Views only. The chart shows compute energy of the ``top`` layers (most energy fi
 order). Against another model (``--compare``) or a baseline JSON (``--baseline``) the bars are the model
 before and the line the model now, on one axis; Mermaid's xychart has no legend, so the title says which is
 which (checked with Mermaid 11 in headless Chromium: these blocks parse and render). The "what grew"
-section formats a :class:`~.gate.GateResult`: every total with its change, then the layers whose energy grew beyond the limit.
+section formats a :class:`~.gate.GateResult`: every total with its change, then the layers whose energy
+grew beyond the limit.
 
 >>> from .api import analyze
 >>> print(energy_chart(analyze("lenet5_bn"), top=2))
