@@ -32,8 +32,7 @@ _RC = {"svg.fonttype": "none", "svg.hashsalt": "adderconv", "font.size": 9, "axe
 def require_matplotlib() -> Any:
     """Import matplotlib or raise a one-line error that names the extra to install."""
     try:
-        import matplotlib
-        from matplotlib.figure import Figure  # noqa: F401  (the class every chart uses)
+        import matplotlib.figure              # the class every chart draws on
     except ImportError:
         raise AdderconvError("the HTML report draws its charts with matplotlib, which is not installed: "
                              "pip install 'adderconv[report]'") from None
