@@ -93,6 +93,8 @@ def convert_cmd(
     fmt: Annotated[str, typer.Option("--format", help="safetensors, pickle or pt2.")] = "safetensors",
     strategy: Annotated[str, typer.Option(help="swap (modules) or aten (torch.export graph; functional convs).")] = "swap",
     precision: Annotated[str, typer.Option(help="Precision for the energy columns.")] = "fp32",
+    html: Annotated[Optional[str], typer.Option(help="Write the before/after energy report as HTML "
+                                                     "(needs adderconv[report]).")] = None,
 ) -> None:
     """Convert a CNN's convolutions into adder layers by policy; print what changed and what it saves."""
     from rich.console import Console
@@ -104,7 +106,8 @@ def convert_cmd(
                     exclude=tuple(exclude or ()), types=tuple(layer_type or ()), min_channels=min_channels,
                     convert_linear=linear, skip_depthwise=skip_depthwise, insert_bn=insert_bn, shortcut=addersr,
                     power=addersr, weight_init=weight_init)
-    opts = ConvertOptions(model, output, policy, parse_shape(input_shape), arch, trust, fmt, strategy, precision)
+    opts = ConvertOptions(model, output, policy, parse_shape(input_shape), arch, trust, fmt, strategy, precision,
+                          html=html)
     raise typer.Exit(run_convert(opts, Console()))
 
 

@@ -38,6 +38,7 @@ class ConvertOptions:
     fmt: str = "safetensors"
     strategy: str = "swap"
     precision: str = "fp32"
+    html: str | None = None              # write the before/after energy report here (HTML)
 
 
 def _shape(model: str, arch: str | None, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -62,7 +63,7 @@ def _convert_onnx(opts: ConvertOptions, console: Console) -> int:
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     try:
-        _render_savings(opts.model, opts.output, opts.input_shape, opts.precision, console)
+        _render_savings(opts.model, opts.output, opts.input_shape, opts.precision, console, html=opts.html)
     except AdderconvError as e:   # counting is a view: a model it cannot count still converts
         console.print(f"(no before/after counts: {e})", highlight=False)
     console.print(f"wrote {opts.output} (onnx)")
@@ -78,9 +79,15 @@ def run_convert(opts: ConvertOptions, console: Console) -> int:
     if opts.strategy == "aten" and opts.fmt != "pt2":
         raise AdderconvError("--strategy aten produces a traced graph (no module classes to rebuild, not "
                              "picklable): save it with --format pt2")
+    if opts.html:
+        from adderconv.analysis.figures import require_matplotlib
+        require_matplotlib()
     if str(opts.model).endswith(".onnx"):
         return _convert_onnx(opts, console)
     shape = _shape(opts.model, opts.arch, opts.input_shape)
+    if shape is None and opts.html:
+        raise AdderconvError("the before/after report needs an input shape to count the model: pass "
+                             "--input-shape, e.g. 1,3,224,224")
     if shape is None and (opts.strategy == "aten" or opts.fmt == "pt2"):
         raise AdderconvError("this needs an input shape to trace the model: pass --input-shape, e.g. 1,3,224,224")
     ensure_writable(opts.output)
@@ -103,7 +110,7 @@ def run_convert(opts: ConvertOptions, console: Console) -> int:
         report = net.adderconv_report
     render_conversion(report, console)
     if shape is not None:
-        _render_savings(original, net, shape, opts.precision, console)
+        _render_savings(original, net, shape, opts.precision, console, html=opts.html)
     else:
         console.print("no input shape: pass --input-shape to see multiplications, additions and energy")
     save_converted(net, opts.output, arch=loaded.arch, fmt=opts.fmt, example_inputs=example)
@@ -127,8 +134,8 @@ def render_conversion(report: ConversionReport, console: Console) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
 
 
-def _render_savings(before, after, shape, precision: str, console: Console) -> None:
-    """Before/after multiplications, additions and energy, from the analysis package."""
+def _render_savings(before, after, shape, precision: str, console: Console, *, html: str | None = None) -> None:
+    """Before/after multiplications, additions and energy, from the analysis package (and as HTML to ``html``)."""
     try:
         from adderconv.analysis import analyze, render_comparison
     except ImportError:
@@ -139,6 +146,12 @@ def _render_savings(before, after, shape, precision: str, console: Console) -> N
                for m, label in ((before, "original"), (after, "converted"))]
     where = f" (input {'x'.join(map(str, shape))})" if shape else ""
     render_comparison(*reports, console, title=f"before vs after conversion{where}")
+    if html:
+        from adderconv.analysis.html_report import to_html
+        with atomic_write(html) as tmp:
+            Path(tmp).write_text(to_html(reports[1], compare=reports[0], title=f"before vs after conversion{where}"),
+                                 encoding="utf-8")
+        console.print(f"wrote {html} (before/after energy report)")
 
 
 def run_graph(model: str, output: str, *, input_shape: tuple[int, ...] | None = None, arch: str | None = None,

@@ -207,3 +207,18 @@ def test_kind_split_adds_up_to_each_layer_even_at_mixed_precision():
 def test_the_self_containment_check_catches_external_references(bad):
     with pytest.raises(AssertionError):
         assert_self_contained(f"<!DOCTYPE html><html><body>{bad}</body></html>")
+
+
+def test_convert_writes_the_before_after_page(tmp_path, capsys, monkeypatch):
+    page = tmp_path / "c.html"
+    monkeypatch.setattr(sys, "argv", ["adderconv", "convert", "lenet5_bn", "-o", str(tmp_path / "m.safetensors"),
+                                      "--html", str(page)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code in (0, None)
+    assert f"wrote {page}" in capsys.readouterr().out
+    text = page.read_text(encoding="utf-8")
+    assert_self_contained(text)
+    assert "before vs after conversion (input 1x1x32x32)" in text and "original vs converted" in text
+    rows = parse(text).rows
+    assert any(r[2] == "AdderConv2d" for r in rows) and "energy in original" in text
