@@ -11,7 +11,11 @@ AMP gradients and then letting the scaler divide by the loss scale would shrink 
 scale: use :meth:`AdaptiveLR.step`, which orders the calls for you.
 
 ``placement="backward"`` reproduces the reference implementation, which normalises each backward call's
-gradient inside the op (per micro-batch and per rank, before any reduction), for comparison.
+gradient inside the op (per micro-batch and per rank, before any reduction), for comparison. One difference
+remains, by design: a weight used twice in one graph (a shared layer) is normalised once, on its summed
+gradient, under either placement; the reference code normalises each call and sums the results, so a weight
+used ``n`` times moves by up to ``n`` times the step there, and by one step here (the rule's intent: the update
+of a layer is ``lr * eta * sqrt(k)`` in norm).
 
 >>> model = torch.nn.Sequential(AdderConv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
 >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -36,8 +40,12 @@ ADDER_LAYERS = (AdderConv2d, AdderLinear)
 
 
 def adaptive_scale(grad: Tensor, eta: float) -> Tensor:
-    """``eta * sqrt(numel) * grad / ||grad||_2`` (a zero gradient stays zero)."""
-    norm = grad.detach().float().norm(p=2).clamp(min=1e-12)
+    """``eta * sqrt(numel) * grad / ||grad||_2`` (a zero gradient stays zero).
+
+    The norm is taken in the gradient's own precision (float64 stays float64), half precisions in float32,
+    where their sum of squares cannot overflow."""
+    acc = grad.detach().double() if grad.dtype == torch.float64 else grad.detach().float()
+    norm = acc.norm(p=2).clamp(min=1e-12)
     return grad * (eta * math.sqrt(grad.numel()) / norm).to(grad.dtype)
 
 

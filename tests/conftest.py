@@ -11,3 +11,24 @@ import torch  # noqa: E402
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture()
+def run_cli(monkeypatch, capsys):
+    """Run ``adderconv ARGS`` in-process through ``main()``'s error boundary: (exit code, stdout, stderr)."""
+    import sys
+
+    from adderconv import cli
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["adderconv", *map(str, args)])
+        monkeypatch.delenv("ADDERCONV_DEBUG", raising=False)
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
