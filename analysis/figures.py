@@ -21,7 +21,8 @@ from adderconv.errors import AdderconvError
 from .energy import EnergyReport
 from .layer_views import GROUPS, align, energy_unit, kind_split, layer_label
 
-__all__ = ["require_matplotlib", "layer_chart", "type_chart", "memory_chart", "COLORS"]
+__all__ = ["require_matplotlib", "new_figure", "to_svg", "styled", "layer_chart", "type_chart", "memory_chart",
+           "COLORS"]
 
 COLORS: dict[str, str] = {"mul": "#d1495b", "add": "#2e86ab", "cmp": "#66a182", "other": "#8d6a9f",
                           "memory": "#edae49"}
@@ -39,14 +40,16 @@ def require_matplotlib() -> Any:
     return matplotlib
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib Figure (no pyplot, no global state), laid out with constrained layout."""
     require_matplotlib()
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _svg(fig) -> str:
+def to_svg(fig) -> str:
+    """The figure as an SVG string ready to inline in HTML (no prolog, DOCTYPE or metadata)."""
     import matplotlib
 
     buf = io.StringIO()
@@ -57,7 +60,7 @@ def _svg(fig) -> str:
     return re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.S)
 
 
-def _styled(draw):
+def styled(draw):
     """Run ``draw`` under the report's rc settings (they must hold while artists are created, too)."""
     import matplotlib
 
@@ -77,7 +80,7 @@ def layer_chart(report: EnergyReport, compare: EnergyReport | None = None) -> st
         peak = max([le.energy_pj for ab in pairs for le in ab if le is not None] or [0.0])
         div, unit = energy_unit(peak)
         n = max(len(pairs), 1)
-        fig = _figure(max(9.0, min(0.22 * n + 2, 40.0)), 4.2)
+        fig = new_figure(max(9.0, min(0.22 * n + 2, 40.0)), 4.2)
         ax = fig.add_subplot()
         width = 0.4 if compare is not None else 0.8
         sides = [(report, 0.0 if compare is None else width / 2, 1.0, None)]
@@ -105,9 +108,9 @@ def layer_chart(report: EnergyReport, compare: EnergyReport | None = None) -> st
             labels += [report.model, f"{compare.model} (hatched, left)"]
         ax.legend(handles, labels, ncols=len(labels), loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False,
                   fontsize=8)
-        return _svg(fig)
+        return to_svg(fig)
 
-    return _styled(draw)
+    return styled(draw)
 
 
 def _by_type(report: EnergyReport) -> dict[str, dict[str, float]]:
@@ -128,7 +131,7 @@ def type_chart(report: EnergyReport, compare: EnergyReport | None = None) -> str
 
     def draw() -> str:
         div, unit = energy_unit(max([*total.values(), 0.0]))
-        fig = _figure(5.6, 0.7 + 0.3 * max(len(types), 1) * (2 if compare else 1))
+        fig = new_figure(5.6, 0.7 + 0.3 * max(len(types), 1) * (2 if compare else 1))
         ax = fig.add_subplot()
         ax.grid(axis="x", alpha=0.3)
         ax.grid(axis="y", visible=False)
@@ -149,16 +152,16 @@ def type_chart(report: EnergyReport, compare: EnergyReport | None = None) -> str
         ax.invert_yaxis()
         ax.set_xlabel(f"compute energy ({unit})")
         ax.legend(frameon=False, fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=len(GROUPS))
-        return _svg(fig)
+        return to_svg(fig)
 
-    return _styled(draw)
+    return styled(draw)
 
 
 def memory_chart(reports: Sequence[EnergyReport]) -> str:
     """Compute vs memory energy, one stacked bar per model (reports priced with a memory level)."""
     def draw() -> str:
         div, unit = energy_unit(max([r.totals.energy_pj + r.totals.memory_pj for r in reports] or [0.0]))
-        fig = _figure(5.6, 0.9 + 0.45 * len(reports))
+        fig = new_figure(5.6, 0.9 + 0.45 * len(reports))
         ax = fig.add_subplot()
         ax.grid(axis="x", alpha=0.3)
         ax.grid(axis="y", visible=False)
@@ -171,6 +174,6 @@ def memory_chart(reports: Sequence[EnergyReport]) -> str:
         ax.invert_yaxis()
         ax.set_xlabel(f"energy ({unit})")
         ax.legend(frameon=False, fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=2)
-        return _svg(fig)
+        return to_svg(fig)
 
-    return _styled(draw)
+    return styled(draw)
