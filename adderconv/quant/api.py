@@ -1,0 +1,139 @@
+"""``adderconv.quantize``: an int8 copy of an adder network, calibrated on real batches.
+
+Every :class:`~adderconv.AdderConv2d` (zero, symmetric padding) becomes a
+:class:`~adderconv.quant.layers.QuantAdderConv2d` on its own shared grid (:mod:`.scheme`), the BatchNorm after
+it folded into its epilogue, uint8 codes handed on where the next consumer is another quantised layer
+(:mod:`.plan`). Multiplicative layers (stem, classifier) stay float: they are ~1-2% of ResNet-20's operations.
+The result takes and returns float tensors, runs in eval mode and records its recipe (plain JSON data, see
+:mod:`.recipe`) so that a saved file is rebuilt by :func:`adderconv.load_model`.
+
+>>> import torch, adderconv
+>>> net = adderconv.get_model("resnet20_adder").eval()
+>>> q = adderconv.quantize(net, torch.randn(8, 3, 32, 32))
+>>> q(torch.randn(2, 3, 32, 32)).shape
+torch.Size([2, 10])
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import AdderconvError
+from ..layers import AdderConv1d, AdderConv2d, AdderLinear
+from .layers import QuantAdderConv2d, affine_of, fold_bn, quantizable
+from .plan import plan
+from .scheme import METHODS, Grid, Observer, choose_grid
+
+__all__ = ["quantize", "QuantReport", "set_module", "calibration_batches"]
+
+
+@dataclass
+class QuantReport:
+    """What quantisation did: per-layer grids and folds, the calibration used, layers left float and why."""
+
+    method: str
+    percentile: float | None
+    batches: int
+    samples: int
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def describe_calibration(self) -> str:
+        how = f"{self.method} ({self.percentile:g}th percentile)" if self.method == "percentile" else self.method
+        return f"{how} over {self.samples} samples in {self.batches} batches"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "percentile": self.percentile, "batches": self.batches, "samples": self.samples,
+                "layers": self.layers, "skipped": self.skipped, "notes": self.notes}
+
+
+def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def calibration_batches(calibration: Tensor | Iterable[Any], limit: int | None = None) -> Iterable[Tensor]:
+    """Input batches from a tensor (one batch), or an iterable of tensors or (input, target) pairs."""
+    if isinstance(calibration, Tensor):
+        yield calibration
+        return
+    for i, item in enumerate(calibration):
+        if limit is not None and i >= limit:
+            return
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        if not isinstance(x, Tensor):
+            raise AdderconvError(f"calibration data must be tensors or (input, target) pairs, got {type(x).__name__}")
+        yield x
+
+
+def _check_model(model: nn.Module) -> tuple[list[str], dict[str, str]]:
+    adders = {n: m for n, m in model.named_modules() if isinstance(m, (AdderConv2d, AdderConv1d, AdderLinear))}
+    if not adders:
+        raise AdderconvError("the model has no adder layers to quantise (convert it first: adderconv convert)")
+    skipped = {n: why for n, m in adders.items() if (why := quantizable(m))}
+    layers = [n for n in adders if n not in skipped]
+    if not layers:
+        raise AdderconvError(f"none of the model's {len(adders)} adder layers can be quantised: "
+                             f"{next(iter(skipped.values()))}")
+    return layers, skipped
+
+
+@torch.no_grad()
+def quantize(model: nn.Module, calibration: Tensor | Iterable[Any], *, bits: int = 8, method: str = "percentile",
+             percentile: float = 99.99, max_batches: int | None = None) -> nn.Module:
+    """A quantised, eval-mode copy of ``model`` (which is not changed); see the module docstring.
+
+    ``calibration``: a batch, or an iterable of batches or (input, target) pairs, run through the float model
+    to choose each layer's grid by ``method`` (``minmax``, ``percentile`` or ``mse``; see :mod:`.scheme`).
+    """
+    if isinstance(bits, bool) or bits != 8:
+        raise AdderconvError(f"only 8-bit integer quantisation is supported (bits=8), got bits={bits!r}")
+    if method not in METHODS:
+        raise AdderconvError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+    src = copy.deepcopy(model).cpu().float().eval()
+    layers, skipped = _check_model(src)
+    observers = {n: Observer(seed=i) for i, n in enumerate(layers)}
+    hooks = [src.get_submodule(n).register_forward_pre_hook(lambda m, args, o=observers[n]: o(args[0]))
+             for n in layers]
+    batches = samples = 0
+    try:
+        for x in calibration_batches(calibration, max_batches):
+            try:
+                src(x.to(torch.float32))
+            except Exception as e:  # the model says what it expected; keep the first line
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise AdderconvError(f"calibration batch of shape {tuple(x.shape)} does not fit the model: "
+                                     f"{first}") from None
+            batches, samples = batches + 1, samples + int(x.shape[0]) if x.dim() else samples + 1
+    finally:
+        for h in hooks:
+            h.remove()
+    if batches == 0:
+        raise AdderconvError("the calibration data is empty: quantisation needs at least one batch")
+    grids = {n: choose_grid(observers[n], src.get_submodule(n).weight, method, percentile) for n in layers}
+    structure = plan(src, layers)
+    report = QuantReport(method, percentile if method == "percentile" else None, batches, samples,
+                         skipped=skipped, notes=list(structure.notes))
+    out = copy.deepcopy(src)
+    for n in layers:
+        step, adder = structure.steps[n], src.get_submodule(n)
+        layer = QuantAdderConv2d.from_adder(adder, grids[n])
+        a, b = affine_of(adder, grids[n])
+        if step.bn:
+            a, b = fold_bn(a, b, src.get_submodule(step.bn))
+            set_module(out, step.bn, nn.Identity())
+        layer.set_epilogue(a, b, grids[step.next] if step.next else None, step.relu)
+        set_module(out, n, layer)
+        obs = observers[n]
+        report.layers[n] = {"scale": grids[n].scale, "zero_point": grids[n].zero_point, "bn": step.bn,
+                            "next": step.next, "relu": step.relu, "input_range": [obs.lo, obs.hi],
+                            "weight_range": [float(adder.weight.min()), float(adder.weight.max())]}
+    out.eval()
+    out.adderconv_quant = report
+    return out

@@ -1,0 +1,133 @@
+"""The quantised adder layer: uint8 codes on one grid, int32 SAD sums, the following BatchNorm folded in.
+
+``QuantAdderConv2d`` replaces an :class:`~adderconv.AdderConv2d` (zero padding, symmetric). It takes float
+NCHW (or, from a chained quantised layer before it, uint8 channels-last codes already on its grid) and returns
+either float ``a[o] * S + b[o]`` (dequantisation, the adder's bias and the folded BatchNorm in one affine;
+channels-last strided NCHW) or, when the next consumer is another quantised adder layer, uint8 codes on that
+layer's grid, with a ReLU between them folded into the clamp (``relu`` then quantise = clamp at its zero
+point). Everything it needs to run is in its buffers and in plain ints from the recipe.
+
+>>> from adderconv import AdderConv2d
+>>> from adderconv.quant.scheme import Grid
+>>> layer = QuantAdderConv2d.from_adder(AdderConv2d(8, 4, 3, padding=1), Grid(0.05, 128))
+>>> layer(torch.randn(1, 8, 6, 6)).shape
+torch.Size([1, 4, 6, 6])
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import AdderconvError
+from ..kernels import int8, int8_portable
+from ..layers import AdderConv2d
+from .op import adder_conv2d_int8
+from .scheme import Grid
+
+__all__ = ["QuantAdderConv2d", "quantizable", "affine_of", "fold_bn"]
+
+
+def quantizable(module: nn.Module) -> str | None:
+    """None if ``module`` can become a :class:`QuantAdderConv2d`, else why not."""
+    if type(module) is not AdderConv2d:
+        return f"{type(module).__name__} stays float (only AdderConv2d layers are quantised)"
+    if module.padding_mode != "zeros":
+        return f"padding_mode={module.padding_mode!r} stays float (the grid pads with zeros only)"
+    left, right, top, bottom = module._explicit_padding()
+    if left != right or top != bottom:
+        return "asymmetric padding stays float"
+    return None
+
+
+def affine_of(adder: AdderConv2d, grid: Grid) -> tuple[Tensor, Tensor]:
+    """(a, b) in float64 with ``adder(x) = a * S + b`` per output channel, S = sum |q(x) - q(w)|."""
+    a = torch.full((adder.out_channels,), -grid.scale, dtype=torch.float64)
+    b = torch.zeros(adder.out_channels, dtype=torch.float64) if adder.bias is None else adder.bias.detach().double()
+    return a, b.clone()
+
+
+def fold_bn(a: Tensor, b: Tensor, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Compose the eval-mode BatchNorm after ``a * S + b`` (legal here: BN is affine in the adder's output)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise AdderconvError("a BatchNorm without running statistics cannot be folded")
+    k = torch.ones_like(a) if bn.weight is None else bn.weight.detach().double()
+    k = k / torch.sqrt(bn.running_var.detach().double() + bn.eps)
+    beta = torch.zeros_like(a) if bn.bias is None else bn.bias.detach().double()
+    return a * k, (b - bn.running_mean.detach().double()) * k + beta
+
+
+class QuantAdderConv2d(nn.Module):
+    """An int8 adder layer (eval only). Buffers: ``weight`` (uint8 codes), ``input_scale`` (the grid's scale),
+    ``out_scale``/``out_shift`` (the fused epilogue). Plain ints: ``zero_point``, ``out_mode``, ``out_lo``."""
+
+    energy_precision = "int8"   # what the energy analysis prices this layer's operations at
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int], dilation: tuple[int, int], groups: int, zero_point: int,
+                 out_mode: str = "float", out_lo: int = 0) -> None:
+        super().__init__()
+        if out_mode not in ("float", "uint8"):
+            raise AdderconvError(f"out_mode must be 'float' or 'uint8', got {out_mode!r}")
+        if not (0 <= int(zero_point) <= 255 and 0 <= int(out_lo) <= 255):
+            raise AdderconvError(f"zero point and output floor must be in [0, 255], got {zero_point}, {out_lo}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+        self.zero_point, self.out_mode, self.out_lo = int(zero_point), out_mode, int(out_lo)
+        self.register_buffer("weight", torch.zeros(out_channels, in_channels // groups, *kernel_size,
+                                                   dtype=torch.uint8))
+        self.register_buffer("input_scale", torch.ones((), dtype=torch.float32))
+        self.register_buffer("out_scale", torch.zeros(out_channels, dtype=torch.float32))
+        self.register_buffer("out_shift", torch.zeros(out_channels, dtype=torch.float32))
+
+    @classmethod
+    def from_adder(cls, adder: AdderConv2d, grid: Grid) -> QuantAdderConv2d:
+        """The layer with ``adder``'s geometry and weights on ``grid``, float output, nothing folded yet."""
+        why = quantizable(adder)
+        if why:
+            raise AdderconvError(f"cannot quantise this layer: {why}")
+        left, _, top, _ = adder._explicit_padding()
+        layer = cls(adder.in_channels, adder.out_channels, adder.kernel_size, adder.stride, (top, left),
+                    adder.dilation, adder.groups, grid.zero_point)
+        layer.weight.copy_(grid.codes(adder.weight.detach().cpu()))
+        layer.input_scale.fill_(grid.scale)
+        a, b = affine_of(adder, grid)
+        layer.set_epilogue(a, b)
+        return layer
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(float(self.input_scale), self.zero_point)
+
+    def set_epilogue(self, a: Tensor, b: Tensor, next_grid: Grid | None = None, relu: bool = False) -> None:
+        """Float output ``a * S + b``; with ``next_grid``, uint8 codes on it (and ``relu`` folded into the clamp)."""
+        if next_grid is None:
+            self.out_mode, self.out_lo = "float", 0
+        else:
+            a, b = a / next_grid.scale, b / next_grid.scale + next_grid.zero_point
+            self.out_mode, self.out_lo = "uint8", next_grid.zero_point if relu else 0
+        self.out_scale.copy_(a.to(torch.float32))
+        self.out_shift.copy_(b.to(torch.float32))
+
+    def quantize_input(self, x: Tensor) -> Tensor:
+        """float NCHW -> uint8 channels-last codes on this layer's grid (a uint8 input is taken as such)."""
+        if x.dtype == torch.uint8:
+            return x
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise AdderconvError(f"{type(self).__name__} expects (N, {self.in_channels}, H, W), "
+                                 f"got {tuple(x.shape)}")
+        inv = torch.tensor(1.0 / float(self.input_scale), dtype=torch.float32)
+        if x.device.type == "cpu" and x.dtype == torch.float32 and int8.available():
+            return int8.extension().quantize(x, float(inv), self.zero_point, 0)
+        return int8_portable.quantize(x, inv.to(x.device), self.zero_point, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q = self.quantize_input(x)
+        y = adder_conv2d_int8(q, self.weight, self.zero_point, self.stride, self.padding, self.dilation, self.groups,
+                              self.out_scale, self.out_shift, self.out_mode, self.out_lo)
+        return y.permute(0, 3, 1, 2) if self.out_mode == "float" else y
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+                f"zero_point={self.zero_point}, out={self.out_mode}" + (f", lo={self.out_lo}" if self.out_lo else ""))
+

@@ -1,0 +1,92 @@
+"""Which BatchNorm folds into which adder layer, and which layers can hand uint8 codes to the next one.
+
+Read from a torch.fx trace of the float model (adder layers kept as leaves): an adder whose only consumer is a
+BatchNorm2d (called nowhere else) folds it; a layer whose (folded) output goes only through a ReLU, or directly,
+into another quantised adder layer, which reads nothing else, hands that layer uint8 codes on its grid. The
+trace is only read: the model keeps its own forward, with the adder layers and folded BatchNorms swapped. A
+model torch.fx cannot trace keeps every BatchNorm float (said in the report).
+
+>>> from adderconv import get_model
+>>> p = plan(get_model("resnet20_adder"), ["layer1.0.conv1", "layer1.0.conv2"])
+>>> p.steps["layer1.0.conv1"]
+Step(bn='layer1.0.bn1', next='layer1.0.conv2', relu=True)
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..layers import AdderConv1d, AdderConv2d, AdderLinear
+
+__all__ = ["Step", "Plan", "plan"]
+
+_RELUS = (F.relu, torch.relu, torch.relu_)
+
+
+@dataclass(frozen=True)
+class Step:
+    bn: str | None = None      # the BatchNorm2d folded into this layer's epilogue
+    next: str | None = None    # the quantised layer this one hands uint8 codes to
+    relu: bool = False         # a ReLU between them, folded into the clamp
+
+
+@dataclass
+class Plan:
+    steps: dict[str, Step]
+    notes: list[str] = field(default_factory=list)
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (AdderConv2d, AdderConv1d, AdderLinear)) or super().is_leaf_module(m, qualname)
+
+
+def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return type(modules.get(node.target)) is nn.ReLU
+    if node.op == "call_function":
+        return node.target in _RELUS and not node.kwargs
+    return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def plan(model: nn.Module, layers: list[str]) -> Plan:
+    """The folds and uint8 hand-offs among ``layers`` (module names of quantisable adder layers)."""
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as e:  # data-dependent control flow, unsupported Python: no folding, still correct
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return Plan({n: Step() for n in layers}, [f"torch.fx could not trace the model ({first}): every "
+                                                  f"BatchNorm stays float after its adder layer"])
+    modules = dict(model.named_modules())
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    wanted = set(layers)
+    steps: dict[str, Step] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or node.target not in wanted or calls[node.target] != 1:
+            continue
+        cur, bn = node, None
+        users = list(cur.users)
+        if (len(users) == 1 and users[0].op == "call_module" and type(modules.get(users[0].target)) is nn.BatchNorm2d
+                and calls[users[0].target] == 1 and users[0].args[0] is cur):
+            bn, cur = users[0].target, users[0]
+        nxt, relu = None, False
+        users = list(cur.users)
+        if len(users) == 1 and _is_relu(users[0], modules) and users[0].args[0] is cur:
+            relu, after = True, list(users[0].users)
+            target = users[0]
+        else:
+            after, target = users, cur
+        if (len(after) == 1 and after[0].op == "call_module" and after[0].target in wanted
+                and calls[after[0].target] == 1 and after[0].args and after[0].args[0] is target
+                and len(after[0].args) == 1 and not after[0].kwargs):
+            nxt = after[0].target
+        else:
+            relu = False   # the ReLU stays as it is: it acts on the float output
+        steps[node.target] = Step(bn, nxt, relu)
+    for n in layers:
+        steps.setdefault(n, Step())
+    return Plan(steps)
