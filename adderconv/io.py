@@ -235,15 +235,19 @@ def load_model(source: str | os.PathLike, arch: str | ArchSpec | None = None, tr
 
 def ensure_writable(path: str | os.PathLike, *, directory: bool = False) -> Path:
     """Fail now, in one line, if ``path`` (a file, or with ``directory`` a folder) cannot be written: checked
-    before any work, so a long run never dies at its first write. Creates the folder that will hold it."""
+    before any work, so a long run never dies at its first write. Nothing is created: the nearest existing
+    folder above it must be a writable directory (the writers create the folders below it)."""
     target = Path(path)
-    folder = target if directory else target.parent
     if not directory and target.is_dir():
         raise AdderconvError(f"{path}: is a directory, expected a file to write")
     if directory and target.exists() and not target.is_dir():
         raise AdderconvError(f"{path}: is a file, expected a directory to write into")
+    folder = (target if directory else target.parent).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise AdderconvError(f"{path}: cannot write there ({folder} is a file)")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".adderconv-probe.", dir=folder)
         os.close(fd)
         os.unlink(probe)
@@ -278,6 +282,10 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name carries the writer's process id, so one left by a killed writer is recognised and
     removed by the next write to the same path."""
     target = ensure_writable(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AdderconvError(f"{path}: cannot write there ({e.strerror or e})") from None
     _remove_stale(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)

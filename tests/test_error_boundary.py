@@ -1,0 +1,58 @@
+"""A table of bad inputs x commands, through ``main()``: each exits 2 with one line on stderr, no traceback, and
+leaves no output file behind."""
+import os
+
+import pytest
+import torch
+
+import adderconv
+
+
+@pytest.fixture()
+def files(tmp_path):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "random.pt").write_bytes(bytes(range(7, 250, 3)))
+    torch.save(adderconv.get_model("lenet5_bn").state_dict(), tmp_path / "lenet.pt")
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "a_dir").mkdir()
+    return tmp_path
+
+
+FINETUNE = ["finetune", "lenet5_bn_adder", "--epochs", "1", "--limit", "16", "--quiet"]
+CASES = {
+    "finetune --workers -1": [*FINETUNE, "--workers", "-1", "-o", "{t}/run"],
+    "finetune --device tpu": [*FINETUNE, "--device", "tpu", "-o", "{t}/run"],
+    "finetune --eta -1": [*FINETUNE, "--eta", "-1", "-o", "{t}/run"],
+    "finetune --eta nan": [*FINETUNE, "--eta", "nan", "-o", "{t}/run"],
+    "finetune --weight-decay -1": [*FINETUNE, "--weight-decay", "-1", "-o", "{t}/run"],
+    "finetune --limit -1": [*FINETUNE[:-3], "--limit", "-1", "-o", "{t}/run"],
+    "finetune -o under a file": [*FINETUNE, "-o", "{t}/a_file/run"],
+    "finetune -o is a file": [*FINETUNE, "-o", "{t}/a_file"],
+    "convert empty .pt": ["convert", "{t}/empty.pt", "--arch", "lenet5_bn", "-o", "{t}/out.safetensors"],
+    "convert random .pt": ["convert", "{t}/random.pt", "--arch", "lenet5_bn", "-o", "{t}/out.safetensors"],
+    "convert random .pt --trust": ["convert", "{t}/random.pt", "--trust", "-o", "{t}/out.safetensors"],
+    "convert -o a directory": ["convert", "lenet5_bn", "-o", "{t}/a_dir"],
+    "convert -o under a file": ["convert", "lenet5_bn", "-o", "{t}/a_file/out.safetensors"],
+    "convert -o read-only fs": ["convert", "lenet5_bn", "-o", "/proc/adderconv-test.safetensors"],
+    "convert --arch needs no file": ["convert", "{t}/lenet.pt", "--arch", "os:getcwd", "-o", "{t}/out.safetensors"],
+    "export --opset 99": ["export", "lenet5_bn", "--opset", "99", "-o", "{t}/out.onnx"],
+    "export empty .pt": ["export", "{t}/empty.pt", "--arch", "lenet5_bn", "-o", "{t}/out.onnx"],
+    "export -o a directory": ["export", "lenet5_bn", "-o", "{t}/a_dir"],
+    "graph -o under a file": ["graph", "lenet5_bn", "-o", "{t}/a_file/g.graphml"],
+    "energy empty .pt": ["energy", "{t}/empty.pt", "--arch", "lenet5_bn"],
+    "energy wrong arch for weights": ["energy", "{t}/lenet.pt", "--arch", "resnet20"],
+    "bench --threads 0": ["bench", "--threads", "0", "--no-memory", "--json", "{t}/b.json"],
+    "bench --batch -3": ["bench", "--batch", "-3", "--no-memory", "--json", "{t}/b.json"],
+    "bench --rounds 0": ["bench", "--rounds", "0", "--no-memory", "--json", "{t}/b.json"],
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_no_file(files, run_cli, name):
+    before = {p for p in files.rglob("*")}
+    code, out, err = run_cli(*(a.format(t=files) for a in CASES[name]))
+    assert code == 2, (name, code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out + err, (name, err)
+    assert {p for p in files.rglob("*")} == before, (name, sorted(map(str, {p for p in files.rglob('*')} - before)))
+    assert not os.path.exists("/proc/adderconv-test.safetensors")
