@@ -33,7 +33,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 # Lazily imported names: name -> submodule (keeps `import adderconv` light and free of import cycles).
-_LAZY = {"convert": "converters"}
+_LAZY = {"convert": "converters", "quantize": "quant"}
 
 
 def __getattr__(name: str):
@@ -44,7 +44,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "convert",
+    "convert", "quantize",
     "AdaptiveLR", "adaptive_scale", "AdderconvError", "load", "load_model", "AdderConv1d", "AdderConv2d", "AdderLinear",
     "adder_conv2d", "AdderSRBlock", "PowerActivation", "default_input_shape", "get_model", "list_models",
     "__version__",

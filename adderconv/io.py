@@ -214,6 +214,9 @@ def open_model(source: str | os.PathLike, arch: str | ArchSpec | None = None, tr
     if recipe:
         from .converters import apply_recipe  # the converter owns the recipe format
         model = apply_recipe(model, recipe)
+    if quant := metadata.get("adderconv.quant"):
+        from .quant.recipe import apply_quant_recipe  # plain data, validated there; names only our own layers
+        model = apply_quant_recipe(model, quant)
     state, remapped = official_layout(state, model)
     if remapped:
         notes.append(f"{source}: {remapped}")

@@ -1,0 +1,99 @@
+"""The quantisation recipe: plain JSON in a saved file's metadata (``adderconv.quant``), and saving.
+
+The recipe says which adder layers are quantised (with their zero point, output kind and clamp floor), which
+BatchNorms were folded, and how calibration ran; the tensors (uint8 weight codes, grid scales, epilogue
+affines) are in the file. Loading checks every field is a plain value of the expected type and range and
+names a layer of the expected type in the rebuilt float model; it never imports or calls anything it names.
+
+>>> import json, torch, adderconv
+>>> q = adderconv.quantize(adderconv.get_model("resnet20_adder").eval(), torch.randn(4, 3, 32, 32))
+>>> sorted(json.loads(recipe_json(q)))
+['bits', 'calibration', 'folded', 'layers', 'version']
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import AdderconvError
+from ..io import atomic_write
+from ..layers import AdderConv2d
+from .api import set_module
+from .layers import QuantAdderConv2d, quantizable
+
+__all__ = ["QUANT_KEY", "recipe_json", "apply_quant_recipe", "save_quantized", "is_quantized"]
+
+QUANT_KEY = "adderconv.quant"
+_VERSION = 1
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return any(isinstance(m, QuantAdderConv2d) for m in model.modules())
+
+
+def recipe_json(model: nn.Module) -> str:
+    """The recipe of a model :func:`adderconv.quantize` returned."""
+    layers = {n: {"zero_point": m.zero_point, "out": m.out_mode, "lo": m.out_lo}
+              for n, m in model.named_modules() if isinstance(m, QuantAdderConv2d)}
+    if not layers:
+        raise AdderconvError("the model has no quantised adder layers (quantise it first: adderconv quantize)")
+    report = getattr(model, "adderconv_quant", None)
+    folded = sorted(b for info in (report.layers.values() if report else ()) if (b := info.get("bn")))
+    calibration = {} if report is None else {"method": report.method, "percentile": report.percentile,
+                                             "batches": report.batches, "samples": report.samples}
+    return json.dumps({"version": _VERSION, "bits": 8, "layers": layers, "folded": folded,
+                       "calibration": calibration}, sort_keys=True)
+
+
+def _int(value: Any, what: str, lo: int = 0, hi: int = 255) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise AdderconvError(f"quantisation recipe: {what} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def apply_quant_recipe(model: nn.Module, text: str) -> nn.Module:
+    """Rebuild the quantised structure (empty buffers, filled by the state dict) on the float ``model``."""
+    try:
+        recipe = json.loads(text)
+    except ValueError as e:
+        raise AdderconvError(f"unreadable quantisation recipe in the file's metadata ({e})") from None
+    if not isinstance(recipe, dict) or recipe.get("version") != _VERSION or recipe.get("bits") != 8:
+        raise AdderconvError(f"quantisation recipe of an unknown version or width (expected version {_VERSION}, "
+                             f"bits 8): {str(recipe)[:80]}")
+    layers, folded = recipe.get("layers"), recipe.get("folded", [])
+    if not isinstance(layers, dict) or not layers or not isinstance(folded, list):
+        raise AdderconvError("quantisation recipe: 'layers' must be a non-empty object and 'folded' a list")
+    modules = dict(model.named_modules())
+    for name, spec in layers.items():
+        adder = modules.get(name) if isinstance(name, str) else None
+        if not isinstance(adder, AdderConv2d) or quantizable(adder):
+            raise AdderconvError(f"quantisation recipe names {name!r}, which is not a quantisable AdderConv2d of "
+                                 f"this architecture")
+        if not isinstance(spec, dict) or spec.get("out") not in ("float", "uint8"):
+            raise AdderconvError(f"quantisation recipe: layer {name!r} needs out 'float' or 'uint8', got {spec!r}")
+        left, _, top, _ = adder._explicit_padding()
+        layer = QuantAdderConv2d(adder.in_channels, adder.out_channels, adder.kernel_size, adder.stride, (top, left),
+                                 adder.dilation, adder.groups, _int(spec.get("zero_point"), f"{name} zero_point"),
+                                 spec["out"], _int(spec.get("lo", 0), f"{name} lo"))
+        set_module(model, name, layer)
+    for name in folded:
+        if not isinstance(name, str) or not isinstance(modules.get(name), nn.BatchNorm2d):
+            raise AdderconvError(f"quantisation recipe folds {name!r}, which is not a BatchNorm2d of this architecture")
+        set_module(model, name, nn.Identity())
+    return model.eval()
+
+
+def save_quantized(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write ``model`` as safetensors with its recipe (plus ``metadata``: the source's arch and conversion
+    recipe, so :func:`adderconv.load_model` rebuilds the float structure first). Atomic."""
+    from safetensors.torch import save_file
+
+    md = {k: v for k, v in (metadata or {}).items() if k != QUANT_KEY}
+    md.update({"format": "pt", QUANT_KEY: recipe_json(model)})
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata=md)
