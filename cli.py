@@ -186,6 +186,8 @@ def finetune_cmd(
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bars or per-epoch lines.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a finished run in --out (refused otherwise).")] = False,
+    tensorboard: Annotated[Optional[str], typer.Option(help="Also log each epoch to TensorBoard in this directory "
+                                                            "(needs adderconv[tensorboard]).")] = None,
 ) -> None:
     """Fine-tune an AdderNet (converting a CNN first) with AdderNet's training rules, KD, checkpoints and DDP."""
     from rich.console import Console
@@ -197,7 +199,7 @@ def finetune_cmd(
         batch_size=batch_size, weight_decay=weight_decay, eta=eta, adder_lr_scale=adder_lr_scale, kd_alpha=kd_alpha,
         kd_temperature=kd_temperature, input_shape=parse_shape(input_shape), arch=arch, trust=trust, convert=convert,
         resume=resume, seed=seed, split_seed=split_seed, device=device, amp=amp, limit=limit, workers=workers,
-        quiet=quiet, overwrite=overwrite)
+        quiet=quiet, overwrite=overwrite, tensorboard=tensorboard)
     raise typer.Exit(run_finetune(opts, Console()))
 
 

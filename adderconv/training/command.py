@@ -42,6 +42,7 @@ class FinetuneOptions:
     limit: int | None = None
     workers: int = 0
     quiet: bool = False
+    tensorboard: str | None = None       # TensorBoard log directory
     overwrite: bool = False
 
 
@@ -74,7 +75,8 @@ def render_result(res: FinetuneResult, console: Any) -> None:
     for note in res.notes:
         console.print(f"note: {note}")
     if res.out is not None:
-        console.print(f"wrote {res.out}/model.safetensors, checkpoint.pt, metrics.json, result.json")
+        console.print(f"wrote {res.out}/model.safetensors, checkpoint.pt, metrics.json, result.json"
+                      + (", curves.html" if (res.out / "curves.html").exists() else ""))
 
 
 def _check(opts: FinetuneOptions) -> None:
@@ -88,6 +90,9 @@ def _check(opts: FinetuneOptions) -> None:
                    eta=opts.eta, weight_decay=opts.weight_decay, kd_alpha=opts.kd_alpha,
                    kd_temperature=opts.kd_temperature, num_workers=opts.workers)
     amp_dtype(opts.amp, pick_device(opts.device))
+    if opts.tensorboard:
+        from .curves import require_tensorboard
+        require_tensorboard()
     ensure_writable(opts.out, directory=True)
     if not opts.resume and not opts.overwrite and (Path(opts.out) / "result.json").exists():
         raise AdderconvError(f"{opts.out} holds a finished run (result.json): choose another output directory, "
@@ -115,7 +120,8 @@ def run_finetune(opts: FinetuneOptions, console: Any) -> int:
                    adder_lr_scale=opts.adder_lr_scale, kd_alpha=opts.kd_alpha,
                    kd_temperature=opts.kd_temperature, device=opts.device, amp=opts.amp, seed=opts.seed,
                    out=opts.out, resume=opts.resume, progress=not opts.quiet and main,
-                   log=None if opts.quiet else console.print, num_workers=opts.workers, arch=prep.arch)
+                   log=None if opts.quiet else console.print, num_workers=opts.workers, arch=prep.arch,
+                   tensorboard=opts.tensorboard)
     res.notes[:0] = prep.notes
     if main:
         render_result(res, console)

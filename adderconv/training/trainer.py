@@ -48,6 +48,7 @@ from ..arch import ArchSpec
 from ..errors import AdderconvError
 from ..io import write_json
 from . import checkpoint as ckpt
+from .curves import EpochLog, require_tensorboard
 from .data import DataSplit, augment_batch, load_data
 from .distill import task_loss
 from .distributed import DistInfo, all_reduce_sum, setup, shard, teardown
@@ -164,7 +165,8 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
              calib_batches: int = 20, device: str = "auto", amp: str = "auto", seed: int = 0,
              out: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
              log: Callable[[str], None] | None = None, num_workers: int = 0, energy: bool = True,
-             arch: str | ArchSpec | None = None, adder_lr_scale: float = 1.0) -> FinetuneResult:
+             arch: str | ArchSpec | None = None, adder_lr_scale: float = 1.0,
+             tensorboard: str | os.PathLike | None = None) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` (a :class:`DataSplit` or a source string, see :func:`load_data`).
 
     Defaults are the reference CIFAR recipe (SGD lr 0.1, momentum 0.9, wd 5e-4, batch 256, cosine, eta 0.2);
@@ -173,6 +175,7 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
     ``result.json`` at the end; ``resume=True`` continues from ``out/checkpoint.pt``. ``batch_size`` is global
     (split over DDP ranks). ``arch`` names the architecture stored with the weights. ``adder_lr_scale``
     multiplies the adder weights' learning rate (see the module docstring; 50 for SR nets under Adam).
+    With ``out`` each epoch also redraws ``curves.html``; ``tensorboard`` is a directory for TensorBoard logs.
     Raises :class:`TrainingDiverged` on a NaN/inf loss.
     """
     if optimizer not in ("sgd", "adam"):
@@ -182,6 +185,8 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
                     num_workers=num_workers, calib_batches=calib_batches, warmup_epochs=warmup_epochs)
     if resume and out is None:
         raise AdderconvError("--resume needs the output directory (-o/--out) of the run to continue")
+    if tensorboard:
+        require_tensorboard()
     dev = pick_device(device)
     info = setup(dev.type)
     if dev.type == "cuda" and info.enabled:
@@ -194,7 +199,7 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
 
 def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, batch_size, eta, eta_relative, kd_alpha,
          kd_temperature, warmup_epochs, recalibrate, calib_batches, device, amp, seed, out, resume, progress, log,
-         num_workers, energy, arch, adder_lr_scale, dev, info: DistInfo) -> FinetuneResult:
+         num_workers, energy, arch, adder_lr_scale, tensorboard, dev, info: DistInfo) -> FinetuneResult:
     say = (log or (lambda s: None)) if info.is_main else (lambda s: None)
     if isinstance(data, str):
         data = load_data(data)
@@ -261,6 +266,13 @@ def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, ba
         f"{steps} steps/epoch of {per_rank * info.world_size}, {len(alrs)} adder layers, "
         f"teacher {'yes' if teacher is not None else 'no'}")
     metric = "psnr" if data.task == "sr" else "acc"
+    teacher_val = None
+    if teacher is not None and (out is not None or tensorboard):
+        with torch.random.fork_rng(devices=[]):     # the curves' reference line leaves the run's RNG as it was
+            teacher_val = evaluate(teacher, data.val, data.task, per_rank, dev, dtype, info, num_workers)[metric]
+    curves = EpochLog(out if info.is_main else None, metric=metric, teacher=teacher_val,
+                      tensorboard=tensorboard if info.is_main else None,
+                      title=getattr(arch, "name", arch) or type(model).__name__)
     with _progress(progress and info.is_main) as bar:
         for epoch in range(start, epochs):
             gen = torch.Generator().manual_seed(seed * 100_003 + epoch)   # data order: a function of (seed, epoch)
@@ -325,10 +337,13 @@ def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, ba
                     "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else {},
                     "etas": etas, "history": history, "rng": ckpt.rng_state(), "settings": settings})
+            curves.epoch(history)                   # curves.html beside metrics.json; TensorBoard scalars
+    curves.close()
     test = evaluate(model, data.test, data.task, per_rank, dev, dtype, info, num_workers, bicubic=data.task == "sr")
     teacher_test = evaluate(teacher, data.test, data.task, per_rank, dev, dtype, info, num_workers) \
         if teacher is not None else None
-    result = FinetuneResult(model, history, test, teacher_test, data.description, data.task, settings, out=out)
+    result = FinetuneResult(model, history, test, teacher_test, data.description, data.task, settings, out=out,
+                            notes=list(curves.notes))
     if info.is_main:
         if energy:
             result.energy = energy_comparison(model, teacher, data.input_shape)
