@@ -10,6 +10,7 @@ The two gradients are custom ops too, so compiled graphs keep them opaque and fa
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -18,7 +19,7 @@ from torch import Tensor
 from . import kernels
 from ._shapes import conv_output_size, pair
 
-__all__ = ["adder_conv2d"]
+__all__ = ["adder_conv2d", "adder_conv3d"]
 
 
 def _check(x: Tensor, weight: Tensor, groups: int) -> None:
@@ -111,3 +112,76 @@ def adder_conv2d(
     """
     return _adder_conv2d(x, weight, list(pair(stride, "stride")), list(pair(padding, "padding")),
                          list(pair(dilation, "dilation")), int(groups))
+
+
+# --- counting (adderconv.analysis): the op's registration, next to the op --------------------------------
+from adderconv.analysis.counts import Tally as _Tally  # noqa: E402
+from adderconv.analysis.registry import register as _register_count  # noqa: E402
+
+
+def _macs(x, weight, out) -> int:   # one |x - w| per output element and receptive-field element
+    return x[0] * math.prod(weight) * math.prod(out[2:])
+
+
+@_register_count(torch.ops.adderconv.adder_conv2d, category="adder")
+def _count_forward(outs, x, weight):
+    return _Tally(add=2 * _macs(x, weight, outs[0]))    # |x - w| and the accumulation: 2 add, 0 mul
+
+
+@_register_count(torch.ops.adderconv.adder_conv2d_grad_weight, category="adder")
+def _count_grad_weight(outs, grad, x, weight):
+    # (g @ X_col^T) - W * sum_p g: a GEMM (1 mul + 1 add per MAC) plus the rank-1 term (the sums, W * s, -)
+    macs, g = _macs(x, weight, grad), math.prod(grad)
+    return _Tally(mul=macs + math.prod(weight), add=macs + g - grad[1] + math.prod(weight))
+
+
+@_register_count(torch.ops.adderconv.adder_conv2d_grad_input, category="adder")
+def _count_grad_input(outs, grad, x, weight):
+    # sum_o g * clamp(W - X, -1, 1): per MAC a subtraction, two comparisons, a product and the accumulation
+    macs = _macs(x, weight, grad)
+    return _Tally(mul=macs, add=2 * macs, cmp=2 * macs)
+
+
+def _triple(v: int | Sequence[int], name: str) -> tuple[int, int, int]:
+    t = (v,) * 3 if isinstance(v, int) else tuple(int(i) for i in v)
+    if len(t) != 3:
+        raise ValueError(f"{name} must be an int or 3 ints, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def adder_conv3d(
+    x: Tensor,
+    weight: Tensor,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> Tensor:
+    """3-d adder convolution ``Y[n,o,d,h,w] = -sum |X - W|`` over each (depth, height, width) receptive field.
+
+    Exactly a sum over the kernel's depth taps of 2-d adder convolutions, each over the input's depth slices
+    that tap reads, so every 2-d kernel (and its AdderNet gradients) serves it unchanged: padded depth slices
+    are zeros, as zero padding is everywhere else.
+
+    >>> y = adder_conv3d(torch.randn(1, 2, 4, 6, 6), torch.randn(3, 2, 3, 3, 3), padding=1)
+    >>> tuple(y.shape)
+    (1, 3, 4, 6, 6)
+    """
+    if x.dim() != 5 or weight.dim() != 5:
+        raise ValueError(f"adder_conv3d expects 5-d input and weight, got {x.dim()}-d and {weight.dim()}-d")
+    stride, padding, dilation = _triple(stride, "stride"), _triple(padding, "padding"), _triple(dilation, "dilation")
+    n, c, depth = x.shape[:3]
+    kd = weight.shape[2]
+    out_d = conv_output_size(depth, kd, stride[0], padding[0], dilation[0])
+    if out_d < 1:
+        raise ValueError(f"adder_conv3d: input depth {depth} is smaller than the kernel depth {kd} "
+                         f"(padding {padding[0]}, dilation {dilation[0]})")
+    xp = torch.nn.functional.pad(x, (0, 0, 0, 0, padding[0], padding[0])) if padding[0] else x
+    y = None
+    for t in range(kd):
+        start = t * dilation[0]
+        xs = xp[:, :, start:start + stride[0] * (out_d - 1) + 1:stride[0]]            # (N, C, Do, H, W)
+        xs = xs.transpose(1, 2).reshape(n * out_d, c, *x.shape[3:])
+        part = adder_conv2d(xs, weight[:, :, t], stride[1:], padding[1:], dilation[1:], groups)
+        y = part if y is None else y + part
+    return y.view(n, out_d, *y.shape[1:]).transpose(1, 2)

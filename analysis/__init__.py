@@ -1,8 +1,10 @@
 """Operation counting, energy pricing, reports and the CI gate (installed as adderconv.analysis).
 
-Counts are facts (:mod:`.counts`, :mod:`.handles`, :mod:`.capture`, :mod:`.onnx_frontend`), energy is a
-price list applied to them (:mod:`.tables`, :mod:`.energy`), reports are views (:mod:`.render`,
-:mod:`.export`); :mod:`.gate` compares a report with a baseline for CI.
+Counts are facts (:mod:`.counts`, :mod:`.registry` + :mod:`.handles`, :mod:`.capture`, :mod:`.onnx_frontend`),
+energy is a price list applied to them (:mod:`.tables`, :mod:`.energy`), reports are views (:mod:`.render`,
+:mod:`.export`); :mod:`.gate` compares a report with a baseline for CI. Names are imported lazily, so a
+custom op anywhere can ``from adderconv.analysis import register`` next to its definition without an import
+cycle.
 
 >>> report = analyze("resnet20_adder", precision="int8")
 >>> report.totals.mul, report.totals.add > 80_000_000
@@ -10,15 +12,25 @@ price list applied to them (:mod:`.tables`, :mod:`.energy`), reports are views (
 """
 from __future__ import annotations
 
-from .api import analyze, count_model
-from .capture import count_ops
-from .counts import KINDS, LayerCounts, ModelCounts, OpCount, Tally
-from .energy import CONVENTIONS, EnergyReport, LayerEnergy, Totals, price
-from .render import render_comparison, render_report
-from .tables import PRECISIONS, PriceTable, load_table
+import importlib
 
-__all__ = [
-    "analyze", "count_model", "count_ops", "KINDS", "LayerCounts", "ModelCounts", "OpCount", "Tally",
-    "CONVENTIONS", "EnergyReport", "LayerEnergy", "Totals", "price", "render_comparison", "render_report",
-    "PRECISIONS", "PriceTable", "load_table",
-]
+# name -> submodule defining it (imported on first use)
+_LAZY = {
+    "analyze": "api", "count_model": "api", "count_ops": "capture", "KINDS": "counts", "LayerCounts": "counts",
+    "ModelCounts": "counts", "OpCount": "counts", "Tally": "counts", "CONVENTIONS": "energy",
+    "EnergyReport": "energy", "LayerEnergy": "energy", "Totals": "energy", "price": "energy",
+    "render_comparison": "render", "render_report": "render", "PRECISIONS": "tables", "PriceTable": "tables",
+    "load_table": "tables", "register": "registry", "ignore": "registry", "Handle": "registry",
+    "optimizer_tally": "training",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

@@ -1,8 +1,17 @@
-"""The PyTorch front end: trace a model with fvcore's scoped TorchScript tracer and count every op.
+"""The PyTorch front end: count every op a model dispatches, per layer, without running it.
 
-Each traced node belongs to the innermost module whose forward ran it (its "layer", by module path); a
-residual ``out + identity`` written in a block's forward belongs to the block. Capture is kept apart from
-the handles (:mod:`.handles` sees shapes only), so a dispatch-mode capture can replace this one.
+The default capture is a ``TorchDispatchMode`` over fake tensors (``FakeTensorMode``): parameters, buffers
+and inputs are replaced by fakes (shapes and dtypes, no data), so nothing is computed, no kernel is
+compiled, and memory stays at the size of the shapes; a model built on the ``meta`` device counts the
+same way. Each op belongs to the innermost module whose forward ran it (its "layer", by module path; a
+residual ``out + identity`` in a block's forward belongs to the block); in backward, to the module whose
+backward is running (``torch.utils.module_tracker``'s rule). ``capture="real"`` runs the same mode on the
+real tensors (for models whose control flow reads data); ``capture="jit"`` is the TorchScript tracer
+(:mod:`.capture_jit`), kept as a cross-check.
+
+Model forms: ``nn.Module`` (eager), a ``torch.compile``\\ d module (its original is counted), a
+``torch.export`` ``ExportedProgram`` (layers from the graph's recorded module paths); scripted functions
+called from ``forward`` are counted op by op.
 
 >>> import torch
 >>> counts = count_ops(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.randn(1, 3, 4, 4))
@@ -11,112 +20,262 @@ the handles (:mod:`.handles` sees shapes only), so a dispatch-mode capture can r
 """
 from __future__ import annotations
 
-import math
-import warnings
+import contextlib
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
 
+from adderconv.errors import AdderconvError
+
+from . import handles as _handles  # noqa: F401  (fills the registry)
 from .counts import LayerCounts, ModelCounts, OpCount
-from .handles import HANDLES, IGNORED
+from .handles_rnn import GATES
+from .registry import Handle, lookup, op_name, overrides_from
+from .tracking import LayerTracker, memory_hooks, new_layers
 
-__all__ = ["count_ops"]
+__all__ = ["count_ops", "CAPTURES", "DataDependentError"]
 
-
-def _value(v: torch._C.Value) -> Any:
-    """A traced value as a handle sees it: a shape for tensors, the constant for scalars, else None."""
-    node = v.node()
-    if node.kind() == "prim::ListConstruct":
-        return [_value(x) for x in node.inputs()]
-    t = v.type()
-    if isinstance(t, torch._C.TensorType):
-        sizes = t.sizes()
-        return tuple(sizes) if sizes is not None else None
-    if node.kind() == "prim::Constant":
-        return v.toIValue()
-    return None
+CAPTURES = ("dispatch", "real", "jit")
 
 
-def _trace(model: nn.Module, inputs: tuple) -> torch._C.Graph:
-    with warnings.catch_warnings():   # fvcore's import touches torch.jit.script, deprecated in torch 2.13
-        warnings.simplefilter("ignore")
-        from fvcore.nn.jit_analysis import _get_scoped_trace_graph  # fvcore's tracer: scopes = module paths
-
-    aliases: dict[Any, str] = {}
-    for name, mod in model.named_modules(remove_duplicate=False):
-        aliases.setdefault(mod, name)
-    aliases.update({name: name for name in list(aliases.values())})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _get_scoped_trace_graph(model, inputs, aliases)
+class DataDependentError(AdderconvError):
+    """The model's control flow reads tensor values, which fake tensors do not have."""
 
 
-def _memory_hooks(model: nn.Module, layers: dict[str, LayerCounts]) -> list:
-    """Forward hooks on leaf modules recording the elements read and written (for the memory model)."""
-    def numel(obj: Any) -> int:
-        if isinstance(obj, Tensor):
-            return math.prod(int(d) for d in obj.shape)    # plain ints: records nothing in the trace
-        if isinstance(obj, (tuple, list)):
-            return sum(numel(o) for o in obj)
-        if isinstance(obj, dict):
-            return sum(numel(o) for o in obj.values())
-        return 0
-
-    def hook(name: str):
-        def record(_m: nn.Module, args: tuple, out: Any) -> None:
-            layer = layers[name]
-            layer.act_in += numel(args)
-            layer.act_out += numel(out)
-        return record
-
-    return [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if not any(m.children())]
+def _value(v: Any) -> Any:
+    """An argument as a handle sees it: a tensor is its shape, containers recurse, the rest is itself."""
+    if isinstance(v, Tensor):
+        return tuple(int(d) for d in v.shape)
+    if isinstance(v, (list, tuple)):
+        return [_value(x) for x in v]
+    return v
 
 
-def count_ops(model: nn.Module, inputs: Tensor | tuple) -> ModelCounts:
-    """Count every operator ``model(*inputs)`` runs, per layer (module path) and per operator.
+def bind(schema: Any, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The call's arguments by schema name, as handles see them (defaults filled where the schema has them)."""
+    named: dict[str, Any] = {}
+    for i, a in enumerate(schema.arguments):
+        if i < len(args) and not a.kwarg_only:
+            named[a.name] = _value(args[i])
+        elif a.name in kwargs:
+            named[a.name] = _value(kwargs[a.name])
+        elif a.has_default_value():
+            named[a.name] = a.default_value
+    return named
 
-    The model runs once, as it is (call ``model.eval()`` first for inference counts). Ops without a
-    handle are listed in ``unsupported`` with their number of calls; zero-arithmetic ops in ``ignored``.
-    """
-    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-    layers: dict[str, LayerCounts] = {}
-    for name, mod in model.named_modules():
-        layers[name] = LayerCounts(name=name, type=type(mod).__name__,
-                                   weights=sum(p.numel() for p in mod.parameters(recurse=False)))
-    hooks = _memory_hooks(model, layers)
-    try:
-        graph = _trace(model, inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    used: dict[str, None] = {}                         # layers in first-execution order
-    ignored: dict[str, int] = {}
-    for node in graph.nodes():
-        kind = node.kind()
-        if kind == "prim::PythonOp":
-            kind += "." + node.pyname()
-        elif kind.startswith("prim::"):
-            continue                                    # TorchScript bookkeeping (constants, lists, tuples)
-        scope = node.scopeName().split("/")[-1]
-        layer = layers.get(scope) or layers[""]
-        used.setdefault(layer.name)
-        handle = HANDLES.get(kind)
+
+class _Counter:
+    """Shared by both modes: looks up handles, tallies ops into the current layer and phase."""
+
+    def __init__(self, tracker: LayerTracker, overrides: dict, linear_layers: set[str]) -> None:
+        self.tracker, self.overrides, self.linear = tracker, overrides, linear_layers
+        self.ignored: dict[str, int] = {}
+        self.paused = 0
+
+    def count(self, name: str, handle: Handle | str | None, outs: list, named: Mapping[str, Any]) -> None:
+        layer, phase = self.tracker.current()
         if handle is None:
-            if kind in IGNORED:
-                ignored[kind] = ignored.get(kind, 0) + 1
-            else:
-                layer.unsupported[kind] = layer.unsupported.get(kind, 0) + 1
-            continue
-        ins = [_value(v) for v in node.inputs()]
-        outs = [_value(v) for v in node.outputs()]
+            layer.unsupported[name] = layer.unsupported.get(name, 0) + 1
+            return
+        if isinstance(handle, str):
+            self.ignored[name] = self.ignored.get(name, 0) + 1
+            return
         try:
-            tally = handle.fn(ins, outs)
-        except (ValueError, TypeError, IndexError) as e:   # shapes the handle cannot read: say so, never guess
-            key = f"{kind} ({e})"
+            tally = handle(outs, named)
+        except (ValueError, TypeError, IndexError, KeyError) as e:   # shapes it cannot read: say so, never guess
+            key = f"{name} ({e})"
             layer.unsupported[key] = layer.unsupported.get(key, 0) + 1
-            continue
-        layer.ops.append(OpCount(kind, handle.category, tally))
-    # Layers that only ran zero-arithmetic ops (Flatten, Dropout, Identity) are left out: views move no data.
+            return
+        category = "linear" if handle.category == "matmul" and layer.name in self.linear else handle.category
+        layer.ops.append(OpCount(name, category, tally, phase))
+
+
+class _DispatchMode(TorchDispatchMode):
+    def __init__(self, counter: _Counter) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.counter.paused or func.namespace == "prim":
+            return out
+        handle = lookup(func, self.counter.overrides)
+        named = bind(func._schema, args, kwargs) if isinstance(handle, Handle) else {}
+        outs = [_value(o) for o in (out if isinstance(out, (tuple, list)) else (out,))]
+        self.counter.count(op_name(func), handle, outs, named)
+        return out
+
+
+def _composites() -> dict[Any, Any]:
+    """Functions counted whole, by their ATen op's handle: function -> (args, kwargs) -> (op, named args).
+
+    Below them ATen takes paths that hide or reshape the arithmetic: the CPU LSTM is one opaque mkldnn op,
+    attention decomposes into a backend's kernel or scales Q and K apart, instance norm runs as a batch norm.
+    (A torch-function mode does not see calls made inside another overridable Python function, so the
+    backends' attention kernels have handles too.)
+    """
+    vf, aten = torch._C._VariableFunctions, torch.ops.aten
+
+    def schema_args(op):
+        return lambda a, k: (op, bind(op._schema, a, k))
+
+    def signature_args(op, fn):
+        sig = inspect.signature(fn)
+        return lambda a, k: (op, {n: _value(v) for n, v in sig.bind(*a, **k).arguments.items()})
+
+    table: dict[Any, Any] = {}
+    for kind in GATES:   # the padded form has has_biases (a bool) 4th, the packed form its weight list
+        packet = getattr(aten, kind)
+        table[getattr(vf, kind)] = (lambda a, k, p=packet: schema_args(
+            p.input if len(a) > 3 and isinstance(a[3], bool) else p.data)(a, k))
+    table[torch._C._nn.scaled_dot_product_attention] = schema_args(aten.scaled_dot_product_attention.default)
+    table[F.instance_norm] = signature_args(aten.instance_norm.default, F.instance_norm)
+    return table
+
+
+_COMPOSITE = _composites()
+
+
+class _CompositeMode(TorchFunctionMode):
+    """Counts the functions in :func:`_composites` as one op each, with their handles, and pauses the
+    dispatch count inside them (their backward ops are still counted)."""
+
+    def __init__(self, counter: _Counter) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        choose = _COMPOSITE.get(func)
+        if choose is None or self.counter.paused:
+            return func(*args, **kwargs)
+        self.counter.paused += 1
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.counter.paused -= 1
+        op, named = choose(args, kwargs)
+        outs = [_value(o) for o in tree_flatten(out)[0]]
+        self.counter.count(op_name(op), lookup(op, self.counter.overrides), outs, named)
+        return out
+
+
+def _unwrap(model: Any) -> tuple[nn.Module, Any]:
+    """(module to hook, exported program or None) for an eager, compiled or exported model."""
+    if isinstance(model, torch.export.ExportedProgram):
+        return model.module(), model
+    orig = getattr(model, "_orig_mod", None)              # torch.compile's OptimizedModule: count the original
+    if isinstance(orig, nn.Module):
+        return orig, None
+    if isinstance(model, nn.Module):
+        return model, None
+    raise AdderconvError(f"cannot count a {type(model).__name__}: expected an nn.Module, a torch.compile'd "
+                         f"module or a torch.export ExportedProgram")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _data_dependent(e: BaseException) -> bool:
+    from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
+
+    if isinstance(e, (DataDependentOutputException, DynamicOutputShapeException)):
+        return True
+    text = str(e)
+    return any(s in text for s in ("cannot be called on meta tensors", "data-dependent", "data dependent",
+                                   "Could not guard on data-dependent"))
+
+
+def _fake_state(module: nn.Module, mode: Any, grad: bool) -> dict[str, Tensor]:
+    state: dict[str, Tensor] = {}
+    for name, t in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+        fake = mode.from_tensor(t)
+        if grad and isinstance(t, nn.Parameter) and t.requires_grad:
+            fake = fake.detach().requires_grad_(True)
+        state[name] = fake
+    return state
+
+
+def count_ops(model: nn.Module | Any, inputs: Tensor | tuple, *, capture: str = "dispatch",
+              training: bool = False, handles: Mapping[Any, Any] | None = None) -> ModelCounts:
+    """Count every operator ``model(*inputs)`` runs, per layer (module path), per operator and phase.
+
+    The model is used as it is (``model.eval()`` first for inference counts; the ``training`` flag of the
+    modules decides BatchNorm's and dropout's behaviour). ``training=True`` also counts the backward pass,
+    from a gradient of ones at every output (the loss is the user's and is not counted); each op is tagged
+    ``forward`` or ``backward``. ``handles={op: fn}`` overrides or adds handles for this call only (the global
+    registry is untouched). Ops without a handle are listed in ``unsupported``; zero-arithmetic ops in
+    ``ignored``. ``capture``: ``dispatch`` (fake tensors, the default), ``real`` or ``jit`` (see the module).
+    """
+    if capture not in CAPTURES:
+        raise AdderconvError(f"unknown capture {capture!r}; choose one of {', '.join(CAPTURES)}")
+    overrides = overrides_from(handles)
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    module, program = _unwrap(model)
+    if capture == "jit":
+        if training or program is not None:
+            raise AdderconvError("the jit capture counts the forward of an nn.Module only; use the dispatch "
+                                 "capture for training steps and exported programs")
+        from .capture_jit import count_ops_jit
+
+        return count_ops_jit(module, inputs, overrides)
+    layers, linear = new_layers(module, program)
+    tracker = LayerTracker(module, layers, program)
+    counter = _Counter(tracker, overrides, linear)
+    try:
+        _run(module, program, inputs, capture, training, counter, tracker, layers)
+    except AdderconvError:
+        raise
+    except Exception as e:   # noqa: BLE001  (the model's own failure: one line, with what to try)
+        if capture == "dispatch" and _data_dependent(e):
+            raise DataDependentError(
+                f"the model's control flow depends on tensor values ({_first_line(e)}), which counting "
+                f"without running cannot follow; count with real inputs (capture 'real', --capture real) "
+                f"or the tracer (--capture jit)") from None
+        raise
+    used = tracker.order
     kept = [layers[n] for n in used if layers[n].ops or layers[n].unsupported]
-    return ModelCounts(layers=kept, ignored=dict(sorted(ignored.items())), frontend="pytorch")
+    return ModelCounts(layers=kept, ignored=dict(sorted(counter.ignored.items())), frontend="pytorch",
+                       capture=capture, training=training)
+
+
+def _run(module: nn.Module, program: Any, inputs: tuple, capture: str, training: bool, counter: _Counter,
+         tracker: LayerTracker, layers: dict[str, LayerCounts]) -> None:
+    with contextlib.ExitStack() as stack:
+        if training:     # real parameters may receive gradients (real capture, exported programs): restore them
+            grads = {p: p.grad for p in module.parameters()}
+            stack.callback(lambda: [setattr(p, "grad", g) for p, g in grads.items()])
+        call: Any = module
+        if capture == "dispatch":
+            from torch._subclasses.fake_tensor import FakeTensorMode
+
+            fake = FakeTensorMode(allow_non_fake_inputs=True)
+            inputs = tree_map(lambda t: fake.from_tensor(t) if isinstance(t, Tensor) else t, inputs)
+            if program is None:   # parameters and buffers as fakes: the caller's module is never written
+                state = _fake_state(module, fake, training)
+                call = lambda *a: torch.func.functional_call(module, state, a, strict=False)  # noqa: E731
+            stack.enter_context(fake)
+        if program is not None:
+            call = tracker.interpreter(module)
+        stack.enter_context(torch.enable_grad() if training else torch.no_grad())
+        stack.enter_context(memory_hooks(module, layers))
+        stack.enter_context(tracker)
+        stack.enter_context(_DispatchMode(counter))
+        stack.enter_context(_CompositeMode(counter))
+        out = call(*inputs)
+        if training:
+            tensors = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor) and t.requires_grad]
+            if not tensors:
+                raise AdderconvError("training=True: no output of the model requires a gradient "
+                                     "(are its parameters frozen?)")
+            torch.autograd.backward(tensors, [torch.ones_like(t) for t in tensors])

@@ -72,11 +72,13 @@ class Tally(Mapping[str, int]):
 
 @dataclass(frozen=True)
 class OpCount:
-    """One counted operator call: ``op`` (e.g. ``aten::_convolution``), its class (``conv``, ``adder``, ...)."""
+    """One counted operator call: ``op`` (e.g. ``aten::convolution``), its class (``conv``, ``adder``, ...),
+    and the phase of a training step it belongs to (``forward``, ``backward`` or ``optimizer``)."""
 
     op: str
     category: str
     tally: Tally
+    phase: str = "forward"
 
 
 @dataclass
@@ -84,7 +86,8 @@ class LayerCounts:
     """Everything counted inside one module (its own ops, not its children's), keyed by module path.
 
     ``weights``/``act_in``/``act_out`` are element counts for the memory model (parameters held by the
-    module, tensor elements entering and leaving its calls); 0 where unknown.
+    module, tensor elements entering and leaving its calls); 0 where unknown. ``precision`` is the one the
+    module declares for itself (``energy_precision = "int8"`` on its class), None when it declares none.
     """
 
     name: str
@@ -94,10 +97,17 @@ class LayerCounts:
     weights: int = 0
     act_in: int = 0
     act_out: int = 0
+    precision: str | None = None
 
     @property
     def tally(self) -> Tally:
         return Tally.sum(o.tally for o in self.ops)
+
+    def by_phase(self) -> dict[str, Tally]:
+        out: dict[str, Tally] = {}
+        for o in self.ops:
+            out[o.phase] = out.get(o.phase, Tally()) + o.tally
+        return out
 
     def by_category(self) -> dict[str, Tally]:
         out: dict[str, Tally] = {}
@@ -111,12 +121,25 @@ class ModelCounts:
     """The facts for a whole model: layers in execution order plus views over them.
 
     ``ignored`` maps ops deliberately not counted (views, copies, shape arithmetic) to how often they ran;
-    ``unsupported`` lists ops that had no handle (never dropped silently).
+    ``unsupported`` lists ops that had no handle (never dropped silently). ``capture`` says how the ops
+    were seen (``dispatch``, ``real``, ``jit``, ``onnx``); ``training`` whether backward (and an optimizer
+    update) are included.
     """
 
     layers: list[LayerCounts]
     ignored: dict[str, int] = field(default_factory=dict)
     frontend: str = "pytorch"
+    capture: str = "dispatch"
+    training: bool = False
+    optimizer: str | None = None
+
+    def by_phase(self) -> dict[str, Tally]:
+        """Tally per phase of a training step (only ``forward`` for inference counts)."""
+        out: dict[str, Tally] = {}
+        for layer in self.layers:
+            for ph, t in layer.by_phase().items():
+                out[ph] = out.get(ph, Tally()) + t
+        return out
 
     @property
     def total(self) -> Tally:

@@ -1,53 +1,34 @@
-"""Counting handles: one small pure function per operator, from argument shapes to a :class:`Tally`.
+"""Counting handles for structured ops: one small pure function per operator, from named arguments to a Tally.
 
-A handle sees ``inputs`` and ``outputs`` as plain values: a tensor is its shape (a tuple of ints), a
-scalar or list is itself, anything unknown is ``None``. Handles never see how the graph was captured (the
-TorchScript tracer today, a dispatch-mode capture tomorrow). Every op has one of three fates: counted by a
-handle here, ignored with a written reason (:data:`IGNORED`), or reported as unsupported.
+Handles read the op's own schema arguments by name (see :mod:`.registry`); a tensor is its shape. Both
+captures use them: the dispatch capture sees the ATen ops a model really dispatches (``convolution``,
+``addmm``, ``native_batch_norm``, their backward ops), the TorchScript tracer sees the composite ones above
+them (``_convolution``, ``linear``, ``batch_norm``); each has its handle, with one formula behind them.
 
 Conventions: a conv/linear/matmul MAC is 1 mul + 1 add, bias is 1 add per output; an adder MAC is 2 add;
 BatchNorm in eval is an affine map (1 mul + 1 add per element, its statistics precomputed; it is counted,
 not assumed folded, because BatchNorm after an adder layer cannot be folded).
 
->>> HANDLES["adderconv::adder_conv2d"].fn([(1, 16, 8, 8), (32, 16, 3, 3), [1, 1], [1, 1], [1, 1], 1],
-...                                      [(1, 32, 8, 8)])
-Tally(add=589824)
+>>> import torch
+>>> HANDLES[torch.ops.aten.mm].fn([(4, 5)], self=(4, 3), mat2=(3, 5))
+Tally(mul=60, add=60)
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
+import torch
+
+from . import handles_elementwise as _elementwise  # noqa: F401  (registers the per-element handles)
+from . import handles_rnn as _rnn  # noqa: F401  (registers the recurrent layers)
 from .counts import Tally
+from .registry import HANDLES, IGNORED, Handle, register
 
 __all__ = ["Handle", "HANDLES", "IGNORED", "register", "conv_macs", "norm_tally"]
 
-HandleFn = Callable[[Sequence[Any], Sequence[Any]], Tally]
-
-
-@dataclass(frozen=True)
-class Handle:
-    op: str
-    category: str
-    fn: HandleFn
-
-
-HANDLES: dict[str, Handle] = {}
-#: Ops deliberately not counted, each with the reason (filled at the end of this module).
-IGNORED: dict[str, str] = {}
-
-
-def register(*ops: str, category: str) -> Callable[[HandleFn], HandleFn]:
-    """Decorator: count ``ops`` with the function; registering an op twice is an error."""
-    def wrap(fn: HandleFn) -> HandleFn:
-        for op in ops:
-            if op in HANDLES or op in IGNORED:
-                raise ValueError(f"operator {op!r} already has a handle or is ignored")
-            HANDLES[op] = Handle(op, category, fn)
-        return fn
-    return wrap
+aten = torch.ops.aten
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -60,8 +41,8 @@ def _shape(v: Any, what: str) -> tuple[int, ...]:
     return v
 
 
-def _out(outputs: Sequence[Any]) -> int:
-    return _numel(_shape(outputs[0], "output"))
+def _out(outs: Sequence[Any]) -> int:
+    return _numel(_shape(outs[0], "output"))
 
 
 def conv_macs(x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Sequence[int], transposed: bool) -> int:
@@ -74,107 +55,157 @@ def conv_macs(x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Sequenc
     return x_shape[0] * _numel(w_shape) * _numel(spatial)
 
 
-# --- convolution, adder, linear algebra ------------------------------------------------------------------
+# --- convolution, linear algebra ---------------------------------------------------------------------------
 
-def _conv(x: Any, w: Any, b: Any, out: Any, transposed: bool) -> Tally:
+def _conv(x: Any, w: Any, bias: Any, out: Any, transposed: bool) -> Tally:
     macs = conv_macs(_shape(x, "input"), _shape(w, "weight"), _shape(out, "output"), transposed)
-    return Tally(mul=macs, add=macs + (_numel(out) if b is not None else 0))
+    return Tally(mul=macs, add=macs + (_numel(out) if bias is not None else 0))
 
 
-@register("aten::_convolution", "aten::convolution", category="conv")
-def _convolution(i, o):
-    return _conv(i[0], i[1], i[2], o[0], bool(i[6]))
+@register(aten._convolution, aten.convolution, category="conv")
+def _convolution(outs, input, weight, bias, transposed):
+    return _conv(input, weight, bias, outs[0], bool(transposed))
 
 
-@register("aten::conv1d", "aten::conv2d", "aten::conv3d", category="conv")
-def _convnd(i, o):
-    return _conv(i[0], i[1], i[2], o[0], False)
+@register(aten.conv1d, aten.conv2d, aten.conv3d, category="conv")
+def _convnd(outs, input, weight, bias=None):
+    return _conv(input, weight, bias, outs[0], False)
 
 
-@register("aten::conv_transpose1d", "aten::conv_transpose2d", "aten::conv_transpose3d", category="conv")
-def _conv_transpose(i, o):
-    return _conv(i[0], i[1], i[2], o[0], True)
+@register(aten.conv_transpose1d, aten.conv_transpose2d, aten.conv_transpose3d, category="conv")
+def _conv_transpose(outs, input, weight, bias=None):
+    return _conv(input, weight, bias, outs[0], True)
 
 
-@register("adderconv::adder_conv2d", category="adder")
-def _adder(i, o):
-    # |x - w| and the accumulation: two additions per MAC, no multiplication (AdderNet's convention).
-    return Tally(add=2 * conv_macs(_shape(i[0], "input"), _shape(i[1], "weight"), _shape(o[0], "output"), False))
+@register(aten.convolution_backward, category="conv")
+def _convolution_backward(outs, grad_output, input, weight, transposed, output_mask):
+    """dX is the transposed convolution of the output gradient, dW the correlation of X with it (both the
+    forward's MACs); the bias gradient sums the output gradient over batch and space."""
+    g = _shape(grad_output, "grad_output")
+    macs = conv_macs(_shape(input, "input"), _shape(weight, "weight"), g, bool(transposed))
+    n_grads = int(bool(output_mask[0])) + int(bool(output_mask[1]))
+    bias = _numel(g) - g[1] if output_mask[2] else 0
+    return Tally(mul=n_grads * macs, add=n_grads * macs + bias)
 
 
-def _mm(a: tuple[int, ...], b: tuple[int, ...], out: tuple[int, ...]) -> int:
+def _mm(a: tuple[int, ...], out: tuple[int, ...]) -> int:
     """MACs of a (batched, broadcast) matrix product: every output element is a dot of length K."""
     k = a[-1] if a else 1
     return _numel(out) * k
 
 
-@register("aten::linear", category="linear")
-def _linear(i, o):
-    macs = _mm(_shape(i[0], "input"), _shape(i[1], "weight"), _shape(o[0], "output"))
-    return Tally(mul=macs, add=macs + (_out(o) if i[2] is not None else 0))
+@register(aten.linear, category="linear")
+def _linear(outs, input, weight, bias=None):
+    macs = _mm(_shape(input, "input"), _shape(outs[0], "output"))
+    return Tally(mul=macs, add=macs + (_out(outs) if bias is not None else 0))
 
 
-@register("aten::addmm", "aten::baddbmm", category="linear")
-def _addmm(i, o):   # bias + a @ b
-    macs = _mm(_shape(i[1], "mat1"), _shape(i[2], "mat2"), _shape(o[0], "output"))
-    return Tally(mul=macs, add=macs + _out(o))
+@register(aten.addmm, category="linear")
+def _addmm(outs, mat1):   # bias + a @ b
+    macs = _mm(_shape(mat1, "mat1"), _shape(outs[0], "output"))
+    return Tally(mul=macs, add=macs + _out(outs))
 
 
-@register("aten::mm", "aten::bmm", "aten::matmul", category="matmul")
-def _matmul(i, o):
-    macs = _mm(_shape(i[0], "a"), _shape(i[1], "b"), _shape(o[0], "output"))
+@register(aten.baddbmm, category="linear")
+def _baddbmm(outs, batch1):
+    macs = _mm(_shape(batch1, "batch1"), _shape(outs[0], "output"))
+    return Tally(mul=macs, add=macs + _out(outs))
+
+
+@register(aten.addmv, category="linear")
+def _addmv(outs, mat):
+    macs = _mm(_shape(mat, "mat"), _shape(outs[0], "output"))
+    return Tally(mul=macs, add=macs + _out(outs))
+
+
+@register(aten.mm, aten.bmm, aten.mv, aten.dot, aten.vdot, category="matmul")
+def _mm_bmm(outs, self):
+    macs = _mm(_shape(self, "self"), _shape(outs[0], "output"))
     return Tally(mul=macs, add=macs)
 
 
-@register("aten::einsum", category="matmul")
-def _einsum(i, o):
-    eq, operands = i[0], i[1]
-    lhs = eq.replace(" ", "").split("->")[0].split(",")
-    if not isinstance(operands, list) or len(lhs) != len(operands) or len(operands) > 2:
-        raise ValueError(f"einsum {eq!r}: only one or two operands are counted")
+@register(aten.matmul, category="matmul")
+def _matmul(outs, self):
+    macs = _mm(_shape(self, "self"), _shape(outs[0], "output"))
+    return Tally(mul=macs, add=macs)
+
+
+@register(aten.einsum, category="matmul")
+def _einsum(outs, equation, tensors):
+    lhs = equation.replace(" ", "").split("->")[0].split(",")
+    if not isinstance(tensors, list) or len(lhs) != len(tensors) or len(tensors) > 2:
+        raise ValueError(f"einsum {equation!r}: only one or two operands are counted")
     sizes: dict[str, int] = {}
-    for letters, shape in zip(lhs, operands):
+    for letters, shape in zip(lhs, tensors):
         if "." in letters:
-            raise ValueError(f"einsum {eq!r}: ellipsis is not counted")
+            raise ValueError(f"einsum {equation!r}: ellipsis is not counted")
         sizes.update(zip(letters, _shape(shape, "operand")))
     macs = _numel(sizes.values())   # every index combination is one product (two operands) or one sum
-    return Tally(mul=macs, add=macs) if len(operands) == 2 else Tally(add=macs)
+    return Tally(mul=macs, add=macs) if len(tensors) == 2 else Tally(add=macs)
 
 
-@register("aten::scaled_dot_product_attention", category="attention")
-def _sdpa(i, o):
-    q, k, v = (_shape(t, n) for t, n in zip(i[:3], ("query", "key", "value")))
+def attention_tally(scores: int, macs: int, masked: bool) -> Tally:
+    """Attention over ``scores`` score elements with ``macs`` MACs in Q K^T and P V: scale (mul), optional
+    mask (add), softmax over S: max (cmp), x - max and sum (2 add), exp, normalise (div)."""
+    return Tally(mul=macs + scores, add=macs + (scores if masked else 0) + 2 * scores, cmp=scores, exp=scores,
+                 div=scores)
+
+
+@register(aten.scaled_dot_product_attention, category="attention")
+def _sdpa(outs, query, key, value, attn_mask=None):
+    q, k, v = _shape(query, "query"), _shape(key, "key"), _shape(value, "value")
     scores = _numel(q[:-1]) * k[-2]                       # B*H*L*S
-    macs = scores * q[-1] + scores * v[-1]                # Q K^T and P V
-    mask = scores if i[3] is not None else 0
-    # scale (mul), optional mask (add), softmax over S: max (cmp), x - max and sum (2 add), exp, normalise (div)
-    return Tally(mul=macs + scores, add=macs + mask + 2 * scores, cmp=scores, exp=scores, div=scores)
+    return attention_tally(scores, scores * q[-1] + scores * v[-1], attn_mask is not None)
 
 
-@register("aten::_native_multi_head_attention", category="attention")
-def _native_mha(i, o):
+@register(aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_attention_math,
+          category="attention")
+def _sdpa_cpu(outs, query, key, value, attn_mask=None):
+    return _sdpa(outs, query, key, value, attn_mask)
+
+
+@register(aten._scaled_dot_product_flash_attention, category="attention")
+def _sdpa_flash(outs, query, key, value):
+    return _sdpa(outs, query, key, value, None)
+
+
+@register(aten._scaled_dot_product_efficient_attention, category="attention")
+def _sdpa_efficient(outs, query, key, value, attn_bias):
+    return _sdpa(outs, query, key, value, attn_bias)
+
+
+@register(aten._native_multi_head_attention, category="attention")
+def _native_mha(outs, query, key, embed_dim, num_head, qkv_bias, proj_bias, mask):
     """nn.MultiheadAttention's inference fast path: in-projections, attention per head, out-projection."""
-    q, k = _shape(i[0], "query"), _shape(i[1], "key")
-    embed, heads = int(i[3]), int(i[4])
+    q, k = _shape(query, "query"), _shape(key, "key")
+    embed, heads = int(embed_dim), int(num_head)
     batch, length, source = _numel(q[:-2]), q[-2], k[-2]
     proj = batch * (length + 2 * source) * embed * embed + batch * length * embed * embed   # q, k, v, out
-    bias = batch * (length + 2 * source) * embed * (i[6] is not None) + batch * length * embed * (i[8] is not None)
+    bias = (batch * (length + 2 * source) * embed * (qkv_bias is not None)
+            + batch * length * embed * (proj_bias is not None))
     scores = batch * heads * length * source
-    macs = 2 * scores * (embed // heads)                                                     # Q K^T and P V
-    mask = scores if i[9] is not None else 0
-    return Tally(mul=proj + macs + scores, add=proj + bias + macs + mask + 2 * scores, cmp=scores, exp=scores,
-                 div=scores)
+    return attention_tally(scores, 2 * scores * (embed // heads), mask is not None) + Tally(mul=proj, add=proj + bias)
 
 
 # --- normalisation ---------------------------------------------------------------------------------------
 
-@register("aten::batch_norm", category="norm")
-def _batch_norm(i, o):
-    n = _numel(_shape(i[0], "input"))
-    if not i[5]:                                  # eval: y = x * a + b with a, b precomputed per channel
+def _bn(x: Any, training: bool) -> Tally:
+    n = _numel(_shape(x, "input"))
+    if not training:                              # eval: y = x * a + b with a, b precomputed per channel
         return Tally(mul=n, add=n)
-    c = _shape(i[0], "input")[1]
+    c = _shape(x, "input")[1]
     return Tally(add=4 * n + c, mul=3 * n, sqrt=c, div=c)   # statistics, normalise, affine
+
+
+@register(aten.batch_norm, aten.native_batch_norm, aten._native_batch_norm_legit,
+          aten._native_batch_norm_legit_functional, category="norm")
+def _batch_norm(outs, input, training):
+    return _bn(input, bool(training))
+
+
+@register(aten._native_batch_norm_legit_no_training, category="norm")
+def _batch_norm_eval(outs, input):
+    return _bn(input, False)
 
 
 def norm_tally(n: int, groups: int, affine: bool) -> Tally:
@@ -184,45 +215,91 @@ def norm_tally(n: int, groups: int, affine: bool) -> Tally:
     return t + Tally(mul=n, add=n) if affine else t
 
 
-@register("aten::layer_norm", category="norm")
-def _layer_norm(i, o):
-    x = _shape(i[0], "input")
-    return norm_tally(_numel(x), _numel(x) // max(1, _numel(i[1])), i[2] is not None)
+def norm_backward_tally(n: int, groups: int, affine: bool) -> Tally:
+    """Backward of a normalisation over n elements: x_hat again (add, mul), g*x_hat (mul), the two group
+    means of g and g*x_hat (2 add, 2 mul per group), dx = (g - mean(g) - x_hat*mean(g x_hat)) / std
+    (2 add, 2 mul); with an affine weight, g*w (mul) and the weight/bias gradients (2 add)."""
+    t = Tally(add=4 * n, mul=4 * n + 2 * groups)
+    return t + Tally(mul=n, add=2 * n) if affine else t
 
 
-@register("aten::group_norm", category="norm")
-def _group_norm(i, o):
-    x = _shape(i[0], "input")
-    return norm_tally(_numel(x), x[0] * int(i[1]), i[2] is not None)
+@register(aten.layer_norm, aten.native_layer_norm, category="norm")
+def _layer_norm(outs, input, normalized_shape, weight=None):
+    x = _shape(input, "input")
+    return norm_tally(_numel(x), _numel(x) // max(1, _numel(normalized_shape)), weight is not None)
 
 
-@register("aten::instance_norm", category="norm")
-def _instance_norm(i, o):
-    x = _shape(i[0], "input")
-    return norm_tally(_numel(x), x[0] * x[1], i[1] is not None)
+@register(aten.native_layer_norm_backward, category="norm")
+def _layer_norm_backward(outs, input, normalized_shape, weight=None):
+    x = _shape(input, "input")
+    return norm_backward_tally(_numel(x), _numel(x) // max(1, _numel(normalized_shape)), weight is not None)
+
+
+@register(aten.group_norm, category="norm")
+def _group_norm(outs, input, num_groups, weight=None):
+    x = _shape(input, "input")
+    return norm_tally(_numel(x), x[0] * int(num_groups), weight is not None)
+
+
+@register(aten.native_group_norm, category="norm")
+def _native_group_norm(outs, input, group, weight=None):
+    x = _shape(input, "input")
+    return norm_tally(_numel(x), x[0] * int(group), weight is not None)
+
+
+@register(aten.native_group_norm_backward, category="norm")
+def _group_norm_backward(outs, input, group, weight=None):
+    x = _shape(input, "input")
+    return norm_backward_tally(_numel(x), x[0] * int(group), weight is not None)
+
+
+@register(aten.native_batch_norm_backward, category="norm")
+def _batch_norm_backward(outs, input, weight, train):
+    x = _shape(input, "input")
+    if not train:     # eval statistics are constants: dx = g * w / std, dw = sum g x_hat, db = sum g
+        n, c = _numel(x), x[1]
+        return Tally(mul=3 * n + c, add=3 * n, sqrt=c, div=c)
+    return norm_backward_tally(_numel(x), x[1], weight is not None)
+
+
+@register(aten.instance_norm, category="norm")
+def _instance_norm(outs, input, weight=None):
+    x = _shape(input, "input")
+    return norm_tally(_numel(x), x[0] * x[1], weight is not None)
 
 
 # --- pooling, reductions, upsampling ---------------------------------------------------------------------
 
-def _window(i: Sequence[Any], o: Sequence[Any]) -> tuple[int, int]:
-    x, out = _shape(i[0], "input"), _shape(o[0], "output")
-    k = i[1] if isinstance(i[1], list) else [i[1]]
+def _window(x: Any, kernel_size: Any, outs: Sequence[Any]) -> tuple[int, int]:
+    x, out = _shape(x, "input"), _shape(outs[0], "output")
+    k = kernel_size if isinstance(kernel_size, list) else [kernel_size]
     dims = len(x) - 2 if len(x) > 3 else 1
     area = _numel(k) if len(k) == dims else int(k[0]) ** dims
     return _numel(out), area
 
 
-@register("aten::max_pool1d", "aten::max_pool2d", "aten::max_pool3d", "aten::max_pool2d_with_indices",
-          category="pool")
-def _max_pool(i, o):
-    n, area = _window(i, o)
+@register(aten.max_pool1d, aten.max_pool2d, aten.max_pool3d, aten.max_pool2d_with_indices,
+          aten.max_pool3d_with_indices, category="pool")
+def _max_pool(outs, self, kernel_size):
+    n, area = _window(self, kernel_size, outs)
     return Tally(cmp=n * (area - 1))
 
 
-@register("aten::avg_pool1d", "aten::avg_pool2d", "aten::avg_pool3d", category="pool")
-def _avg_pool(i, o):
-    n, area = _window(i, o)
+@register(aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d, category="pool")
+def _avg_pool(outs, self, kernel_size):
+    n, area = _window(self, kernel_size, outs)
     return Tally(add=n * (area - 1), mul=n)       # sum the window, scale by 1/area
+
+
+@register(aten.max_pool2d_with_indices_backward, aten.max_pool3d_with_indices_backward, category="pool")
+def _max_pool_backward(outs, grad_output):
+    return Tally(add=_numel(_shape(grad_output, "grad_output")))   # scatter-add each gradient to its argmax
+
+
+@register(aten.avg_pool2d_backward, aten.avg_pool3d_backward, category="pool")
+def _avg_pool_backward(outs, grad_output, self, kernel_size):
+    n, area = _window(self, kernel_size, [grad_output])
+    return Tally(mul=n, add=n * area)             # scale each gradient, add it to every window element
 
 
 def _adaptive_window_elements(x: tuple[int, ...], out: tuple[int, ...]) -> int:
@@ -235,33 +312,38 @@ def _adaptive_window_elements(x: tuple[int, ...], out: tuple[int, ...]) -> int:
     return total
 
 
-@register("aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d", "aten::adaptive_avg_pool3d", category="pool")
-def _adaptive_avg(i, o):
-    n_out = _out(o)
-    return Tally(add=_adaptive_window_elements(_shape(i[0], "input"), _shape(o[0], "output")) - n_out, mul=n_out)
+@register(aten.adaptive_avg_pool1d, aten.adaptive_avg_pool2d, aten.adaptive_avg_pool3d, aten._adaptive_avg_pool2d,
+          aten._adaptive_avg_pool3d, category="pool")
+def _adaptive_avg(outs, self):
+    n_out = _out(outs)
+    return Tally(add=_adaptive_window_elements(_shape(self, "input"), _shape(outs[0], "output")) - n_out, mul=n_out)
 
 
-@register("aten::mean", category="pool")
-def _mean(i, o):
-    n_in, n_out = _numel(_shape(i[0], "input")), _out(o)
+@register(aten._adaptive_avg_pool2d_backward, aten._adaptive_avg_pool3d_backward, category="pool")
+def _adaptive_avg_backward(outs, grad_output, self):
+    g = _shape(grad_output, "grad_output")
+    return Tally(mul=_numel(g), add=_adaptive_window_elements(_shape(self, "input"), g))
+
+
+@register(aten.mean, category="pool")
+def _mean(outs, self):
+    n_in, n_out = _numel(_shape(self, "input")), _out(outs)
     return Tally(add=n_in - n_out, mul=n_out)        # sum, then scale by 1/n
 
 
-@register("aten::adaptive_max_pool1d", "aten::adaptive_max_pool2d", "aten::adaptive_max_pool3d",
-          category="pool")
-def _adaptive_max(i, o):
-    return Tally(cmp=_adaptive_window_elements(_shape(i[0], "input"), _shape(o[0], "output")) - _out(o))
+@register(aten.adaptive_max_pool1d, aten.adaptive_max_pool2d, aten.adaptive_max_pool3d, category="pool")
+def _adaptive_max(outs, self):
+    return Tally(cmp=_adaptive_window_elements(_shape(self, "input"), _shape(outs[0], "output")) - _out(outs))
 
 
-@register("aten::sum", category="reduce")
-def _sum(i, o):
-    return Tally(add=_numel(_shape(i[0], "input")) - _out(o))
+@register(aten.sum, category="reduce")
+def _sum(outs, self):
+    return Tally(add=_numel(_shape(self, "input")) - _out(outs))
 
 
-@register("aten::linalg_vector_norm", "aten::norm", category="reduce")
-def _vector_norm(i, o):
-    n_in, n_out = _numel(_shape(i[0], "input")), _out(o)
-    p = 2 if i[1] is None else float(i[1])
+def _p_norm(x: Any, p: Any, outs: Sequence[Any]) -> Tally:
+    n_in, n_out = _numel(_shape(x, "input")), _out(outs)
+    p = 2 if p is None else float(p)
     if p == 2:
         return Tally(mul=n_in, add=n_in - n_out, sqrt=n_out)        # sqrt(sum x^2)
     if p == 1:
@@ -271,98 +353,40 @@ def _vector_norm(i, o):
     return Tally(exp=n_in + n_out, log=n_in + n_out, mul=n_in + n_out, add=n_in - n_out)   # (sum |x|^p)^(1/p)
 
 
-@register("aten::max", "aten::min", "aten::amax", "aten::amin", category="reduce")
-def _max(i, o):
-    if len(i) > 1 and isinstance(i[1], tuple):    # elementwise maximum of two tensors
-        return Tally(cmp=_out(o))
-    return Tally(cmp=_numel(_shape(i[0], "input")) - _out(o))
+@register(aten.linalg_vector_norm, category="reduce")
+def _vector_norm(outs, self, ord=2):
+    return _p_norm(self, ord, outs)
+
+
+@register(aten.norm, category="reduce")
+def _norm(outs, self, p=2):
+    return _p_norm(self, p, outs)
+
+
+@register(aten.max, aten.min, category="reduce")
+def _max(outs, self, other=None):
+    if isinstance(other, tuple):                  # elementwise maximum of two tensors
+        return Tally(cmp=_out(outs))
+    return Tally(cmp=_numel(_shape(self, "input")) - _out(outs))
+
+
+@register(aten.amax, aten.amin, category="reduce")
+def _amax(outs, self):
+    return Tally(cmp=_numel(_shape(self, "input")) - _out(outs))
 
 
 _INTERP = {"nearest": Tally(), "linear": Tally(mul=2, add=1), "bilinear": Tally(mul=4, add=3),
            "trilinear": Tally(mul=8, add=7), "bicubic": Tally(mul=16, add=15)}
 
+def _interpolation(per: Tally):
+    def count(outs):                              # weighted sum of the 2^d (4^d for bicubic) neighbours
+        return per * _out(outs)
+    return count
+
+
 for _mode, _dims in (("nearest", (1, 2, 3)), ("linear", (1,)), ("bilinear", (2,)), ("trilinear", (3,)),
                      ("bicubic", (2,))):
-    def _up(i, o, per=_INTERP[_mode]):            # weighted sum of the 2^d (4^d for bicubic) neighbours
-        return per * _out(o)
-    register(*(f"aten::upsample_{_mode}{d}d" for d in _dims), category="upsample")(_up)
+    _ops = [f"aten::upsample_{_mode}{d}d" for d in _dims]
     if _mode == "nearest":
-        register(*(f"aten::_upsample_nearest_exact{d}d" for d in _dims), category="upsample")(_up)
-
-
-# --- elementwise arithmetic and activations --------------------------------------------------------------
-
-def _elementwise(per: Tally) -> HandleFn:
-    return lambda i, o: per * _out(o)
-
-
-for _ops, _per, _cat in (
-    (("add", "sub", "rsub"), Tally(add=1), "elementwise"),
-    (("mul", "square"), Tally(mul=1), "elementwise"),
-    (("div", "reciprocal"), Tally(div=1), "elementwise"),
-    (("eq", "ne", "lt", "le", "gt", "ge", "sign"), Tally(cmp=1), "elementwise"),
-    (("relu", "threshold", "clamp_min", "clamp_max"), Tally(cmp=1), "activation"),
-    (("hardtanh", "relu6", "clamp"), Tally(cmp=2), "activation"),
-    (("leaky_relu",), Tally(cmp=1, mul=1), "activation"),
-    (("prelu",), Tally(cmp=1, mul=1), "activation"),
-    (("sigmoid",), Tally(exp=1, add=1, div=1), "activation"),          # 1 / (1 + e^-x)
-    (("silu",), Tally(exp=1, add=1, div=1, mul=1), "activation"),      # x * sigmoid(x)
-    (("tanh",), Tally(exp=1), "activation"),
-    (("gelu",), Tally(exp=1, mul=2, add=1), "activation"),             # 0.5 x (1 + erf(x / sqrt 2))
-    (("elu", "selu", "celu"), Tally(cmp=1, exp=1, add=1, mul=1), "activation"),
-    (("mish",), Tally(exp=2, log=1, add=1, mul=1), "activation"),      # x tanh(softplus(x))
-    (("hardsigmoid",), Tally(add=1, cmp=2, mul=1), "activation"),      # relu6(x + 3) / 6
-    (("hardswish",), Tally(add=1, cmp=2, mul=2), "activation"),        # x relu6(x + 3) / 6
-    (("exp",), Tally(exp=1), "math"),
-    (("log",), Tally(log=1), "math"),
-    (("sqrt",), Tally(sqrt=1), "math"),
-    (("rsqrt",), Tally(sqrt=1, div=1), "math"),
-):
-    register(*(f"aten::{op}{suffix}" for op in _ops for suffix in ("", "_")), category=_cat)(_elementwise(_per))
-
-
-@register("aten::pow", "aten::pow_", category="math")
-def _pow(i, o):
-    n, e = _out(o), i[1]
-    if e == 2:
-        return Tally(mul=n)
-    if e == 0.5:
-        return Tally(sqrt=n)
-    return Tally(log=n, mul=n, exp=n)                  # x ** y = exp(y ln x)
-
-
-@register("aten::softmax", "aten::_softmax", "aten::log_softmax", "aten::_log_softmax", category="softmax")
-def _softmax(i, o):
-    n = _out(o)   # max (cmp), x - max and the sum (2 add), exp, normalise (div; log-softmax: log of the sum)
-    return Tally(cmp=n, add=2 * n, exp=n, div=n)
-
-
-# --- ignored on purpose: no arithmetic ---------------------------------------------------------------------
-
-_NO_ARITHMETIC = {
-    "moves or reshapes data, no arithmetic": (
-        "view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "permute", "transpose", "t",
-        "expand", "expand_as", "contiguous", "narrow", "select", "slice", "chunk", "split", "split_with_sizes",
-        "unbind", "unsafe_split", "unsafe_chunk", "stack", "cat", "concat", "repeat", "roll", "flip",
-        "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle", "movedim", "as_strided",
-        "view_as", "reshape_as", "type_as", "to", "detach", "clone", "copy_", "index", "index_select",
-        "gather", "masked_fill", "masked_fill_", "constant_pad_nd", "pad", "reflection_pad1d",
-        "reflection_pad2d", "replication_pad1d", "replication_pad2d", "upsample_nearest2d_backward",
-        "lift_fresh", "alias", "_unsafe_view", "index_put_", "scatter", "where",
-    ),
-    "creates tensors or reads shapes, no arithmetic on data": (
-        "zeros", "ones", "zeros_like", "ones_like", "full", "full_like", "empty", "empty_like", "new_zeros",
-        "new_empty", "new_full", "new_ones", "arange", "linspace", "tensor", "scalar_tensor", "size", "numel",
-        "dim", "ScalarImplicit", "Int", "Float", "Bool", "IntImplicit", "FloatImplicit", "zero_", "fill_",
-        "floor_divide", "remainder", "__and__", "__or__", "bitwise_not",
-    ),
-    "identity at inference (dropout is off in eval)": (
-        "dropout", "dropout_", "feature_dropout", "feature_dropout_", "alpha_dropout", "alpha_dropout_",
-    ),
-    "sign-bit operation (abs, neg), free in hardware": ("abs", "abs_", "neg", "neg_"),
-}
-for _reason, _ops in _NO_ARITHMETIC.items():
-    for _op in _ops:
-        if f"aten::{_op}" in HANDLES or f"aten::{_op}" in IGNORED:
-            raise ValueError(f"aten::{_op} is both ignored and counted, or ignored twice")
-        IGNORED[f"aten::{_op}"] = _reason
+        _ops += [f"aten::_upsample_nearest_exact{d}d" for d in _dims]
+    register(*_ops, category="upsample")(_interpolation(_INTERP[_mode]))

@@ -31,6 +31,7 @@ from adderconv.errors import AdderconvError
 
 from .counts import LayerCounts, ModelCounts, OpCount, Tally
 from .handles import HANDLES, conv_macs, norm_tally
+from .registry import resolve
 
 __all__ = ["count_onnx", "ADDER_DOMAIN", "ADDER_OP"]
 
@@ -45,7 +46,7 @@ _SAME_AS_ATEN = {  # elementwise ops whose count depends only on the output shap
     "Elu": "elu", "Selu": "selu", "Celu": "celu", "Mish": "mish", "HardSigmoid": "hardsigmoid",
     "HardSwish": "hardswish", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Reciprocal": "reciprocal",
     "Softmax": "softmax", "LogSoftmax": "log_softmax", "Equal": "eq", "Less": "lt", "Greater": "gt",
-    "LessOrEqual": "le", "GreaterOrEqual": "ge", "Max": "max", "Min": "min",
+    "LessOrEqual": "le", "GreaterOrEqual": "ge",
 }
 _IGNORED = {
     "Identity", "Constant", "ConstantOfShape", "Shape", "Size", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
@@ -154,16 +155,26 @@ def _resize(node, i, o):
     spatial = sum(1 for a, b in zip(i[0], o[0]) if a != b) or 2
     name = {"nearest": "nearest", "cubic": "bicubic"}.get(mode, {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial])
     d = spatial if name != "bicubic" else 2
-    return HANDLES[f"aten::upsample_{name}{d}d"].fn([i[0]], [o[0]])
+    return HANDLES[resolve(f"aten::upsample_{name}{d}d")].fn([o[0]])
 
 
-def _aten_like(op: str) -> OnnxHandle:
-    h = HANDLES[f"aten::{op}"]
-    return lambda node, i, o: h.fn([*i, *([None] * 2)], o)
+def _aten_like(op: str) -> tuple[str, OnnxHandle]:
+    """The ATen handle of a per-element op (it reads only its output's shape)."""
+    h = HANDLES[resolve(f"aten::{op}")]
+    if h.reads:
+        raise ValueError(f"aten::{op} reads {h.reads}: not a per-element handle")
+    return h.category, lambda node, i, o: h.fn(o)
 
 
 for _o, _a in _SAME_AS_ATEN.items():
-    _reg(_o, HANDLES[f"aten::{_a}"].category)(_aten_like(_a))
+    _cat, _fn = _aten_like(_a)
+    _reg(_o, _cat)(_fn)
+
+
+@_reg("Max", "reduce")
+@_reg("Min", "reduce")
+def _max_min(node, i, o):   # elementwise over N inputs: N - 1 comparisons per output element
+    return Tally(cmp=math.prod(o[0]) * max(0, len(i) - 1))
 
 
 def _dims(vi) -> Shape | None:

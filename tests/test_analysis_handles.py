@@ -1,5 +1,7 @@
 """Each counting handle against counts worked out by hand, and the MAC-type ops against torch's own
-dispatch-level FLOP counter (an independent capture: torch.utils.flop_counter counts 2 FLOPs per MAC)."""
+dispatch-level FLOP counter (an independent capture: torch.utils.flop_counter counts 2 FLOPs per MAC).
+Every hand-formula case runs through both captures (dispatch on fake tensors, and the TorchScript tracer):
+they see different ops (``convolution`` vs ``_convolution``, ``addmm`` vs ``linear``) and must agree."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,7 +25,9 @@ def counted(model, *inputs):
     model.eval()
     with torch.no_grad():
         counts = count_ops(model, tuple(inputs))
-    assert counts.unsupported == {}, counts.unsupported
+        traced = count_ops(model, tuple(inputs), capture="jit")
+    assert counts.unsupported == {} and traced.unsupported == {}, (counts.unsupported, traced.unsupported)
+    assert counts.total == traced.total
     return counts
 
 
@@ -180,20 +184,35 @@ def test_layers_are_module_paths_and_residuals_belong_to_the_block():
 
 def test_nothing_is_dropped_silently():
     model = Fn(lambda t: torch.cumsum(t, 1).flatten() + torch.cumsum(t, 0).flatten())
-    with torch.no_grad():
-        c = count_ops(model, (torch.randn(3, 4),))
-    assert c.unsupported == {"aten::cumsum": 2}
-    assert c.ignored == {"aten::flatten": 2}
-    assert c.total == Tally(add=12)
+    for capture, view in (("dispatch", "aten::view"), ("jit", "aten::flatten")):
+        with torch.no_grad():
+            c = count_ops(model, (torch.randn(3, 4),), capture=capture)
+        assert c.unsupported == {"aten::cumsum": 2}
+        assert c.ignored == {view: 2}
+        assert c.total == Tally(add=12)
 
 
 def test_duplicate_handle_registration_is_an_error():
-    from adderconv.analysis.handles import register
+    from adderconv.analysis import register
 
     with pytest.raises(ValueError, match="already"):
-        register("aten::_convolution", category="conv")(lambda i, o: Tally())
+        register("aten::_convolution", category="conv")(lambda outs: Tally())
     with pytest.raises(ValueError, match="already"):
-        register("aten::view", category="conv")(lambda i, o: Tally())
+        register(torch.ops.aten.view, category="conv")(lambda outs: Tally())
+
+
+def test_a_typo_in_a_registration_is_an_error_not_a_handle_that_never_matches():
+    from adderconv.analysis import register
+    from adderconv.analysis.registry import HANDLES
+
+    before = dict(HANDLES)
+    with pytest.raises(ValueError, match="no operator named 'aten::convolutoin'"):
+        register("aten::convolutoin", category="conv")(lambda outs: Tally())
+    with pytest.raises(ValueError, match="reads 'wieght'"):            # an argument the schema does not have
+        register("aten::cumsum", category="reduce")(lambda outs, self, wieght: Tally())
+    with pytest.raises(ValueError, match="name the arguments"):
+        register("aten::cumsum", category="reduce")(lambda outs, **kw: Tally())
+    assert HANDLES == before
 
 
 def test_adaptive_pools_with_uneven_and_overlapping_windows():
@@ -221,8 +240,10 @@ def test_multihead_attention_inference_fast_path():
         def forward(self, t):
             return self.mha(t, t, t, need_weights=False)[0]    # eval + no_grad: the fused inference op
 
-    c = counted(SelfAttention(), torch.randn(3, 5, 8))
-    assert set(c.by_operator()) == {"aten::_native_multi_head_attention"}
+    c = counted(SelfAttention(), torch.randn(3, 5, 8))     # the dispatch capture sees the slow path's parts
+    with torch.no_grad():
+        traced = count_ops(SelfAttention().eval(), torch.randn(3, 5, 8), capture="jit")
+    assert set(traced.by_operator()) == {"aten::_native_multi_head_attention"}
     tokens, e, scores = 3 * 5, 8, 3 * 2 * 5 * 5
     proj = tokens * 3 * e * e + tokens * e * e           # q, k, v and output projections
     attn = 2 * scores * (e // 2)                         # Q K^T and P V over 2 heads of 4

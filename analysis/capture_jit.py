@@ -1,0 +1,116 @@
+"""The TorchScript-tracer capture (``capture="jit"``): fvcore's scoped tracer, kept as a cross-check.
+
+The model really runs once (with real tensors) under ``torch.jit.trace``; each traced node belongs to the
+innermost module whose forward ran it. Nodes are matched to the same handles as the dispatch capture, by
+their schema's argument names. Calls into scripted functions (``prim::CallFunction``) are inlined first,
+so their ops are counted like any other (they used to vanish without a word).
+
+>>> import torch
+>>> count_ops_jit(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), (torch.randn(1, 3, 4, 4),), {}).total["mul"]
+3456
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import handles as _handles  # noqa: F401  (fills the registry)
+from .counts import ModelCounts, OpCount
+from .registry import HANDLES, IGNORED, Handle, OpKey
+from .tracking import memory_hooks, new_layers
+
+__all__ = ["count_ops_jit"]
+
+
+def _value(v: torch._C.Value) -> Any:
+    """A traced value as a handle sees it: a shape for tensors, the constant for scalars, else None."""
+    node = v.node()
+    if node.kind() == "prim::ListConstruct":
+        return [_value(x) for x in node.inputs()]
+    t = v.type()
+    if isinstance(t, torch._C.TensorType):
+        sizes = t.sizes()
+        return tuple(sizes) if sizes is not None else None
+    if node.kind() == "prim::Constant":
+        return v.toIValue()
+    return None
+
+
+def _trace(model: nn.Module, inputs: tuple) -> torch._C.Graph:
+    with warnings.catch_warnings():   # fvcore's import touches torch.jit.script, deprecated in torch 2.13
+        warnings.simplefilter("ignore")
+        from fvcore.nn.jit_analysis import _get_scoped_trace_graph  # fvcore's tracer: scopes = module paths
+
+    aliases: dict[Any, str] = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        aliases.setdefault(mod, name)
+    aliases.update({name: name for name in list(aliases.values())})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = _get_scoped_trace_graph(model, inputs, aliases)
+    torch._C._jit_pass_inline(graph)          # scripted functions' bodies in place of prim::CallFunction
+    return graph
+
+
+def _op(kind: str, node: torch._C.Node) -> tuple[OpKey | None, list[str]]:
+    """The op packet of a node and its schema's argument names (empty when the schema is unknown)."""
+    ns, _, name = kind.partition("::")
+    try:
+        packet = getattr(getattr(torch.ops, ns), name)
+    except (AttributeError, RuntimeError):
+        return None, []
+    try:
+        schema = torch._C.parse_schema(node.schema())
+    except RuntimeError:                      # "(no schema)"
+        return packet, []
+    overload = schema.overload_name or "default"
+    op = getattr(packet, overload, packet)
+    return op, [a.name for a in schema.arguments]
+
+
+def _lookup(op: Any, overrides: dict) -> Handle | str | None:
+    packet = getattr(op, "overloadpacket", op)
+    for table in (overrides, HANDLES):
+        h = table.get(op) or table.get(packet)
+        if h is not None:
+            return h
+    return IGNORED.get(op) or IGNORED.get(packet)
+
+
+def count_ops_jit(model: nn.Module, inputs: tuple, overrides: dict) -> ModelCounts:
+    """Count ``model(*inputs)`` from its TorchScript trace (see the module)."""
+    layers, linear = new_layers(model)
+    with memory_hooks(model, layers):
+        graph = _trace(model, inputs)
+    used: dict[str, None] = {}
+    ignored: dict[str, int] = {}
+    for node in graph.nodes():
+        kind = node.kind()
+        if kind == "prim::PythonOp":
+            kind += "." + node.pyname()
+        elif kind.startswith("prim::"):
+            continue                                    # TorchScript bookkeeping (constants, lists, tuples)
+        layer = layers.get(node.scopeName().split("/")[-1]) or layers[""]
+        used.setdefault(layer.name)
+        op, names = _op(kind, node) if not kind.startswith("prim::") else (None, [])
+        handle = _lookup(op, overrides) if op is not None else None
+        if handle is None or isinstance(handle, str):
+            table = ignored if isinstance(handle, str) else layer.unsupported
+            table[kind] = table.get(kind, 0) + 1
+            continue
+        named = dict(zip(names, (_value(v) for v in node.inputs())))
+        outs = [_value(v) for v in node.outputs()]
+        try:
+            tally = handle(outs, named)
+        except (ValueError, TypeError, IndexError, KeyError) as e:   # shapes it cannot read: say so, never guess
+            key = f"{kind} ({e})"
+            layer.unsupported[key] = layer.unsupported.get(key, 0) + 1
+            continue
+        category = "linear" if handle.category == "matmul" and layer.name in linear else handle.category
+        layer.ops.append(OpCount(kind, category, tally))
+    # Layers that only ran zero-arithmetic ops (Flatten, Dropout, Identity) are left out: views move no data.
+    kept = [layers[n] for n in used if layers[n].ops or layers[n].unsupported]
+    return ModelCounts(layers=kept, ignored=dict(sorted(ignored.items())), frontend="pytorch", capture="jit")

@@ -1,0 +1,150 @@
+"""Which layer an op belongs to: module hooks in forward, gradient hooks in backward, recorded module paths
+in exported programs; and the per-layer facts the memory model needs (weights, activations read/written).
+
+The rule (``torch.utils.module_tracker``'s): in forward, an op belongs to the innermost module whose
+``forward`` is running; in backward, to the innermost module whose backward has started (the gradients of
+its outputs are ready) and not finished (the gradients of its inputs are not). Modules without a name in the
+model's tree (built inside ``forward``) belong to their caller.
+
+>>> import torch
+>>> layers, linear = new_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+>>> sorted(layers), sorted(linear)
+(['', '0'], ['0'])
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.graph import register_multi_grad_hook
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.utils._pytree import tree_flatten
+
+from .counts import LayerCounts
+
+__all__ = ["new_layers", "LayerTracker", "memory_hooks", "declared_precision"]
+
+
+def declared_precision(mod: Any) -> str | None:
+    """A module's own ``energy_precision`` (e.g. ``"int8"`` on a quantised layer), else None."""
+    p = getattr(mod, "energy_precision", None)
+    return p if isinstance(p, str) else None
+
+
+def new_layers(model: nn.Module, program: Any = None) -> tuple[dict[str, LayerCounts], set[str]]:
+    """Empty counts per module path (the root is ""), and the paths that are ``nn.Linear`` layers."""
+    layers: dict[str, LayerCounts] = {}
+    linear: set[str] = set()
+    if program is None:
+        for name, mod in model.named_modules():
+            layers[name] = LayerCounts(name=name, type=type(mod).__name__,
+                                       weights=sum(p.numel() for p in mod.parameters(recurse=False)),
+                                       precision=declared_precision(mod))
+            if isinstance(mod, nn.Linear):
+                linear.add(name)
+        return layers, linear
+    owners: dict[str, int] = {}
+    for pname, p in model.named_parameters():
+        owner = pname.rpartition(".")[0]
+        owners[owner] = owners.get(owner, 0) + p.numel()
+    layers[""] = LayerCounts(name="", type=type(model).__name__, weights=owners.get("", 0))
+    for node in model.graph.nodes:
+        for path, type_name in (node.meta.get("nn_module_stack") or {}).values():
+            if path not in layers:
+                layers[path] = LayerCounts(name=path, type=str(type_name).rpartition(".")[2],
+                                           weights=owners.get(path, 0))
+            if str(type_name).endswith(".Linear"):
+                linear.add(path)
+    return layers, linear
+
+
+class LayerTracker:
+    """Context manager: ``current()`` is (the LayerCounts of the running layer, "forward" or "backward")."""
+
+    def __init__(self, model: nn.Module, layers: dict[str, LayerCounts], program: Any = None) -> None:
+        self.layers = layers
+        self.names = {id(m): n for n, m in reversed(list(model.named_modules(remove_duplicate=False)))}
+        self.program = program is not None
+        self.fw: list[str | None] = []
+        self.bw: list[str] = []
+        self.order: dict[str, None] = {}        # layers in first-use order
+        self._hooks: list[Any] = []
+
+    def current(self) -> tuple[LayerCounts, str]:
+        backward = torch._C._current_graph_task_id() != -1
+        stack = self.bw if backward else [n for n in self.fw if n is not None]
+        name = stack[-1] if stack else ""
+        self.order.setdefault(name)
+        return self.layers[name], "backward" if backward else "forward"
+
+    def _pre(self, mod: nn.Module, args: Any) -> None:
+        name = self.names.get(id(mod))
+        self.fw.append(name)
+        tensors = [t for t in tree_flatten(args)[0] if isinstance(t, Tensor) and t.requires_grad]
+        if name is not None and tensors:
+            self._hooks.append(register_multi_grad_hook(tensors, lambda *_: self._leave_bw(name)))
+
+    def _post(self, mod: nn.Module, args: Any, out: Any) -> None:
+        name = self.fw.pop() if self.fw else None
+        tensors = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor) and t.requires_grad]
+        if name is not None and tensors:
+            self._hooks.append(register_multi_grad_hook(tensors, lambda *_: self.bw.append(name)))
+
+    def _leave_bw(self, name: str) -> None:
+        for i in range(len(self.bw) - 1, -1, -1):
+            if self.bw[i] == name:
+                del self.bw[i]
+                return
+
+    def interpreter(self, gm: Any):
+        """A callable running an exported program's graph, each node in the layer its module stack records."""
+        tracker = self
+
+        class _Run(torch.fx.Interpreter):
+            def run_node(self, n):
+                stack = n.meta.get("nn_module_stack") or {}
+                path = list(stack.values())[-1][0] if stack else ""
+                tracker.fw.append(path if path in tracker.layers else "")
+                try:
+                    return super().run_node(n)
+                finally:
+                    tracker.fw.pop()
+
+        return lambda *args: _Run(gm).run(*args)
+
+    def __enter__(self) -> "LayerTracker":
+        if not self.program:
+            self._hooks += [register_module_forward_pre_hook(self._pre), register_module_forward_hook(self._post)]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+
+def _numel(obj: Any) -> int:
+    return sum(math.prod(int(d) for d in t.shape) for t in tree_flatten(obj)[0] if isinstance(t, Tensor))
+
+
+@contextlib.contextmanager
+def memory_hooks(model: nn.Module, layers: dict[str, LayerCounts]) -> Iterator[None]:
+    """Forward hooks on leaf modules recording the elements read and written (for the memory model)."""
+    def hook(name: str):
+        def record(_m: nn.Module, args: tuple, out: Any) -> None:
+            layer = layers[name]
+            layer.act_in += _numel(args)
+            layer.act_out += _numel(out)
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+               if n in layers and not any(m.children())]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
