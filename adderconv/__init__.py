@@ -20,8 +20,8 @@ from .errors import AdderconvError  # noqa: E402
 from .io import load_model  # noqa: E402
 
 load = load_model   # the short name: adderconv.load("model.safetensors")
-from .layers import AdderConv1d, AdderConv2d, AdderLinear  # noqa: E402
-from .ops import adder_conv2d  # noqa: E402
+from .layers import AdderConv1d, AdderConv2d, AdderConv3d, AdderLinear  # noqa: E402
+from .ops import adder_conv2d, adder_conv3d  # noqa: E402
 from .sr import AdderSRBlock, PowerActivation  # noqa: E402
 from .zoo import default_input_shape, get_model, list_models  # noqa: E402
 
@@ -44,8 +44,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "convert", "quantize",
-    "AdaptiveLR", "adaptive_scale", "AdderconvError", "load", "load_model", "AdderConv1d", "AdderConv2d", "AdderLinear",
-    "adder_conv2d", "AdderSRBlock", "PowerActivation", "default_input_shape", "get_model", "list_models",
-    "__version__",
+    "convert",
+    "AdaptiveLR", "adaptive_scale", "AdderconvError", "load", "load_model", "AdderConv1d", "AdderConv2d",
+    "AdderConv3d", "AdderLinear", "adder_conv2d", "adder_conv3d", "AdderSRBlock", "PowerActivation",
+    "default_input_shape", "get_model", "list_models", "__version__",
 ]

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._shapes import pair, same_padding
-from .ops import adder_conv2d
+from .ops import _triple, adder_conv2d, adder_conv3d
 
-__all__ = ["AdderConv2d", "AdderConv1d", "AdderLinear"]
+__all__ = ["AdderConv2d", "AdderConv1d", "AdderConv3d", "AdderLinear"]
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -77,7 +77,7 @@ class AdderConv2d(nn.Module):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> "AdderConv2d":
         """An adder layer with ``conv``'s geometry, weights (copied, not shared), bias, device and dtype."""
-        if type(conv) is not cls._conv_type:
+        if not isinstance(conv, cls._conv_type) or type(conv).forward is not cls._conv_type.forward:
             raise TypeError(f"{cls.__name__}.from_conv expects an {cls._conv_type.__name__}, "
                             f"got {type(conv).__name__}")
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
@@ -156,6 +156,71 @@ class AdderConv1d(AdderConv2d):
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1)
         return y
+
+
+class AdderConv3d(nn.Module):
+    """3-d adder layer for video and volumetric nets. Arguments as :class:`torch.nn.Conv3d`; the op is exactly
+    a sum of 2-d adder convolutions over the kernel's depth taps (:func:`adderconv.ops.adder_conv3d`).
+
+    >>> AdderConv3d(3, 4, 3, padding=1)(torch.randn(1, 3, 4, 8, 8)).shape
+    torch.Size([1, 4, 4, 8, 8])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] = 1, padding: int | Sequence[int] | str = 0,
+                 dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = False,
+                 padding_mode: str = "zeros", device=None, dtype=None) -> None:
+        super().__init__()
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
+                             f"by groups ({groups})")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _triple(kernel_size, "kernel_size")
+        self.stride, self.dilation = _triple(stride, "stride"), _triple(dilation, "dilation")
+        if isinstance(padding, str) and padding not in ("same", "valid"):
+            raise ValueError(f"padding string must be 'same' or 'valid', got {padding!r}")
+        if padding == "same" and self.stride != (1, 1, 1):
+            raise ValueError("padding='same' is not supported for strided adder layers (as in nn.Conv3d)")
+        self.padding = padding if isinstance(padding, str) else _triple(padding, "padding")
+        self.padding_mode = padding_mode
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory))
+        self.bias = nn.Parameter(torch.zeros(out_channels, **factory)) if bias else None
+        nn.init.normal_(self.weight)   # as AdderConv2d (see there)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv3d) -> "AdderConv3d":
+        """An adder layer with ``conv``'s geometry, weights (copied), bias, device and dtype."""
+        if not isinstance(conv, nn.Conv3d) or type(conv).forward is not nn.Conv3d.forward:
+            raise TypeError(f"AdderConv3d.from_conv expects an nn.Conv3d, got {type(conv).__name__}")
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.padding == "valid":
+            pads = [(0, 0)] * 3
+        elif self.padding == "same":
+            pads = [same_padding(k, d) for k, d in zip(self.kernel_size, self.dilation)]
+        else:
+            pads = [(p, p) for p in self.padding]  # type: ignore[union-attr]
+        if self.padding_mode != "zeros" or any(a != b for a, b in pads):
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, [v for a, b in reversed(pads) for v in (a, b)], mode=mode)
+            pads = [(0, 0)] * 3
+        y = adder_conv3d(x, self.weight, self.stride, [a for a, _ in pads], self.dilation, self.groups)
+        return y + self.bias.view(1, -1, 1, 1, 1) if self.bias is not None else y
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}")
 
 
 def _single(v: int | Sequence[int]) -> int:

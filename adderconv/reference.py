@@ -17,7 +17,8 @@ from torch import Tensor
 
 from ._shapes import conv_output_size, pair
 
-__all__ = ["adder_conv2d_reference", "adder_conv2d_reference_grads"]
+__all__ = ["adder_conv2d_reference", "adder_conv2d_reference_grads", "adder_conv3d_reference",
+           "adder_conv3d_reference_grads"]
 
 
 def _windows(
@@ -89,4 +90,51 @@ def adder_conv2d_reference_grads(
         grad_xg[..., sl[0], sl[1]] += (g * (ws - xs).clamp(-1.0, 1.0)).sum(dim=2)
     h, w = x.shape[-2:]
     grad_x = grad_xg.reshape(n, -1, *grad_xg.shape[-2:])[..., padding[0]:padding[0] + h, padding[1]:padding[1] + w]
+    return grad_x.contiguous(), grad_w.reshape(weight.shape)
+
+
+def _setup3d(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int):
+    stride, padding, dilation = (tuple(v) if isinstance(v, (tuple, list)) else (v,) * 3
+                                 for v in (stride, padding, dilation))
+    x64, w64 = x.detach().double(), weight.detach().double()
+    n, c = x64.shape[:2]
+    o, cg, *kernel = w64.shape
+    if c != cg * groups or o % groups:
+        raise ValueError(f"channels do not fit groups={groups}: input {c}, weight {tuple(w64.shape)}")
+    out = tuple(conv_output_size(x64.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i]) for i in range(3))
+    x_pad = F.pad(x64, (padding[2], padding[2], padding[1], padding[1], padding[0], padding[0]))
+    xg = x_pad.view(n, groups, 1, cg, *x_pad.shape[-3:])                    # (N, G, 1, Cg, D, H, W)
+    wg = w64.view(1, groups, o // groups, cg, *kernel)                      # (1, G, O/G, Cg, kd, kh, kw)
+    taps = [(t, tuple(slice(t[i] * dilation[i], t[i] * dilation[i] + stride[i] * (out[i] - 1) + 1, stride[i])
+                      for i in range(3)))
+            for t in ((a, b, c_) for a in range(kernel[0]) for b in range(kernel[1]) for c_ in range(kernel[2]))]
+    return xg, wg, taps, out, padding
+
+
+def adder_conv3d_reference(x: Tensor, weight: Tensor, stride=1, padding=0, dilation=1, groups: int = 1) -> Tensor:
+    """Float64 forward of the 3-d adder convolution (zero padding), straight from the definition."""
+    xg, wg, taps, out, _ = _setup3d(x, weight, stride, padding, dilation, groups)
+    n, o = x.shape[0], weight.shape[0]
+    y = x.new_zeros((n, groups, o // groups, *out), dtype=torch.float64)
+    for t, sl in taps:
+        ws = wg[(..., *t)].view(*wg.shape[:4], 1, 1, 1)
+        y -= (xg[(..., *sl)] - ws).abs().sum(dim=3)
+    return y.view(n, o, *out)
+
+
+def adder_conv3d_reference_grads(grad_out: Tensor, x: Tensor, weight: Tensor, stride=1, padding=0, dilation=1,
+                                 groups: int = 1) -> tuple[Tensor, Tensor]:
+    """Float64 (grad_input, grad_weight) of the 3-d adder convolution by AdderNet's rules."""
+    xg, wg, taps, out, padding = _setup3d(x, weight, stride, padding, dilation, groups)
+    n, o = x.shape[0], weight.shape[0]
+    g = grad_out.detach().double().view(n, groups, o // groups, 1, *out)
+    grad_xg = torch.zeros_like(xg[:, :, 0])
+    grad_w = torch.zeros_like(wg[0])
+    for t, sl in taps:
+        xs, ws = xg[(..., *sl)], wg[(..., *t)].view(*wg.shape[:4], 1, 1, 1)
+        grad_w[(..., *t)] = (g * (xs - ws)).sum(dim=(0, 4, 5, 6))
+        grad_xg[(..., *sl)] += (g * (ws - xs).clamp(-1.0, 1.0)).sum(dim=2)
+    d, h, w = x.shape[-3:]
+    grad_x = grad_xg.reshape(n, -1, *grad_xg.shape[-3:])[..., padding[0]:padding[0] + d, padding[1]:padding[1] + h,
+                                                          padding[2]:padding[2] + w]
     return grad_x.contiguous(), grad_w.reshape(weight.shape)

@@ -14,22 +14,34 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from adderconv.layers import AdderConv1d, AdderConv2d, AdderLinear
+from adderconv.layers import AdderConv1d, AdderConv2d, AdderConv3d, AdderLinear
 from adderconv.sr import PowerActivation
 
-__all__ = ["AdderBlock", "default_mapping", "build_adder", "shape_preserving", "copy_hooks"]
+__all__ = ["AdderBlock", "default_mapping", "mapped_target", "build_adder", "shape_preserving", "copy_hooks"]
 
 _HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
                "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_backward_pre_hooks",
                "_backward_hooks")
 
 
+def mapped_target(module: nn.Module, mapping: dict[type[nn.Module], type[nn.Module]]) -> type[nn.Module] | None:
+    """The adder class for ``module``: its exact type's, or that of the mapped base class it subclasses without
+    overriding ``forward`` (torchvision's ``Conv3DSimple`` is an ``nn.Conv3d`` with another constructor)."""
+    for base in type(module).__mro__:
+        if base in mapping:
+            same_forward = type(module).forward is base.forward and \
+                getattr(type(module), "_conv_forward", None) is getattr(base, "_conv_forward", None)
+            return mapping[base] if base is type(module) or same_forward else None
+    return None
+
+
 def default_mapping() -> dict[type[nn.Module], type[nn.Module]]:
     """Exact-type mapping from multiplicative modules to adder layers (a fresh copy on every call).
 
-    Exact types only: a subclass may override ``forward`` (and then computes something else).
+    A subclass is converted only when it keeps its base's ``forward`` (:func:`mapped_target`): one that
+    overrides it may compute something else.
     """
-    return {nn.Conv2d: AdderConv2d, nn.Conv1d: AdderConv1d, nn.Linear: AdderLinear}
+    return {nn.Conv2d: AdderConv2d, nn.Conv1d: AdderConv1d, nn.Conv3d: AdderConv3d, nn.Linear: AdderLinear}
 
 
 class AdderBlock(nn.Module):
@@ -67,7 +79,7 @@ def shape_preserving(module: nn.Module) -> bool:
     """True when the layer's output has its input's shape for every input size (AdderSR's shortcut)."""
     if isinstance(module, nn.Linear):
         return module.in_features == module.out_features
-    if not isinstance(module, (nn.Conv1d, nn.Conv2d)) or module.in_channels != module.out_channels:
+    if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) or module.in_channels != module.out_channels:
         return False
     if any(s != 1 for s in module.stride):
         return False
@@ -103,7 +115,7 @@ def build_adder(module: nn.Module, *, bn: bool = False, shortcut: bool = False, 
                 mapping: dict[type[nn.Module], type[nn.Module]] | None = None) -> nn.Module:
     """The adder replacement of ``module`` (weights per ``weight_init``, bias, device, dtype, hooks, mode)."""
     mapping = mapping if mapping is not None else default_mapping()
-    target = mapping.get(type(module))
+    target = mapped_target(module, mapping)
     if target is None:
         raise TypeError(f"no adder layer for {type(module).__name__}")
     adder = target.from_linear(module) if isinstance(module, nn.Linear) else target.from_conv(module)
@@ -118,6 +130,6 @@ def build_adder(module: nn.Module, *, bn: bool = False, shortcut: bool = False, 
     channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
     norm = None
     if bn:
-        norm = (nn.BatchNorm2d if isinstance(module, nn.Conv2d) else nn.BatchNorm1d)(channels, **factory)
+        norm = {nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}.get(type(module), nn.BatchNorm1d)(channels, **factory)
     act = PowerActivation(channels).to(**factory) if power else None
     return AdderBlock(adder, norm, shortcut, act).train(module.training)

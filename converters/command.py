@@ -21,7 +21,7 @@ from adderconv.arch import default_input_shape
 from adderconv.io import atomic_write, ensure_writable, file_arch, is_zoo_name, load_model, open_model
 
 from .policy import Policy
-from .report import ConversionReport
+from .report import ConversionReport, kept_energy_hint
 from .save import FORMATS, save_converted
 
 __all__ = ["ConvertOptions", "run_convert", "run_graph", "render_conversion"]
@@ -146,6 +146,12 @@ def _render_savings(before, after, shape, precision: str, console: Console, *, h
                for m, label in ((before, "original"), (after, "converted"))]
     where = f" (input {'x'.join(map(str, shape))})" if shape else ""
     render_comparison(*reports, console, title=f"before vs after conversion{where}")
+    if isinstance(after, torch.nn.Module) and (report := getattr(after, "adderconv_report", None)) is not None:
+        energy = {}
+        for le in reports[1].layers:
+            energy[le.name] = energy.get(le.name, 0.0) + le.energy_pj
+        if hint := kept_energy_hint(report, energy):
+            console.print(f"note: {hint}", highlight=False)
     if html:
         from adderconv.analysis.html_report import to_html
         with atomic_write(html) as tmp:

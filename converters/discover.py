@@ -20,7 +20,7 @@ from torch import nn
 
 from adderconv.errors import AdderconvError
 
-from .blocks import default_mapping
+from .blocks import default_mapping, mapped_target
 from .graph import MULTIPLICATIVE, first_last, model_graph, reaches_norm
 from .policy import LayerInfo
 
@@ -73,7 +73,7 @@ def discover(model: nn.Module, example_inputs: Sequence[object] | None = None,
     found = Discovery()
     by_id: dict[int, str] = {}
     for name, mod in model.named_modules():
-        if name and type(mod) in mapping:
+        if name and mapped_target(mod, mapping) is not None:
             by_id[id(mod)] = name
             found.modules[name] = mod
     reg_norm = _registration_normalised(model)
@@ -113,6 +113,8 @@ def _from_graph(model, example_inputs, by_id, found, order, first, last) -> None
         if data["kind"] not in MULTIPLICATIVE or data["kind"] == "adder":
             continue
         mod = by_name.get(data["module"])
+        if isinstance(mod, nn.modules.conv._ConvTransposeNd):
+            continue                      # listed as kept, with the reason, by the converter
         name = by_id.get(id(mod)) if mod is not None else None
         expected = "linear" if isinstance(mod, nn.Linear) else "conv"
         if name is None or data["kind"] != expected:

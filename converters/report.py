@@ -10,9 +10,10 @@ converted structure on a fresh original architecture so the saved state dict loa
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["LayerRecord", "ConversionReport", "RECIPE_FORMAT"]
+__all__ = ["LayerRecord", "ConversionReport", "RECIPE_FORMAT", "kept_energy_hint"]
 
 RECIPE_FORMAT = "adderconv.recipe/1"
 
@@ -72,3 +73,34 @@ class ConversionReport:
         lines += [f"  {r.name:40s} {r.type_name:>8s} -> {r.new_type or '-':12s} {r.reason}" for r in self.layers]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+# What converts a layer kept for each reason: the policy field and the convert command's flag.
+_OPTIONS = (("Linear", "convert_linear=True (--linear)"), ("keep_first", "keep_first=False (--convert-first)"),
+            ("keep_last", "keep_last=False (--convert-last)"), ("channels", "min_channels=0 (--min-channels 0)"),
+            ("depthwise", "skip_depthwise=False (no --skip-depthwise)"), ("type", "types (--type)"),
+            ("include", "include (--include)"), ("exclude", "exclude (--exclude)"))
+
+
+def kept_energy_hint(report: ConversionReport, energy_by_layer: Mapping[str, float],
+                     threshold: float = 0.5) -> str | None:
+    """A note when the kept multiplicative layers hold more than ``threshold`` of the converted model's energy,
+    naming the option that would convert them (None otherwise).
+
+    >>> r = ConversionReport([LayerRecord("fc", "Linear", False, "kept: Linear (convert_linear is off)"),
+    ...                       LayerRecord("conv", "Conv2d", True, "converted")])
+    >>> kept_energy_hint(r, {"fc": 90.0, "conv": 10.0})
+    'kept layers hold 90% of the energy after conversion: 1 Linear (convert_linear=True (--linear))'
+    """
+    total = sum(energy_by_layer.values())
+    groups: dict[str, list[LayerRecord]] = {}
+    for r in report.kept:
+        option = next((opt for key, opt in _OPTIONS if key in r.reason), None)
+        if option is not None and energy_by_layer.get(r.name, 0.0) > 0:
+            groups.setdefault(option, []).append(r)
+    kept = sum(energy_by_layer.get(r.name, 0.0) for rs in groups.values() for r in rs)
+    if total <= 0 or kept / total <= threshold:
+        return None
+    parts = [f"{len(rs)} {'/'.join(sorted({r.type_name for r in rs}))} ({option})"
+             for option, rs in sorted(groups.items(), key=lambda kv: -sum(energy_by_layer[r.name] for r in kv[1]))]
+    return f"kept layers hold {kept / total:.0%} of the energy after conversion: " + ", ".join(parts)

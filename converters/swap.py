@@ -29,6 +29,9 @@ from .report import RECIPE_FORMAT, ConversionReport, LayerRecord
 __all__ = ["convert", "apply_recipe", "replace_module"]
 
 REPORT_ATTR = "adderconv_report"
+# A transposed convolution scatters x * w into the output; |x - w| has no such scatter form that keeps the
+# AdderNet properties (every output a -L1 distance between a patch and a template), so they stay multiplicative.
+TRANSPOSED_REASON = "kept: transposed convolution (no adder form: |x - w| defines no scatter)"
 
 
 def replace_module(model: nn.Module, module: nn.Module, new: nn.Module, names: Sequence[str]) -> None:
@@ -83,6 +86,8 @@ def convert(model: nn.Module, policy: Policy | None = None, *, example_inputs: S
             record.power = isinstance(new, AdderBlock) and new.power is not None
             replacements.append((mod, new, names[id(mod)]))
         report.layers.append(record)
+    report.layers += [LayerRecord(name, type(mod).__name__, False, TRANSPOSED_REASON, calls=0)
+                      for name, mod in model.named_modules() if isinstance(mod, nn.modules.conv._ConvTransposeNd)]
     for mod, new, where in replacements:      # collect first, then reassign
         replace_module(model, mod, new, where)
     setattr(model, REPORT_ATTR, report)
