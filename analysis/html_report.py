@@ -9,7 +9,7 @@ header sorts by that column.
 
 >>> from .api import analyze
 >>> page = to_html(analyze("lenet5_bn_adder"), compare=analyze("lenet5_bn"))
->>> page.startswith("<!DOCTYPE html>") and "lenet5_bn_adder vs lenet5_bn" in page
+>>> page.startswith("<!DOCTYPE html>") and "lenet5_bn_adder, compared with lenet5_bn" in page
 True
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _ratio(a: float, b: float) -> str:
 
 def _header(r: EnergyReport, compare: EnergyReport | None, title: str | None) -> str:
     shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
-    name = title or (f"{r.model} vs {compare.model}" if compare else r.model)
+    name = title or (f"{r.model}, compared with {compare.model}" if compare else r.model)
     sub = (f"input {shape} &middot; precision {e(r.precision)} &middot; prices {e(r.table)} &middot; "
            f"front end {e(r.frontend)} &middot; adderconv {e(__version__)}")
     return f"<h1>Energy report: {e(name)}</h1><div class=\"sub\">{sub}</div>"
