@@ -16,7 +16,7 @@ from adderconv import zoo
 from adderconv.errors import AdderconvError
 from adderconv.io import is_zoo_name, load_model
 
-from .capture import count_ops
+from .capture import CAPTURES, count_ops
 from .counts import ModelCounts
 from .energy import EnergyReport, price
 from .tables import load_table
@@ -25,62 +25,103 @@ __all__ = ["analyze", "count_model", "default_shape"]
 
 
 def default_shape(source: object, arch: str | None = None) -> tuple[int, ...] | None:
-    """The zoo's input shape for a zoo name (or a state dict whose ``arch`` is a zoo name), else None."""
-    for name in (source, arch):
-        if isinstance(name, str) and name in zoo.list_models():
-            return zoo.default_input_shape(name)
+    """The zoo's input shape for a zoo name, an ``arch`` that is one, or a file that records one; else None."""
+    from adderconv.arch import default_input_shape
+    from adderconv.io import file_arch
+
+    recorded = None if arch or not isinstance(source, (str, Path)) else file_arch(source)
+    return default_input_shape(source if isinstance(source, str) else None, arch, recorded)
+
+
+def program_shape(model: object) -> tuple[int, ...] | None:
+    """The input shape an exported program (or its ``.module()``, e.g. a loaded ``.pt2``) was exported with."""
+    if isinstance(model, torch.export.ExportedProgram):
+        model = model.module()
+    if isinstance(model, torch.fx.GraphModule):
+        for node in model.graph.nodes:
+            val = node.meta.get("val") if node.op == "placeholder" else None
+            if isinstance(val, torch.Tensor):
+                try:
+                    return tuple(int(d) for d in val.shape)
+                except TypeError:       # a symbolic size: the user must say
+                    return None
     return None
 
 
-def count_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelCounts:
-    """Count ``model`` in eval mode on zeros of ``input_shape``; the caller's training flag is restored."""
-    was_training = model.training
-    model.eval()
+def count_model(model: nn.Module, input_shape: tuple[int, ...], *, capture: str = "dispatch",
+                training: bool = False, optimizer: str | None = None,
+                handles: Mapping[object, object] | None = None) -> ModelCounts:
+    """Count ``model`` on an input of ``input_shape`` (zeros; fakes of it by default); the caller's training
+    flag is restored. Inference counts run in eval mode; ``training=True`` counts a training step in train
+    mode (forward, backward, and the update of ``optimizer`` (``sgd``/``adam``) as a line of its own)."""
+    if capture not in CAPTURES:
+        raise AdderconvError(f"unknown capture {capture!r}; choose one of {', '.join(CAPTURES)}")
+    module = model.module() if isinstance(model, torch.export.ExportedProgram) else model
+    was_training = module.training
+    module.train(training)
     try:
-        param = next(model.parameters(), None)
+        param = next(module.parameters(), None)
         x = torch.zeros(input_shape, device=param.device if param is not None else "cpu")
-        with torch.no_grad():
-            return count_ops(model, x)
-    except RuntimeError as e:
+        counts = count_ops(model, x, capture=capture, training=training, handles=handles)
+    except (RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AdderconvError(f"the model does not run on an input of shape {tuple(input_shape)}: {first}; "
+        mode = " in training mode" if training else ""
+        raise AdderconvError(f"the model does not run on an input of shape {tuple(input_shape)}{mode}: {first}; "
                              f"pass the right --input-shape") from None
     finally:
-        model.train(was_training)
+        module.train(was_training)
+    if training and optimizer:
+        from .training import optimizer_layer
+
+        counts.layers.append(optimizer_layer(optimizer, module))
+        counts.optimizer = optimizer
+    return counts
 
 
 def analyze(model: nn.Module | str | Path, input_shape: tuple[int, ...] | None = None, *,
             precision: str = "fp32", table: str | Path | None = None, arch: str | None = None,
             trust: bool = False, layer_precision: Mapping[str, str] | None = None, memory: str | None = None,
-            energy_scale: float = 1.0) -> EnergyReport:
+            energy_scale: float = 1.0, capture: str = "dispatch", training: bool = False,
+            optimizer: str | None = "sgd", handles: Mapping[object, object] | None = None) -> EnergyReport:
     """Count a model's operations and price them.
 
     ``model`` is an ``nn.Module``, a zoo name, an ``.onnx`` file (ONNX front end), or a state dict /
     safetensors file (+ ``arch``) or, with ``trust``, a pickled model (see :func:`adderconv.io.load_model`).
     ``layer_precision`` maps glob patterns over layer names to precisions; ``memory`` names a memory level
     of the table (``sram_8kb``, ``sram_32kb``, ``sram_1mb``, ``dram``) to add memory energy; ``energy_scale``
-    multiplies every price (technology-node scaling).
+    multiplies every price (technology-node scaling). ``capture`` is ``dispatch`` (fake tensors: nothing is
+    computed), ``real`` or ``jit`` (see :mod:`.capture`); ``training`` counts a training step (forward,
+    backward, and ``optimizer``'s update, ``sgd``/``adam``/None); ``handles={op: fn}`` adds or overrides
+    counting handles for this call only. ``model`` may also be a ``torch.compile``\ d module or a
+    ``torch.export`` program (and, with ``trust``, a ``.pt2`` file).
     """
     prices = load_table(table)
     if energy_scale != 1.0:
         prices = prices.scaled(energy_scale)
-    if isinstance(model, nn.Module):
+    how = {"capture": capture, "training": training, "optimizer": optimizer, "handles": handles}
+    if isinstance(model, (nn.Module, torch.export.ExportedProgram)):
         name = type(model).__name__
+        input_shape = input_shape or program_shape(model)
         if input_shape is None:
             raise AdderconvError(f"an input shape is needed to count {name}; pass --input-shape, e.g. 1,3,224,224")
-        counts = count_model(model, tuple(input_shape))
+        counts = count_model(model, tuple(input_shape), **how)
     else:
         name = str(model)
         if not is_zoo_name(name) and Path(name).suffix == ".onnx":
             from .onnx_frontend import count_onnx
 
+            if training or capture != "dispatch":
+                raise AdderconvError(f"{name}: an ONNX graph is counted as it is (inference only, its own front "
+                                     f"end); training counts and --capture need a PyTorch model")
+
             counts = count_onnx(Path(name), input_shape)
         else:
             input_shape = input_shape or default_shape(name, arch)
             loaded = load_model(name, arch=arch, trust=trust)
+            input_shape = input_shape or program_shape(loaded)
             if input_shape is None:
                 raise AdderconvError(f"{name}: no default input shape for this model; pass --input-shape, "
                                      f"e.g. 1,3,224,224")
-            counts = count_model(loaded, tuple(input_shape))
+            counts = count_model(loaded, tuple(input_shape), **how)
     return price(counts, precision=precision, table=prices, layer_precision=layer_precision, memory=memory,
                  model=name, input_shape=tuple(input_shape) if input_shape else None)
