@@ -167,3 +167,18 @@ def test_adaptive_scale_norm_in_the_gradients_precision():
     torch.testing.assert_close(adaptive_scale(g, 0.2), exact, rtol=1e-13, atol=0)   # a float32 norm: ~1e-7
     h = torch.full((1 << 16,), 300.0, dtype=torch.float16)       # its sum of squares overflows float16
     assert torch.isfinite(adaptive_scale(h, 0.2)).all()
+
+
+def test_convert_says_which_option_would_convert_the_kept_energy(tmp_path, monkeypatch, run_cli):
+    (tmp_path / "linear_heavy.py").write_text(
+        "import torch\n"
+        "def net():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 3), torch.nn.Conv2d(8, 8, 3),\n"
+        "                               torch.nn.Flatten(), torch.nn.Linear(8 * 10 * 10, 512), torch.nn.Linear(512, 10))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out, err = run_cli("convert", "linear_heavy:net", "-s", "1,3,16,16", "-o", tmp_path / "o.safetensors")
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert "kept layers hold" in flat and "2 Linear (convert_linear=True (--linear))" in flat, flat
+    code, out, _ = run_cli("convert", "linear_heavy:net", "-s", "1,3,16,16", "--linear", "-o", tmp_path / "p.safetensors")
+    assert code == 0 and "kept layers hold" not in out
