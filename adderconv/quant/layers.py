@@ -19,9 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import AdderconvError
-from ..kernels import int8, int8_portable
 from ..layers import AdderConv2d
-from .op import adder_conv2d_int8
+from .op import adder_conv2d_int8, quantize_uint8
 from .scheme import Grid
 
 __all__ = ["QuantAdderConv2d", "quantizable", "affine_of", "fold_bn"]
@@ -78,6 +77,11 @@ class QuantAdderConv2d(nn.Module):
         self.register_buffer("input_scale", torch.ones((), dtype=torch.float32))
         self.register_buffer("out_scale", torch.zeros(out_channels, dtype=torch.float32))
         self.register_buffer("out_shift", torch.zeros(out_channels, dtype=torch.float32))
+        self._inv_scale = 1.0   # 1 / input_scale as a Python float: forward never reads a tensor's value
+        self.register_load_state_dict_post_hook(lambda module, _: module._refresh())
+
+    def _refresh(self) -> None:
+        self._inv_scale = float(torch.tensor(1.0 / float(self.input_scale), dtype=torch.float32))
 
     @classmethod
     def from_adder(cls, adder: AdderConv2d, grid: Grid) -> QuantAdderConv2d:
@@ -90,6 +94,7 @@ class QuantAdderConv2d(nn.Module):
                     adder.dilation, adder.groups, grid.zero_point)
         layer.weight.copy_(grid.codes(adder.weight.detach().cpu()))
         layer.input_scale.fill_(grid.scale)
+        layer._refresh()
         a, b = affine_of(adder, grid)
         layer.set_epilogue(a, b)
         return layer
@@ -115,10 +120,7 @@ class QuantAdderConv2d(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise AdderconvError(f"{type(self).__name__} expects (N, {self.in_channels}, H, W), "
                                  f"got {tuple(x.shape)}")
-        inv = torch.tensor(1.0 / float(self.input_scale), dtype=torch.float32)
-        if x.device.type == "cpu" and x.dtype == torch.float32 and int8.available():
-            return int8.extension().quantize(x, float(inv), self.zero_point, 0)
-        return int8_portable.quantize(x, inv.to(x.device), self.zero_point, 0)
+        return quantize_uint8(x, self._inv_scale, self.zero_point)
 
     def forward(self, x: Tensor) -> Tensor:
         q = self.quantize_input(x)

@@ -18,6 +18,7 @@ torch.Size([1, 5, 5, 4])
 """
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Sequence
 
@@ -27,7 +28,7 @@ from torch import Tensor
 from .._shapes import conv_output_size, pair
 from ..kernels import int8, int8_portable
 
-__all__ = ["adder_conv2d_int8", "MODES", "kernel_name"]
+__all__ = ["adder_conv2d_int8", "quantize_uint8", "MODES", "kernel_name"]
 
 MODES = {"int32": 0, "float": 1, "uint8": 2}
 _DTYPES = (torch.int32, torch.float32, torch.uint8)
@@ -104,3 +105,44 @@ def adder_conv2d_int8(x: Tensor, weight: Tensor, zero_point: int, stride: int | 
     return _adder_conv2d_int8(x, weight, int(zero_point), list(pair(stride, "stride")), list(pair(padding, "padding")),
                               list(pair(dilation, "dilation")), int(groups), _EMPTY if scale is None else scale,
                               _EMPTY if shift is None else shift, MODES[mode], int(lo))
+
+
+@torch.library.custom_op("adderconv::quantize_uint8", mutates_args=())
+def _quantize_uint8(x: Tensor, inv_scale: float, zero_point: int, lo: int) -> Tensor:
+    if x.dim() != 4 or not x.dtype.is_floating_point:
+        raise ValueError(f"quantize_uint8 expects a float (N, C, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
+    if x.device.type == "cpu" and x.dtype == torch.float32 and int8.available():
+        return int8.extension().quantize(x, inv_scale, zero_point, lo)
+    return int8_portable.quantize(x, torch.tensor(inv_scale, dtype=torch.float32, device=x.device), zero_point, lo)
+
+
+@_quantize_uint8.register_fake
+def _(x, inv_scale, zero_point, lo):
+    return x.new_empty((x.shape[0], x.shape[2], x.shape[3], x.shape[1]), dtype=torch.uint8)
+
+
+def quantize_uint8(x: Tensor, inv_scale: float, zero_point: int, lo: int = 0) -> Tensor:
+    """float (N, C, H, W) -> channels-last uint8 codes ``clamp(round(x * inv_scale) + zero_point, lo, 255)``
+    (``inv_scale`` rounded to float32 first, as the kernels do)."""
+    return _quantize_uint8(x, float(torch.tensor(inv_scale, dtype=torch.float32)), int(zero_point), int(lo))
+
+
+# --- counting (adderconv.analysis): the ops' registrations, next to the ops ------------------------------
+from adderconv.analysis.counts import Tally as _Tally  # noqa: E402
+from adderconv.analysis.registry import register as _register_count  # noqa: E402
+
+
+@_register_count(torch.ops.adderconv.adder_conv2d_int8, category="adder")
+def _count_int8(outs, x, weight, mode):
+    # as the float adder: |x - w| and the accumulation, 2 add per MAC (integer adds at int8/int32); the fused
+    # epilogue is a per-output affine (1 mul + 1 add), plus rounding and the clamp when it requantises
+    out = math.prod(outs[0])
+    macs = out * math.prod(weight[1:])
+    epilogue = _Tally() if mode == 0 else _Tally(mul=out, add=out, cmp=2 * out if mode == 2 else 0)
+    return _Tally(add=2 * macs) + epilogue
+
+
+@_register_count(torch.ops.adderconv.quantize_uint8, category="elementwise")
+def _count_quantize(outs, x):
+    n = math.prod(x)
+    return _Tally(mul=n, add=n, cmp=2 * n)   # scale, shift by the zero point, clamp to [lo, 255]
