@@ -63,11 +63,11 @@ document.querySelectorAll('table.sortable').forEach(function(t){
       rows.forEach(function(r){body.appendChild(r)})})})});
 """
 
-e = html.escape
+_esc = html.escape
 
 
 def _num(value: float, text: str) -> str:
-    return f'<td class="n" data-v="{value:.9g}">{e(text)}</td>'
+    return f'<td class="n" data-v="{value:.9g}">{_esc(text)}</td>'
 
 
 def _ratio(a: float, b: float) -> str:
@@ -77,9 +77,9 @@ def _ratio(a: float, b: float) -> str:
 def _header(r: EnergyReport, compare: EnergyReport | None, title: str | None) -> str:
     shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
     name = title or (f"{r.model}, compared with {compare.model}" if compare else r.model)
-    sub = (f"input {shape} &middot; precision {e(r.precision)} &middot; prices {e(r.table)} &middot; "
-           f"front end {e(r.frontend)} &middot; adderconv {e(__version__)}")
-    return f"<h1>Energy report: {e(name)}</h1><div class=\"sub\">{sub}</div>"
+    sub = (f"input {shape} &middot; precision {_esc(r.precision)} &middot; prices {_esc(r.table)} &middot; "
+           f"front end {_esc(r.frontend)} &middot; adderconv {_esc(__version__)}")
+    return f"<h1>Energy report: {_esc(name)}</h1><div class=\"sub\">{sub}</div>"
 
 
 def _cards(r: EnergyReport, compare: EnergyReport | None) -> str:
@@ -90,12 +90,12 @@ def _cards(r: EnergyReport, compare: EnergyReport | None) -> str:
     if compare is not None:
         cards.append((_ratio(compare.totals.energy_pj, r.totals.energy_pj), f"compute energy vs {compare.model}"))
         cards.append((fmt_count(compare.totals.mul), f"multiplications in {compare.model}"))
-    return '<div class="cards">' + "".join(f"<div class=\"card\"><b>{e(v)}</b><span>{e(k)}</span></div>"
+    return '<div class="cards">' + "".join(f"<div class=\"card\"><b>{_esc(v)}</b><span>{_esc(k)}</span></div>"
                                            for v, k in cards) + "</div>"
 
 
 def _ops(ops: dict[str, int]) -> str:
-    return ", ".join(f"<code>{e(op)}</code> x{n}" for op, n in ops.items())
+    return ", ".join(f"<code>{_esc(op)}</code> x{n}" for op, n in ops.items())
 
 
 def _coverage(reports: Sequence[EnergyReport]) -> str:
@@ -107,10 +107,10 @@ def _coverage(reports: Sequence[EnergyReport]) -> str:
         if r.ignored:
             parts.append(f"zero-arithmetic, not counted: {_ops(r.ignored)}")
         if r.totals.unpriced:
-            kinds = ", ".join(f"{e(k)} {fmt_count(n)}" for k, n in r.totals.unpriced.items())
+            kinds = ", ".join(f"{_esc(k)} {fmt_count(n)}" for k, n in r.totals.unpriced.items())
             parts.append(f"<b>unpriced kinds</b> (counted, no price in the table, not in the energy): {kinds}")
         level = "warn" if r.unsupported or r.totals.unpriced else "ok"
-        out.append(f'<div class="note {level}"><b>{e(r.model)}</b>: ' + "; ".join(parts) + ".</div>")
+        out.append(f'<div class="note {level}"><b>{_esc(r.model)}</b>: ' + "; ".join(parts) + ".</div>")
     return "".join(out)
 
 
@@ -119,14 +119,14 @@ def _totals(r: EnergyReport) -> str:
     for kind, (n, pj) in r.by_kind.items():
         priced = kind not in r.totals.unpriced
         share = f"{pj / r.totals.energy_pj:.1%}" if r.totals.energy_pj and priced else "-"
-        rows.append(f"<tr><td>{e(kind)}</td>{_num(n, fmt_count(n))}"
+        rows.append(f"<tr><td>{_esc(kind)}</td>{_num(n, fmt_count(n))}"
                     f"{_num(pj, fmt_energy(pj) if priced else 'unpriced')}<td class=\"n\">{share}</td></tr>")
     rows.append(f"<tr><td><b>compute</b></td><td></td><td class=\"n\"><b>{fmt_energy(r.totals.energy_pj)}</b>"
                 "</td><td></td></tr>")
     if r.memory:
-        rows.append(f"<tr><td>memory ({e(r.memory)})</td><td></td><td class=\"n\">{fmt_energy(r.totals.memory_pj)}"
+        rows.append(f"<tr><td>memory ({_esc(r.memory)})</td><td></td><td class=\"n\">{fmt_energy(r.totals.memory_pj)}"
                     "</td><td></td></tr>")
-    return (f'<div class="panel"><h2>Totals: {e(r.model)}</h2><table><thead><tr><th>kind</th><th class="n">count'
+    return (f'<div class="panel"><h2>Totals: {_esc(r.model)}</h2><table><thead><tr><th>kind</th><th class="n">count'
             '</th><th class="n">energy</th><th class="n">share</th></tr></thead><tbody>' + "".join(rows)
             + "</tbody></table></div>")
 
@@ -143,20 +143,20 @@ def _comparison(r: EnergyReport, c: EnergyReport, more: Sequence[tuple[EnergyRep
                             (f"memory {before.precision}", before.totals.memory_pj, after.totals.memory_pj)):
             if label.startswith("memory") and not before.memory:
                 continue
-            rows.append(f"<tr><td>{e(label)}</td>{_num(a, fmt_energy(a))}{_num(b, fmt_energy(b))}"
+            rows.append(f"<tr><td>{_esc(label)}</td>{_num(a, fmt_energy(a))}{_num(b, fmt_energy(b))}"
                         f"<td class=\"n\">{_ratio(a, b)}</td></tr>")
-    return (f'<div class="panel"><h2>{e(c.model)} vs {e(r.model)}</h2><table><thead><tr><th></th>'
-            f'<th class="n">{e(c.model)}</th><th class="n">{e(r.model)}</th><th class="n">{e(r.model)}/'
-            f"{e(c.model)}</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+    return (f'<div class="panel"><h2>{_esc(c.model)} vs {_esc(r.model)}</h2><table><thead><tr><th></th>'
+            f'<th class="n">{_esc(c.model)}</th><th class="n">{_esc(r.model)}</th><th class="n">{_esc(r.model)}/'
+            f"{_esc(c.model)}</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
 def _classes(r: EnergyReport) -> str:
     rows = []
     for cat, t in r.by_category.items():
         other = sum(v for k, v in t.items() if k not in ("mul", "add"))
-        rows.append(f"<tr><td>{e(cat)}</td>{_num(t['mul'], fmt_count(t['mul']))}"
+        rows.append(f"<tr><td>{_esc(cat)}</td>{_num(t['mul'], fmt_count(t['mul']))}"
                     f"{_num(t['add'], fmt_count(t['add']))}{_num(other, fmt_count(other))}</tr>")
-    return (f'<div class="panel"><h2>Operations by operator class: {e(r.model)}</h2><table><thead><tr>'
+    return (f'<div class="panel"><h2>Operations by operator class: {_esc(r.model)}</h2><table><thead><tr>'
             '<th>class</th><th class="n">mul</th><th class="n">add</th><th class="n">other</th></tr></thead>'
             "<tbody>" + "".join(rows) + "</tbody></table></div>")
 
@@ -164,12 +164,12 @@ def _classes(r: EnergyReport) -> str:
 def _layer_row(i: int, r: EnergyReport, le: LayerEnergy | None, other: LayerEnergy | None,
                compare: EnergyReport | None) -> str:
     ref = le or other
-    cells = [_num(i, str(i)), f"<td><code>{e(layer_label(ref))}</code></td>", f"<td>{e(ref.type)}</td>"]
+    cells = [_num(i, str(i)), f"<td><code>{_esc(layer_label(ref))}</code></td>", f"<td>{_esc(ref.type)}</td>"]
     if le is None:
         cells += ['<td colspan="7">not in this model</td>'] + (["<td></td>"] if r.memory else [])
     else:
         rest = sum(v for k, v in le.counts.items() if k not in ("mul", "add", "cmp"))
-        cells += [f"<td>{e(le.precision)}</td>", _num(le.mul, fmt_count(le.mul)), _num(le.add, fmt_count(le.add)),
+        cells += [f"<td>{_esc(le.precision)}</td>", _num(le.mul, fmt_count(le.mul)), _num(le.add, fmt_count(le.add)),
                   _num(le.counts["cmp"], fmt_count(le.counts["cmp"])), _num(rest, fmt_count(rest)),
                   _num(le.energy_pj, fmt_energy(le.energy_pj)), _num(r.share(le), f"{r.share(le):.1%}")]
         if r.memory:
@@ -191,23 +191,23 @@ def _layers(r: EnergyReport, compare: EnergyReport | None) -> str:
     heads += [f"energy in {compare.model}", "ratio"] if compare is not None else []
     heads += ["not counted"]
     numeric = {"#", "mul", "add", "cmp", "other", "energy", "share", "memory", "ratio"}
-    th = "".join(f'<th class="n">{e(h)}</th>' if h in numeric or h.startswith("energy in") else f"<th>{e(h)}</th>"
+    th = "".join(f'<th class="n">{_esc(h)}</th>' if h in numeric or h.startswith("energy in") else f"<th>{_esc(h)}</th>"
                  for h in heads)
     pairs = align(r.layers, compare.layers) if compare is not None else [(le, None) for le in r.layers]
     body = "".join(_layer_row(i, r, a, b, compare) for i, (a, b) in enumerate(pairs, 1))
-    note = (f"{len(r.layers)} layers of {e(r.model)} in execution order"
-            + (f", aligned by name with {e(compare.model)}; greyed rows are layers only {e(compare.model)} has"
+    note = (f"{len(r.layers)} layers of {_esc(r.model)} in execution order"
+            + (f", aligned by name with {_esc(compare.model)}; greyed rows are layers only {_esc(compare.model)} has"
                if compare is not None else "") + ". Click a column header to sort.")
     return (f'<h2>Every layer</h2><div class="panel"><table class="sortable"><thead><tr>{th}</tr></thead>'
             f"<tbody>{body}</tbody></table><p class=\"caption\">{note}</p></div>")
 
 
 def _notes(r: EnergyReport) -> str:
-    items = [e(c) for c in r.conventions]
-    items += [f"estimated price: {e(est)}" for est in r.estimates]
+    items = [_esc(c) for c in r.conventions]
+    items += [f"estimated price: {_esc(est)}" for est in r.estimates]
     if r.memory:
         items.append(f"memory: each leaf layer reads its weights and inputs and writes its outputs once at "
-                     f"{e(r.memory)}; reported apart from compute")
+                     f"{_esc(r.memory)}; reported apart from compute")
     return "<h2>Conventions</h2><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
@@ -225,21 +225,21 @@ def to_html(report: EnergyReport, *, compare: EnergyReport | None = None,
                   if not ((a and a.energy_pj) or (b and b.energy_pj)))
     charts = [f'<h2>Energy per layer, execution order</h2><div class="panel wide">{layer_chart(r, c)}'
               f'<p class="caption">Compute energy by kind (mul, add, cmp, other).'
-              + (f" Each pair: {e(c.model)} hatched on the left, {e(r.model)} on the right." if c else "")
+              + (f" Each pair: {_esc(c.model)} hatched on the left, {_esc(r.model)} on the right." if c else "")
               + (f" {skipped} layer(s) with no priced arithmetic are left out (they are in the table)."
                  if skipped else "") + f"{split_note}</p></div>"]
     side = [f'<div class="panel"><h2>Energy by layer type</h2>{type_chart(r, c)}'
-            + (f'<p class="caption">Upper bar {e(r.model)}, lower (hatched) {e(c.model)}.</p>' if c else "")
+            + (f'<p class="caption">Upper bar {_esc(r.model)}, lower (hatched) {_esc(c.model)}.</p>' if c else "")
             + "</div>"]
     if r.memory:
         side.append(f'<div class="panel"><h2>Compute vs memory</h2>{memory_chart(models[::-1])}'
                     f'<p class="caption">memory model: weights and inputs read, outputs written once, '
-                    f"at {e(r.memory)}</p></div>")
+                    f"at {_esc(r.memory)}</p></div>")
     top = [_totals(r)] + ([_comparison(r, c, more)] if c is not None else [])
     body = (_header(r, c, title) + _cards(r, c) + _coverage(models)
             + f'<div class="row">{"".join(top)}</div>' + "".join(charts)
             + f'<div class="row">{"".join(side)}{_classes(r)}</div>' + _layers(r, c) + _notes(r))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<title>Energy report: {e(r.model)}</title><style>{_CSS}</style></head>"
+            f"<title>Energy report: {_esc(r.model)}</title><style>{_CSS}</style></head>"
             f"<body><main>{body}</main><script>{_SORT_JS}</script></body></html>\n")
