@@ -268,6 +268,31 @@ def bench_cmd(
         write_json(json_path, result)
 
 
+@app.command("quantize")
+def quantize_cmd(
+    model: ModelArg,
+    output: Annotated[str, typer.Option("--output", "-o", help="The .safetensors file to write.")],
+    data: Annotated[str, typer.Option(help="Data source as for finetune: calibrate on train, evaluate on test.")] = "digits",
+    input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
+    method: Annotated[str, typer.Option(help="Calibration: minmax, percentile or mse.")] = "percentile",
+    percentile: Annotated[float, typer.Option(help="Input percentile kept by --method percentile.")] = 99.99,
+    calib_batches: Annotated[int, typer.Option(help="Training batches to calibrate on.")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Batch size for calibration and evaluation.")] = 64,
+    split_seed: Annotated[int, typer.Option(help="Seed of the train/val/test split (as for finetune).")] = 0,
+    limit: Annotated[Optional[int], typer.Option(help="Use at most N samples per split (smoke runs).")] = None,
+    json_path: Annotated[Optional[str], typer.Option("--json", help="Write the result as JSON.")] = None,
+) -> None:
+    """Quantise an adder network to int8 (SAD kernels); compare float and int8 accuracy and energy."""
+    from rich.console import Console
+
+    from adderconv.quant.command import QuantizeOptions, run_quantize
+
+    opts = QuantizeOptions(model=model, output=output, data=data, input_shape=parse_shape(input_shape), arch=arch,
+                           trust=trust, method=method, percentile=percentile, calib_batches=calib_batches,
+                           batch_size=batch_size, split_seed=split_seed, limit=limit, json_path=json_path)
+    raise typer.Exit(run_quantize(opts, Console()))
+
+
 def main() -> None:
     """Entry point: the one error boundary that turns user mistakes into one line and exit code 2.
 

@@ -1,0 +1,167 @@
+"""The ``adderconv quantize`` command's body: calibrate on the training split, evaluate float and int8 on the
+test split, price both, write the quantised safetensors file.
+
+>>> opts = QuantizeOptions(model="finetune-out/model.safetensors", output="q.safetensors")   # doctest: +SKIP
+>>> run_quantize(opts, Console())                                                            # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import AdderconvError
+
+__all__ = ["QuantizeOptions", "QuantizeResult", "run_quantize", "quantize_source", "render"]
+
+_KEEP = ("adderconv.arch", "adderconv.arch_kwargs", "adderconv.recipe")   # what rebuilding the float net needs
+
+
+@dataclass
+class QuantizeOptions:
+    model: str
+    output: str
+    data: str = "digits"
+    input_shape: tuple[int, ...] | None = None
+    arch: str | None = None
+    trust: bool = False
+    method: str = "percentile"
+    percentile: float = 99.99
+    calib_batches: int = 8
+    batch_size: int = 64
+    split_seed: int = 0
+    limit: int | None = None
+    json_path: str | None = None
+
+
+@dataclass
+class QuantizeResult:
+    data: str
+    task: str
+    metric: str
+    float_test: float
+    int8_test: float
+    calibration: str
+    energy: dict[str, Any]
+    weight_bytes: dict[str, int]
+    seconds: dict[str, float]
+    output: str
+    report: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _source_metadata(source: str, loaded) -> dict[str, str]:
+    md: dict[str, str] = dict(loaded.arch.to_metadata()) if loaded.arch is not None else {}
+    path = Path(source)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors.torch import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            md.update({k: v for k, v in (f.metadata() or {}).items() if k in _KEEP})
+    return md
+
+
+def _energy(model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
+    from adderconv.analysis.api import analyze
+
+    from .layers import QuantAdderConv2d
+    # Quantised layers at their own precision, named explicitly, whatever the analysis' default becomes.
+    layers = {n: "int8" for n, m in model.named_modules() if isinstance(m, QuantAdderConv2d)}
+    report = analyze(model, shape, layer_precision=layers or None)
+    totals = report.totals
+    return {"mul": int(totals.counts["mul"]), "add": int(totals.counts["add"]), "energy_pj": float(totals.energy_pj),
+            "int8_layers": len(layers)}
+
+
+def _weight_bytes(model: nn.Module, quantised: bool) -> int:
+    from adderconv.layers import AdderConv2d
+
+    from .layers import QuantAdderConv2d
+    kinds = (QuantAdderConv2d,) if quantised else (AdderConv2d,)
+    return sum(m.weight.numel() * m.weight.element_size() for m in model.modules() if isinstance(m, kinds))
+
+
+def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
+    """Everything the command does but printing (the library call behind ``adderconv quantize``)."""
+    from adderconv.arch import default_input_shape
+    from adderconv.io import open_model
+    from adderconv.training.data import default_shape, load_data
+    from adderconv.training.evaluate import evaluate, loader
+
+    from .api import quantize
+    from .recipe import save_quantized
+
+    out = Path(opts.output)
+    if out.suffix != ".safetensors":
+        raise AdderconvError(f"the quantised model is written as safetensors: give an output ending in "
+                             f".safetensors, got {opts.output!r}")
+    if out.is_dir() or (out.parent.exists() and not out.parent.is_dir()):
+        raise AdderconvError(f"cannot write {opts.output}: not a file path")
+    if opts.calib_batches < 1 or opts.batch_size < 1:
+        raise AdderconvError("calibration needs at least one batch of at least one sample")
+    loaded = open_model(opts.model, opts.arch, opts.trust)
+    model = loaded.model.cpu().float().eval()
+    shape = opts.input_shape or default_input_shape(opts.arch, loaded.arch)
+    chw = tuple(shape[-3:]) if shape else default_shape(opts.data)
+    data = load_data(opts.data, chw, limit=opts.limit, split_seed=opts.split_seed)
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(opts.split_seed))
+    calib = loader(data.train, order[:opts.calib_batches * opts.batch_size], opts.batch_size)
+    metric = "psnr" if data.task == "sr" else "acc"
+    cpu, seconds = torch.device("cpu"), {}
+    start = time.perf_counter()
+    qmodel = quantize(model, calib, method=opts.method, percentile=opts.percentile)
+    seconds["calibrate"] = time.perf_counter() - start
+    results = {}
+    for name, m in (("float", model), ("int8", qmodel)):
+        start = time.perf_counter()
+        results[name] = evaluate(m, data.test, data.task, opts.batch_size, cpu)[metric]
+        seconds[f"test_{name}"] = time.perf_counter() - start
+    energy = {"float": _energy(model, (1, *chw)), "int8": _energy(qmodel, (1, *chw))}
+    energy["ratio"] = energy["int8"]["energy_pj"] / max(energy["float"]["energy_pj"], 1e-30)
+    save_quantized(qmodel, out, _source_metadata(opts.model, loaded))
+    report = qmodel.adderconv_quant
+    return QuantizeResult(data.description, data.task, metric, float(results["float"]), float(results["int8"]),
+                          report.describe_calibration(), energy,
+                          {"float": _weight_bytes(model, False), "int8": _weight_bytes(qmodel, True)}, seconds,
+                          str(out), report.to_json())
+
+
+def render(res: QuantizeResult, console: Any) -> None:
+    from rich.table import Table
+
+    show = (lambda v: f"{v:.2f} dB") if res.metric == "psnr" else (lambda v: f"{100 * v:.2f}%")
+    t = Table(title="int8 quantisation", show_header=True)
+    for col in ("", "float", "int8"):
+        t.add_column(col, justify="right" if col else "left")
+    t.add_row(f"test {res.metric}", show(res.float_test), show(res.int8_test))
+    t.add_row("energy pJ (fp32; int8 adder layers)", f"{res.energy['float']['energy_pj']:,.0f}",
+              f"{res.energy['int8']['energy_pj']:,.0f}")
+    t.add_row("adder weight bytes", f"{res.weight_bytes['float']:,}", f"{res.weight_bytes['int8']:,}")
+    console.print(f"data: {res.data}")
+    console.print(f"calibration: {res.calibration} (training split)")
+    console.print(t)
+    delta = res.int8_test - res.float_test
+    console.print(f"int8 - float: {delta:+.2f} dB" if res.metric == "psnr" else f"int8 - float: {100 * delta:+.2f} points")
+    console.print(f"energy int8/float: {res.energy['ratio']:.3f} ({res.energy['int8']['int8_layers']} adder layers "
+                  f"priced at int8, the rest at fp32)")
+    for name, why in res.report["skipped"].items():
+        console.print(f"note: {name}: {why}")
+    for note in res.report["notes"]:
+        console.print(f"note: {note}")
+    console.print(f"wrote {res.output}")
+
+
+def run_quantize(opts: QuantizeOptions, console: Any) -> int:
+    """Quantise, print the comparison, write the file (and ``--json``); return the exit code."""
+    res = quantize_source(opts)
+    render(res, console)
+    if opts.json_path:
+        from adderconv.io import write_json
+
+        write_json(opts.json_path, res.to_json())
+    return 0
