@@ -20,6 +20,7 @@ from .capture import CAPTURES, count_ops
 from .counts import ModelCounts
 from .energy import EnergyReport, price
 from .tables import load_table
+from .training import OPTIMIZERS
 
 __all__ = ["analyze", "count_model", "default_shape"]
 
@@ -48,6 +49,13 @@ def program_shape(model: object) -> tuple[int, ...] | None:
     return None
 
 
+def _set_mode(module: nn.Module, training: bool) -> None:
+    try:
+        module.train(training)
+    except NotImplementedError:   # an exported program's module: its mode was fixed at export
+        pass
+
+
 def count_model(model: nn.Module, input_shape: tuple[int, ...], *, capture: str = "dispatch",
                 training: bool = False, optimizer: str | None = None,
                 handles: Mapping[object, object] | None = None) -> ModelCounts:
@@ -58,7 +66,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], *, capture: str 
         raise AdderconvError(f"unknown capture {capture!r}; choose one of {', '.join(CAPTURES)}")
     module = model.module() if isinstance(model, torch.export.ExportedProgram) else model
     was_training = module.training
-    module.train(training)
+    _set_mode(module, training)
     try:
         param = next(module.parameters(), None)
         x = torch.zeros(input_shape, device=param.device if param is not None else "cpu")
@@ -69,7 +77,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], *, capture: str 
         raise AdderconvError(f"the model does not run on an input of shape {tuple(input_shape)}{mode}: {first}; "
                              f"pass the right --input-shape") from None
     finally:
-        module.train(was_training)
+        _set_mode(module, was_training)
     if training and optimizer:
         from .training import optimizer_layer
 
@@ -95,6 +103,8 @@ def analyze(model: nn.Module | str | Path, input_shape: tuple[int, ...] | None =
     counting handles for this call only. ``model`` may also be a ``torch.compile``\ d module or a
     ``torch.export`` program (and, with ``trust``, a ``.pt2`` file).
     """
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise AdderconvError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     prices = load_table(table)
     if energy_scale != 1.0:
         prices = prices.scaled(energy_scale)

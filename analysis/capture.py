@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -168,15 +169,17 @@ class _CompositeMode(TorchFunctionMode):
         return out
 
 
-def _unwrap(model: Any) -> tuple[nn.Module, Any]:
-    """(module to hook, exported program or None) for an eager, compiled or exported model."""
+def _unwrap(model: Any) -> tuple[nn.Module, bool]:
+    """(module to run, whether it is an exported graph) for an eager, compiled or exported model."""
     if isinstance(model, torch.export.ExportedProgram):
-        return model.module(), model
+        return model.module(), True
+    if isinstance(model, torch.fx.GraphModule) and any(n.meta.get("nn_module_stack") for n in model.graph.nodes):
+        return model, True                                # an exported program's module (e.g. a loaded .pt2)
     orig = getattr(model, "_orig_mod", None)              # torch.compile's OptimizedModule: count the original
     if isinstance(orig, nn.Module):
-        return orig, None
+        return orig, False
     if isinstance(model, nn.Module):
-        return model, None
+        return model, False
     raise AdderconvError(f"cannot count a {type(model).__name__}: expected an nn.Module, a torch.compile'd "
                          f"module or a torch.export ExportedProgram")
 
@@ -223,7 +226,7 @@ def count_ops(model: nn.Module | Any, inputs: Tensor | tuple, *, capture: str = 
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     module, program = _unwrap(model)
     if capture == "jit":
-        if training or program is not None:
+        if training or program:
             raise AdderconvError("the jit capture counts the forward of an nn.Module only; use the dispatch "
                                  "capture for training steps and exported programs")
         from .capture_jit import count_ops_jit
@@ -260,12 +263,15 @@ def _run(module: nn.Module, program: Any, inputs: tuple, capture: str, training:
             from torch._subclasses.fake_tensor import FakeTensorMode
 
             fake = FakeTensorMode(allow_non_fake_inputs=True)
+            log = logging.getLogger("torch._subclasses.fake_tensor")    # it logs the model's own errors: we
+            stack.callback(log.setLevel, log.level)                      # raise them, once, in one line
+            log.setLevel(logging.CRITICAL)
             inputs = tree_map(lambda t: fake.from_tensor(t) if isinstance(t, Tensor) else t, inputs)
-            if program is None:   # parameters and buffers as fakes: the caller's module is never written
+            if not program:   # parameters and buffers as fakes: the caller's module is never written
                 state = _fake_state(module, fake, training)
                 call = lambda *a: torch.func.functional_call(module, state, a, strict=False)  # noqa: E731
             stack.enter_context(fake)
-        if program is not None:
+        if program:
             call = tracker.interpreter(module)
         stack.enter_context(torch.enable_grad() if training else torch.no_grad())
         stack.enter_context(memory_hooks(module, layers))

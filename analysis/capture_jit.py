@@ -55,6 +55,14 @@ def _trace(model: nn.Module, inputs: tuple) -> torch._C.Graph:
     return graph
 
 
+def _size_arithmetic(v: torch._C.Value) -> bool:
+    """A scalar the tracer made from sizes (``H // P * P``): a plain int, or a 0-d integer tensor."""
+    t = v.type()
+    if not isinstance(t, torch._C.TensorType):
+        return isinstance(t, (torch._C.IntType, torch._C.FloatType, torch._C.NumberType, torch._C.BoolType))
+    return t.sizes() == [] and t.scalarType() in ("Long", "Int")
+
+
 def _op(kind: str, node: torch._C.Node) -> tuple[OpKey | None, list[str]]:
     """The op packet of a node and its schema's argument names (empty when the schema is unknown)."""
     ns, _, name = kind.partition("::")
@@ -95,6 +103,9 @@ def count_ops_jit(model: nn.Module, inputs: tuple, overrides: dict) -> ModelCoun
             continue                                    # TorchScript bookkeeping (constants, lists, tuples)
         layer = layers.get(node.scopeName().split("/")[-1]) or layers[""]
         used.setdefault(layer.name)
+        if not kind.startswith("prim::") and all(_size_arithmetic(v) for v in node.outputs()):
+            ignored[kind] = ignored.get(kind, 0) + 1    # arithmetic on traced sizes (P * P), not on data
+            continue
         op, names = _op(kind, node) if not kind.startswith("prim::") else (None, [])
         handle = _lookup(op, overrides) if op is not None else None
         if handle is None or isinstance(handle, str):
@@ -103,6 +114,11 @@ def count_ops_jit(model: nn.Module, inputs: tuple, overrides: dict) -> ModelCoun
             continue
         named = dict(zip(names, (_value(v) for v in node.inputs())))
         outs = [_value(v) for v in node.outputs()]
+        first = next(iter(node.outputs()), None)
+        if first is not None and outs[0] is None and isinstance(first.type(), torch._C.TensorType):
+            key = f"{kind} (shapes unknown to the tracer, e.g. inside a scripted function)"
+            layer.unsupported[key] = layer.unsupported.get(key, 0) + 1
+            continue
         try:
             tally = handle(outs, named)
         except (ValueError, TypeError, IndexError, KeyError) as e:   # shapes it cannot read: say so, never guess

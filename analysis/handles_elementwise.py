@@ -27,7 +27,6 @@ def _elementwise(per: Tally):
 
 #: (ATen names, tally per output element, category); each name also registers its in-place ``name_``.
 PER_ELEMENT: tuple[tuple[tuple[str, ...], Tally, str], ...] = (
-    (("add", "sub", "rsub"), Tally(add=1), "elementwise"),
     (("mul", "square"), Tally(mul=1), "elementwise"),
     (("div", "reciprocal"), Tally(div=1), "elementwise"),
     (("eq", "ne", "lt", "le", "gt", "ge", "sign"), Tally(cmp=1), "elementwise"),
@@ -83,6 +82,12 @@ for _ops, _per, _cat in PER_ELEMENT_BACKWARD:
     register(*(f"aten::{op}" for op in _ops), category=_cat)(_elementwise(_per))
 
 
+@register(*_with_inplace(("add", "sub", "rsub")), category="elementwise")
+def _add(outs, alpha=1):
+    n = math.prod(outs[0])
+    return Tally(add=n, mul=n if alpha not in (1, None) else 0)   # a + alpha * b: alpha != 1 is a product
+
+
 @register("aten::pow", "aten::pow_", category="math")
 def _pow(outs, exponent):
     n = math.prod(outs[0])
@@ -130,6 +135,8 @@ def _register_ignored() -> None:
 
     for reason, ops in ZERO_ARITHMETIC.items():
         ignore([f"aten::{op}" for op in ops], reason)
+    ignore(["profiler::_record_function_enter_new", "profiler::_record_function_exit"],
+           "profiler bookkeeping (torch.optim marks its steps), no arithmetic")
 
 
 _register_ignored()

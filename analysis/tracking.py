@@ -35,11 +35,11 @@ def declared_precision(mod: Any) -> str | None:
     return p if isinstance(p, str) else None
 
 
-def new_layers(model: nn.Module, program: Any = None) -> tuple[dict[str, LayerCounts], set[str]]:
+def new_layers(model: nn.Module, program: bool = False) -> tuple[dict[str, LayerCounts], set[str]]:
     """Empty counts per module path (the root is ""), and the paths that are ``nn.Linear`` layers."""
     layers: dict[str, LayerCounts] = {}
     linear: set[str] = set()
-    if program is None:
+    if not program:
         for name, mod in model.named_modules():
             layers[name] = LayerCounts(name=name, type=type(mod).__name__,
                                        weights=sum(p.numel() for p in mod.parameters(recurse=False)),
@@ -65,10 +65,10 @@ def new_layers(model: nn.Module, program: Any = None) -> tuple[dict[str, LayerCo
 class LayerTracker:
     """Context manager: ``current()`` is (the LayerCounts of the running layer, "forward" or "backward")."""
 
-    def __init__(self, model: nn.Module, layers: dict[str, LayerCounts], program: Any = None) -> None:
+    def __init__(self, model: nn.Module, layers: dict[str, LayerCounts], program: bool = False) -> None:
         self.layers = layers
         self.names = {id(m): n for n, m in reversed(list(model.named_modules(remove_duplicate=False)))}
-        self.program = program is not None
+        self.program = program
         self.fw: list[str | None] = []
         self.bw: list[str] = []
         self.order: dict[str, None] = {}        # layers in first-use order

@@ -1,0 +1,66 @@
+"""The dispatch capture (fake tensors, the default) against the TorchScript tracer (``capture="jit"``) over
+torchvision's classification zoo, forward in eval: every layer's tally by kind must be equal.
+
+The two see different ops (``convolution`` vs ``_convolution``, ``addmm`` vs ``linear``, ``native_batch_norm``
+vs ``batch_norm``), and they attribute ops to layers independently (module hooks vs the tracer's scopes), so
+agreement checks the handles and the attribution both. Where they cannot agree, the reason is pinned below.
+"""
+import warnings
+
+import pytest
+import torch
+import torchvision
+
+from adderconv.analysis import count_ops
+
+from test_analysis_models import _build
+
+#: model -> why the two captures cannot be compared layer by layer (each checked to still differ).
+EXCEPTIONS = {
+    # nn.MultiheadAttention's inference fast path: the tracer (real tensors, grad off) records the fused
+    # aten::_native_multi_head_attention in the attention module; under fake tensors the fast path is off (a
+    # torch-function mode is active) and the same arithmetic runs as in-projection, attention kernel and
+    # out-projection in the MHA's own child modules (out_proj). Totals agree; layers differ.
+    "vit_b_16": "totals", "vit_b_32": "totals", "vit_l_16": "totals", "vit_l_32": "totals", "vit_h_14": "totals",
+}
+
+
+def _smallest(name):
+    for size in (32, 64, 112, 224, 299):
+        if name.startswith("vit_") and size % int(name.split("_")[-1]):
+            continue
+        try:
+            model = _build(name, size)
+            x = torch.zeros(1, 3, size, size)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return model, x, count_ops(model, x, capture="jit")
+        except Exception:   # noqa: BLE001  (too small for this architecture, or untraceable: next size)
+            continue
+    return None
+
+
+def _layers(counts):
+    return {layer.name: dict(layer.tally) for layer in counts.layers if layer.tally}
+
+
+@pytest.mark.slow
+def test_dispatch_capture_equals_the_jit_capture_over_torchvision_classification():
+    compared, untraceable = [], []
+    for name in torchvision.models.list_models(module=torchvision.models):
+        found = _smallest(name)
+        if found is None:
+            untraceable.append(name)
+            continue
+        model, x, traced = found
+        with torch.no_grad():
+            ours = count_ops(model, x)
+        assert ours.unsupported == traced.unsupported == {}, (name, ours.unsupported, traced.unsupported)
+        assert ours.total == traced.total, (name, ours.total, traced.total)
+        if EXCEPTIONS.get(name) == "totals":
+            assert _layers(ours) != _layers(traced), f"{name} now agrees layer by layer: drop its exception"
+        else:
+            assert _layers(ours) == _layers(traced), name
+        compared.append(name)
+    print(f"\ncompared {len(compared)} models; untraceable by the tracer: {untraceable}")
+    assert len(compared) >= 75, (len(compared), untraceable)
