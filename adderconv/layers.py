@@ -27,6 +27,7 @@ class AdderConv2d(nn.Module):
     """
 
     _conv_type: type[nn.Module] = nn.Conv2d
+    norm_type: type[nn.Module] = nn.BatchNorm2d      # the BatchNorm the converter inserts after this layer
 
     def __init__(
         self,
@@ -89,6 +90,11 @@ class AdderConv2d(nn.Module):
                 layer.bias.copy_(conv.bias)
         return layer
 
+    @classmethod
+    def from_float(cls, module: nn.Module) -> "AdderConv2d":
+        """The converter's one entry point (as torch.ao's ``from_float``): a user mapping names the class."""
+        return cls.from_conv(module)
+
     def _explicit_padding(self) -> tuple[int, int, int, int]:
         """(left, right, top, bottom) padding, resolving 'same' and 'valid'."""
         if self.padding == "valid":
@@ -133,6 +139,7 @@ class AdderConv1d(AdderConv2d):
     """1-d adder layer (runs the 2-d op on a height-1 image). Arguments as :class:`torch.nn.Conv1d`."""
 
     _conv_type = nn.Conv1d
+    norm_type = nn.BatchNorm1d
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
                  stride: int | Sequence[int] = 1, padding: int | Sequence[int] | str = 0,
@@ -165,6 +172,8 @@ class AdderConv3d(nn.Module):
     >>> AdderConv3d(3, 4, 3, padding=1)(torch.randn(1, 3, 4, 8, 8)).shape
     torch.Size([1, 4, 4, 8, 8])
     """
+
+    norm_type = nn.BatchNorm3d
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
                  stride: int | Sequence[int] = 1, padding: int | Sequence[int] | str = 0,
@@ -204,6 +213,8 @@ class AdderConv3d(nn.Module):
                 layer.bias.copy_(conv.bias)
         return layer
 
+    from_float = from_conv
+
     def forward(self, x: Tensor) -> Tensor:
         if self.padding == "valid":
             pads = [(0, 0)] * 3
@@ -242,6 +253,8 @@ class AdderLinear(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
+    norm_type = nn.BatchNorm1d
+
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "AdderLinear":
         if not isinstance(linear, nn.Linear):
@@ -253,6 +266,10 @@ class AdderLinear(nn.Module):
             if linear.bias is not None:
                 layer.bias.copy_(linear.bias)
         return layer
+
+    @classmethod
+    def from_float(cls, module: nn.Module) -> "AdderLinear":
+        return cls.from_linear(module)
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]

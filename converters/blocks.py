@@ -79,7 +79,7 @@ def shape_preserving(module: nn.Module) -> bool:
     """True when the layer's output has its input's shape for every input size (AdderSR's shortcut)."""
     if isinstance(module, nn.Linear):
         return module.in_features == module.out_features
-    if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) or module.in_channels != module.out_channels:
+    if not isinstance(module, nn.modules.conv._ConvNd) or module.in_channels != module.out_channels:
         return False
     if any(s != 1 for s in module.stride):
         return False
@@ -118,7 +118,7 @@ def build_adder(module: nn.Module, *, bn: bool = False, shortcut: bool = False, 
     target = mapped_target(module, mapping)
     if target is None:
         raise TypeError(f"no adder layer for {type(module).__name__}")
-    adder = target.from_linear(module) if isinstance(module, nn.Linear) else target.from_conv(module)
+    adder = target.from_float(module)
     _init_weights(adder, weight_init)
     for name, p in module.named_parameters(recurse=False):
         getattr(adder, name).requires_grad_(p.requires_grad)
@@ -130,6 +130,9 @@ def build_adder(module: nn.Module, *, bn: bool = False, shortcut: bool = False, 
     channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
     norm = None
     if bn:
-        norm = {nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}.get(type(module), nn.BatchNorm1d)(channels, **factory)
+        norm_type = getattr(type(adder), "norm_type", None)
+        if norm_type is None:
+            raise TypeError(f"{type(adder).__name__} declares no norm_type: cannot insert BatchNorm after it")
+        norm = norm_type(channels, **factory)
     act = PowerActivation(channels).to(**factory) if power else None
     return AdderBlock(adder, norm, shortcut, act).train(module.training)
