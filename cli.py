@@ -6,6 +6,7 @@ stderr with exit code 2 (set ``ADDERCONV_DEBUG=1`` for the traceback).
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import Annotated, Optional
@@ -14,6 +15,9 @@ import typer
 
 from adderconv import __version__
 from adderconv.errors import AdderconvError
+
+if __name__ not in ("adderconv.cli", "__main__"):   # a checkout's top level is on sys.path: no second copy
+    raise ImportError(f"import adderconv.cli, not {__name__}")
 
 __all__ = ["app", "main", "parse_shape"]
 
@@ -37,6 +41,8 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
         raise AdderconvError(f"--input-shape must be integers like 1,3,224,224, got {text!r}") from None
     if len(shape) < 2 or min(shape) < 1:
         raise AdderconvError(f"--input-shape needs at least (batch, channels), all positive, got {text!r}")
+    if math.prod(shape) > 2**63 - 1:   # torch sizes are int64
+        raise AdderconvError(f"--input-shape {text!r} has more elements than a tensor can hold (2^63 - 1)")
     return shape
 
 
@@ -144,6 +150,11 @@ def energy_cmd(
     baseline: Annotated[Optional[str], typer.Option(help="A previous --json report; exit 1 if totals grew.")] = None,
     max_increase: Annotated[str, typer.Option(help="Allowed growth over --baseline, e.g. 1%.")] = "1%",
     strict: Annotated[bool, typer.Option(help="Exit 1 if any operator could not be counted.")] = False,
+    capture: Annotated[str, typer.Option(help="How ops are seen: dispatch (fake tensors, nothing runs), real "
+                                              "(runs the model), jit (the TorchScript tracer).")] = "dispatch",
+    training: Annotated[bool, typer.Option(help="Count a training step: forward, backward, optimizer "
+                                                "update.")] = False,
+    optimizer: Annotated[str, typer.Option(help="With --training: sgd, adam or none.")] = "sgd",
 ) -> None:
     """Count multiplications and additions per layer, price them at 45 nm, report, and gate CI."""
     from rich.console import Console
@@ -152,7 +163,8 @@ def energy_cmd(
 
     opts = EnergyOptions(model, parse_shape(input_shape), arch, trust, precision,
                          parse_layer_precision(layer_precision or []), table, memory, energy_scale, compare,
-                         all_layers, top, json_path, markdown, baseline, max_increase, strict, html_path=html)
+                         all_layers, top, json_path, markdown, baseline, max_increase, strict, html_path=html,
+                         capture=capture, training=training, optimizer=None if optimizer == "none" else optimizer)
     raise typer.Exit(run_energy(opts, Console()))
 
 

@@ -7,13 +7,31 @@ torch.Size([1, 8, 8, 8])
 """
 from __future__ import annotations
 
+import importlib.abc as _abc
+import importlib.machinery as _machinery
+import sys as _sys
 from pathlib import Path as _Path
 
 # In a source checkout the design card keeps analysis/, converters/ and cli.py beside this folder; the wheel
-# places them inside it. Either way they import as adderconv.analysis, adderconv.converters, adderconv.cli.
+# places them inside it. Either way they import as adderconv.analysis, adderconv.converters, adderconv.cli, and
+# only those three: nothing else at the checkout's top level (tests/, hatch_build.py) is reachable as adderconv.*.
+_SIBLINGS = ("analysis", "converters", "cli")
 _root = _Path(__file__).resolve().parent.parent
+
+
+class _CheckoutSiblings(_abc.MetaPathFinder):
+    """Finds ``adderconv.{analysis,converters,cli}`` at the top of a source checkout."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        parent, _, name = fullname.rpartition(".")
+        if parent != __name__ or name not in _SIBLINGS:
+            return None
+        return _machinery.PathFinder.find_spec(fullname, [str(_root)])
+
+
 if (_root / "cli.py").is_file() and (_root / "pyproject.toml").is_file() and not (_Path(__file__).parent / "cli.py").exists():
-    __path__.append(str(_root))  # type: ignore[name-defined]
+    if not any(isinstance(f, _CheckoutSiblings) for f in _sys.meta_path):
+        _sys.meta_path.append(_CheckoutSiblings())
 
 from .adaptive_lr import AdaptiveLR, adaptive_scale  # noqa: E402
 from .errors import AdderconvError  # noqa: E402

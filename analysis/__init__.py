@@ -12,6 +12,10 @@ cycle.
 """
 from __future__ import annotations
 
+if __name__ != "adderconv.analysis":   # a checkout's top level is on sys.path: refuse to become a second copy
+    raise ImportError(f"import adderconv.analysis, not {__name__}: a second copy would have its own registries "
+                      f"(isinstance and handle look-ups fail across copies)")
+
 import importlib
 
 # name -> submodule defining it (imported on first use)

@@ -5,6 +5,10 @@
 >>> print(net.adderconv_report.converted[0].new_type)
 AdderConv2d
 """
+if __name__ != "adderconv.converters":   # a checkout's top level is on sys.path: refuse to become a second copy
+    raise ImportError(f"import adderconv.converters, not {__name__}: a second copy would have its own registries "
+                      f"(isinstance and handle look-ups fail across copies)")
+
 from .aten_rewrite import convert_exported
 from .blocks import AdderBlock, build_adder, default_mapping
 from .calibrate import recalibrate_bn

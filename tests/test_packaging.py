@@ -58,3 +58,18 @@ def test_editable_checkout_imports_the_same_names():
 def test_python_m_and_console_script_report_the_version():
     out = subprocess.run([sys.executable, "-m", "adderconv", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("adderconv ")
+
+
+def test_a_checkout_imports_one_way():
+    """From the checkout root (on sys.path), analysis/converters/cli refuse to become second copies, and nothing
+    else at the top level (tests, the build hook) is reachable as adderconv.*."""
+    for stmt, expected in (("import analysis", "import adderconv.analysis"),
+                           ("import converters", "import adderconv.converters"),
+                           ("import cli", "import adderconv.cli"),
+                           ("import adderconv.tests", "No module named 'adderconv.tests'"),
+                           ("import adderconv.hatch_build", "No module named 'adderconv.hatch_build'")):
+        out = subprocess.run([sys.executable, "-c", stmt], capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode != 0 and expected in out.stderr, (stmt, out.stderr[-300:])
+    out = subprocess.run([sys.executable, "-c", "import adderconv.analysis as a, adderconv.converters, adderconv.cli;"
+                          "print(a.__name__)"], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "adderconv.analysis"
