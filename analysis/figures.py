@@ -19,9 +19,9 @@ from typing import Any
 from adderconv.errors import AdderconvError
 
 from .energy import EnergyReport
-from .layer_views import GROUPS, align, energy_unit, kind_split, layer_label
+from .layer_views import GROUPS, align, class_split, energy_unit, kind_split, layer_label
 
-__all__ = ["require_matplotlib", "new_figure", "to_svg", "styled", "layer_chart", "type_chart", "memory_chart",
+__all__ = ["require_matplotlib", "new_figure", "to_svg", "styled", "layer_chart", "class_chart", "memory_chart",
            "COLORS"]
 
 COLORS: dict[str, str] = {"mul": "#d1495b", "add": "#2e86ab", "cmp": "#66a182", "other": "#8d6a9f",
@@ -113,19 +113,10 @@ def layer_chart(report: EnergyReport, compare: EnergyReport | None = None) -> st
     return styled(draw)
 
 
-def _by_type(report: EnergyReport) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for le in report.layers:
-        acc = out.setdefault(le.type, {g: 0.0 for g in GROUPS})
-        for g, pj in kind_split(report, le).items():
-            acc[g] += pj
-    return out
-
-
-def type_chart(report: EnergyReport, compare: EnergyReport | None = None) -> str:
-    """Compute energy summed by layer type (Conv2d, AdderConv2d, BatchNorm2d, ...), stacked by kind, largest
-    first (twelve at most); with ``compare`` its bar (hatched) sits under each of ``report``'s."""
-    mine, theirs = _by_type(report), _by_type(compare) if compare else {}
+def class_chart(report: EnergyReport, compare: EnergyReport | None = None) -> str:
+    """Compute energy by operator class (conv, adder, norm, ...), stacked by kind, largest first (twelve at
+    most); with ``compare`` its bar (hatched) sits under each of ``report``'s."""
+    mine, theirs = class_split(report), class_split(compare) if compare else {}
     total = {t: max(sum(mine.get(t, {}).values()), sum(theirs.get(t, {}).values())) for t in {*mine, *theirs}}
     types = [t for t in sorted(total, key=lambda t: (-total[t], t)) if total[t]][:12]
 

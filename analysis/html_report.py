@@ -21,8 +21,8 @@ from adderconv import __version__
 
 from .counts import KINDS
 from .energy import EnergyReport, LayerEnergy
-from .figures import layer_chart, memory_chart, require_matplotlib, type_chart
-from .layer_views import align, layer_label, mixed_precision
+from .figures import class_chart, layer_chart, memory_chart, require_matplotlib
+from .layer_views import align, class_split, layer_label, mixed_precision
 from .render import fmt_count, fmt_energy
 
 __all__ = ["to_html"]
@@ -152,13 +152,16 @@ def _comparison(r: EnergyReport, c: EnergyReport, more: Sequence[tuple[EnergyRep
 
 def _classes(r: EnergyReport) -> str:
     rows = []
+    energy = class_split(r)
     for cat, t in r.by_category.items():
         other = sum(v for k, v in t.items() if k not in ("mul", "add"))
+        pj = sum(energy[cat].values())
         rows.append(f"<tr><td>{_esc(cat)}</td>{_num(t['mul'], fmt_count(t['mul']))}"
-                    f"{_num(t['add'], fmt_count(t['add']))}{_num(other, fmt_count(other))}</tr>")
-    return (f'<div class="panel"><h2>Operations by operator class: {_esc(r.model)}</h2><table><thead><tr>'
-            '<th>class</th><th class="n">mul</th><th class="n">add</th><th class="n">other</th></tr></thead>'
-            "<tbody>" + "".join(rows) + "</tbody></table></div>")
+                    f"{_num(t['add'], fmt_count(t['add']))}{_num(other, fmt_count(other))}{_num(pj, fmt_energy(pj))}"
+                    "</tr>")
+    return (f'<div class="panel"><h2>Operator classes: {_esc(r.model)}</h2><table><thead><tr>'
+            '<th>class</th><th class="n">mul</th><th class="n">add</th><th class="n">other</th>'
+            '<th class="n">energy</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table></div>")
 
 
 def _layer_row(i: int, r: EnergyReport, le: LayerEnergy | None, other: LayerEnergy | None,
@@ -228,8 +231,9 @@ def to_html(report: EnergyReport, *, compare: EnergyReport | None = None,
               + (f" Each pair: {_esc(c.model)} hatched on the left, {_esc(r.model)} on the right." if c else "")
               + (f" {skipped} layer(s) with no priced arithmetic are left out (they are in the table)."
                  if skipped else "") + f"{split_note}</p></div>"]
-    side = [f'<div class="panel"><h2>Energy by layer type</h2>{type_chart(r, c)}'
-            + (f'<p class="caption">Upper bar {_esc(r.model)}, lower (hatched) {_esc(c.model)}.</p>' if c else "")
+    side = [f'<div class="panel"><h2>Energy by operator class</h2>{class_chart(r, c)}'
+            + (f'<p class="caption">Upper bar {_esc(r.model)}, lower (hatched) {_esc(c.model)}.{split_note}</p>'
+               if c else f'<p class="caption">{split_note}</p>' if split_note else "")
             + "</div>"]
     if r.memory:
         side.append(f'<div class="panel"><h2>Compute vs memory</h2>{memory_chart(models[::-1])}'

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from .energy import EnergyReport, LayerEnergy
 
-__all__ = ["GROUPS", "align", "kind_split", "mixed_precision", "energy_unit", "layer_label"]
+__all__ = ["GROUPS", "align", "kind_split", "class_split", "mixed_precision", "energy_unit", "layer_label"]
 
 #: How charts group kinds: the two every report leads with, comparisons, and the rest together.
 GROUPS: tuple[str, ...] = ("mul", "add", "cmp", "other")
@@ -64,6 +64,21 @@ def kind_split(report: EnergyReport, layer: LayerEnergy) -> dict[str, float]:
         return {g: 0.0 for g in GROUPS}
     scale = layer.energy_pj / total
     return {g: v * scale for g, v in raw.items()}
+
+
+def class_split(report: EnergyReport) -> dict[str, dict[str, float]]:
+    """Compute energy (pJ) by operator class (``conv``, ``adder``, ``norm``, ...), each split into :data:`GROUPS`.
+
+    Read off ``by_category`` counts at each kind's energy per operation (see the module docstring): exact at
+    one precision; the classes always add up to the report's total compute energy.
+    """
+    unit = _unit_energy(report)
+    out: dict[str, dict[str, float]] = {}
+    for cat, tally in report.by_category.items():
+        acc = out.setdefault(cat, {g: 0.0 for g in GROUPS})
+        for kind, n in tally.items():
+            acc[kind if kind in GROUPS else "other"] += n * unit.get(kind, 0.0)
+    return out
 
 
 def mixed_precision(report: EnergyReport) -> bool:

@@ -102,10 +102,10 @@ def test_compare_page_is_self_contained_and_lists_every_layer_of_the_json(tmp_pa
     assert [row[1] for row in mine] == [le["name"] or "(model)" for le in data["layers"]]
     for row, le in zip(mine, data["layers"]):
         assert row[2] == le["type"] and row[3] == le["precision"]
-    for part in ("lenet5_bn vs lenet5_bn_adder", "Compute vs memory", "memory (sram_8kb)", "Energy by layer type",
+    for part in ("lenet5_bn vs lenet5_bn_adder", "Compute vs memory", "memory (sram_8kb)", "Energy by operator class",
                  "Energy per layer, execution order", data["conventions"][0]):
         assert part in text, part
-    assert text.count("<svg") == 3                         # layers, layer types, compute vs memory
+    assert text.count("<svg") == 3                         # layers, operator classes, compute vs memory
 
 
 def test_default_job_page_shows_the_demo_at_two_precisions(tmp_path, capsys, monkeypatch):
@@ -222,3 +222,17 @@ def test_convert_writes_the_before_after_page(tmp_path, capsys, monkeypatch):
     assert "before vs after conversion (input 1x1x32x32)" in text and "original vs converted" in text
     rows = parse(text).rows
     assert any(r[2] == "AdderConv2d" for r in rows) and "energy in original" in text
+
+
+def test_energy_by_operator_class_adds_up_and_is_exact_at_one_precision():
+    from adderconv.analysis import analyze
+    from adderconv.analysis.layer_views import class_split
+
+    for r in (analyze("lenet5_bn_adder"), analyze("lenet5_bn", layer_precision={"4": "int8"})):
+        split = class_split(r)
+        assert set(split) == set(r.by_category)
+        assert sum(sum(v.values()) for v in split.values()) == pytest.approx(r.totals.energy_pj, rel=1e-12)
+    r = analyze("lenet5_bn_adder")
+    conv, adder = r.by_category["conv"], r.by_category["adder"]
+    assert sum(class_split(r)["conv"].values()) == pytest.approx(conv["mul"] * 3.7 + conv["add"] * 0.9)
+    assert class_split(r)["adder"] == pytest.approx({"mul": 0.0, "add": adder["add"] * 0.9, "cmp": 0.0, "other": 0.0})
