@@ -316,8 +316,30 @@ def main() -> None:
     except AdderconvError as e:
         if os.environ.get("ADDERCONV_DEBUG"):
             raise
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {as_flags(str(e))}", err=True)
         sys.exit(e.exit_code)
+
+
+def _flags() -> dict[str, str]:
+    """Each command parameter's name -> its long flag (``input_shape`` -> ``--input-shape``), read from the app."""
+    import typer.main
+
+    flags: dict[str, str] = {}
+    group = typer.main.get_command(app)
+    for cmd in getattr(group, "commands", {}).values():
+        for p in cmd.params:
+            longs = [o for o in getattr(p, "opts", ()) if o.startswith("--")]
+            if longs and p.name:
+                flags.setdefault(p.name, longs[0])
+    return flags
+
+
+def as_flags(message: str) -> str:
+    """A library message with its backticked parameter names (```arch```) written as the CLI's flags (``--arch``)."""
+    import re
+
+    flags = _flags()
+    return re.sub(r"`(\w+)`", lambda m: flags.get(m[1], m[1]), message)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Each builds with random initialisation (no weights are downloaded) and with keyw
 
 A spec the *user* typed is the user's choice and builds as asked. A spec read from a *file* is data: it is
 built only when it names our own zoo or an allow-listed builder (torchvision's and timm's registries), with
-allow-listed keyword arguments; anything else needs the user's own ``--arch`` or ``--trust``, because
+allow-listed keyword arguments; anything else needs the user's own ``arch`` or ``trust``, because
 importing a module and calling a function named by a file runs code the file chose.
 
 >>> spec = ArchSpec.parse("lenet5_bn", {"num_classes": 2})
@@ -19,7 +19,7 @@ importing a module and calling a function named by a file runs code the file cho
 >>> ArchSpec.from_metadata({"adderconv.arch": "os:abort"}).build(trusted=False)
 Traceback (most recent call last):
 ...
-adderconv.errors.AdderconvError: the file names architecture 'os:abort', which is neither a zoo model nor an allow-listed builder: building it would run code the file chose; pass --arch with the architecture you expect (or --trust if you trust the file)
+adderconv.errors.AdderconvError: the file names architecture 'os:abort', which is neither a zoo model nor an allow-listed builder: building it would run code the file chose; pass `arch` with the architecture you expect (or `trust` if you trust the file)
 """
 from __future__ import annotations
 
@@ -116,11 +116,11 @@ class ArchSpec:
             if _allow_listed(module_name, attr) is None:
                 raise AdderconvError(
                     f"the file names architecture {self.name!r}, which is neither a zoo model nor an allow-listed "
-                    f"builder: building it would run code the file chose; pass --arch with the architecture you "
-                    f"expect (or --trust if you trust the file)")
+                    f"builder: building it would run code the file chose; pass `arch` with the architecture you "
+                    f"expect (or `trust` if you trust the file)")
             if extra := sorted(set(self.kwargs) - _FILE_KWARGS):
                 raise AdderconvError(f"the file asks for architecture arguments {extra} beyond the allowed "
-                                     f"{sorted(_FILE_KWARGS)}; pass --arch (or --trust if you trust the file)")
+                                     f"{sorted(_FILE_KWARGS)}; pass `arch` (or `trust` if you trust the file)")
         return self._call(_factory(module_name, attr))
 
     def _call(self, factory) -> nn.Module:

@@ -31,8 +31,8 @@ from .official import official_layout
 __all__ = ["LoadedModel", "open_model", "load_model", "build_arch", "file_arch", "load_state_dict_file", "atomic_write",
            "ensure_writable", "write_json", "is_zoo_name"]
 
-_TRUST_HINT = ("it can execute arbitrary code when loaded. Pass --trust (trust=True) only if you trust "
-               "the file, or save a state dict / safetensors file and pass --arch instead")
+_TRUST_HINT = ("it can execute arbitrary code when loaded. Pass `trust` only if you trust "
+               "the file, or save a state dict / safetensors file and pass `arch` instead")
 
 
 def is_zoo_name(source: str | os.PathLike) -> bool:
@@ -135,7 +135,7 @@ def _spec(arch: str | ArchSpec | None, metadata: dict[str, str], source: object)
     recorded = ArchSpec.from_metadata(metadata)
     if arch is None:
         if recorded is None:
-            raise AdderconvError(f"{source}: a state dict holds no architecture; pass --arch "
+            raise AdderconvError(f"{source}: a state dict holds no architecture; pass `arch` "
                                  f"<zoo name | torchvision:NAME | module:factory>")
         return recorded, False
     spec = arch if isinstance(arch, ArchSpec) else ArchSpec.parse(arch)

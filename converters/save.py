@@ -50,9 +50,9 @@ def save_converted(model: nn.Module, path: str | os.PathLike, *, arch: str | Arc
     (loading it then needs ``--trust``).
     """
     if fmt not in FORMATS:
-        raise AdderconvError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise AdderconvError(f"`fmt` must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "pt2" and example_inputs is None:
-        raise AdderconvError("--format pt2 needs an input shape to export with (--input-shape)")
+        raise AdderconvError("`fmt` pt2 needs an input shape to export with (`input_shape`)")
     report = getattr(model, "adderconv_report", None)
     with atomic_write(path) as tmp:
         if fmt == "safetensors":

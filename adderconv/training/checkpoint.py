@@ -48,7 +48,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors only: no code runs)."""
     path = Path(path)
     if not path.is_file():
-        raise AdderconvError(f"--resume: no checkpoint at {path}")
+        raise AdderconvError(f"`resume`: no checkpoint at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:

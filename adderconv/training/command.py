@@ -96,7 +96,7 @@ def _check(opts: FinetuneOptions) -> None:
     ensure_writable(opts.out, directory=True)
     if not opts.resume and not opts.overwrite and (Path(opts.out) / "result.json").exists():
         raise AdderconvError(f"{opts.out} holds a finished run (result.json): choose another output directory, "
-                             f"or overwrite it explicitly (overwrite=True, --overwrite)")
+                             f"or overwrite it explicitly (`overwrite`)")
 
 
 def run_finetune(opts: FinetuneOptions, console: Any) -> int:

@@ -381,7 +381,7 @@ def load_data(source: str = "digits", input_shape: tuple[int, ...] | None = None
     if not kind:   # a bare directory: CIFAR-10 if it looks like it, else ImageFolder
         path = Path(arg)
         if not path.is_dir():
-            raise AdderconvError(f"--data {source!r}: not 'digits', 'cifar10:DIR', 'imagefolder:DIR', 'sr:DIR', "
+            raise AdderconvError(f"`data` {source!r}: not 'digits', 'cifar10:DIR', 'imagefolder:DIR', 'sr:DIR', "
                                  f"'sr:skimage', nor an existing directory")
         kind = "cifar10" if _cifar_dir(path) else "imagefolder"
     if kind == "digits":
@@ -392,7 +392,7 @@ def load_data(source: str = "digits", input_shape: tuple[int, ...] | None = None
         return _image_folder(Path(arg), shape, split_seed, val_fraction, test_fraction, limit)
     if kind == "sr":
         return _sr(arg or "skimage", shape, split_seed, val_fraction, test_fraction, limit, scale)
-    raise AdderconvError(f"--data: unknown source kind {kind!r} (digits, cifar10:DIR, imagefolder:DIR, sr:DIR)")
+    raise AdderconvError(f"`data`: unknown source kind {kind!r} (digits, cifar10:DIR, imagefolder:DIR, sr:DIR)")
 
 
 def augment_batch(kind: str, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:

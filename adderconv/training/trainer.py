@@ -105,7 +105,7 @@ def check_settings(**values: float) -> None:
         low, closed, high = _RANGES[name]
         ok = math.isfinite(v) and (v >= low if closed else v > low) and (high is None or v <= high)
         if not ok:
-            bad.append(f"{name} {'>=' if closed else '>'} {low}{f' and <= {high}' if high else ''} (got {v})")
+            bad.append(f"`{name}` {'>=' if closed else '>'} {low}{f' and <= {high}' if high else ''} (got {v})")
     if bad:
         raise AdderconvError("invalid training settings, need " + "; ".join(bad))
 
@@ -118,20 +118,20 @@ def pick_device(device: str = "auto") -> torch.device:
     except (RuntimeError, ValueError, TypeError):
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda"):
-        raise AdderconvError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+        raise AdderconvError(f"`device` must be auto, cpu, cuda or cuda:N, got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AdderconvError(f"--device {device}: CUDA is not available on this machine")
+        raise AdderconvError(f"`device` {device}: CUDA is not available on this machine")
     return dev
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """'auto' -> bf16 on GPUs that have it, fp16 on older GPUs, none on CPU; or 'bf16' | 'fp16' | 'off'."""
     if amp not in ("auto", "bf16", "fp16", "off"):
-        raise AdderconvError(f"--amp must be auto, bf16, fp16 or off, got {amp!r}")
+        raise AdderconvError(f"`amp` must be auto, bf16, fp16 or off, got {amp!r}")
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     if device.type != "cuda":
-        raise AdderconvError(f"--amp {amp} needs a CUDA device (training runs on {device})")
+        raise AdderconvError(f"`amp` {amp} needs a CUDA device (training runs on {device})")
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if amp == "bf16" else torch.float16
@@ -184,7 +184,7 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
                     weight_decay=weight_decay, momentum=momentum, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
                     num_workers=num_workers, calib_batches=calib_batches, warmup_epochs=warmup_epochs)
     if resume and out is None:
-        raise AdderconvError("--resume needs the output directory (-o/--out) of the run to continue")
+        raise AdderconvError("`resume` needs the output directory (`out`) of the run to continue")
     if tensorboard:
         require_tensorboard()
     dev = pick_device(device)
@@ -238,7 +238,7 @@ def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, ba
         changed = {k: (was[k], settings[k]) for k in _TRAJECTORY_KEYS
                    if was[k] != settings[k] and not (k in _LEGACY_SETTINGS and was[k] is None)}
         if changed:
-            raise AdderconvError(f"--resume: settings differ from the checkpoint's (was, now): {changed}")
+            raise AdderconvError(f"`resume`: settings differ from the checkpoint's (was, now): {changed}")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -295,7 +295,7 @@ def _run(model, data, teacher, epochs, optimizer, lr, momentum, weight_decay, ba
                     last = f"{out / 'checkpoint.pt'} (after epoch {history[-1]['epoch']})" \
                         if out is not None and history else "none (no epoch had finished)"
                     raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: training "
-                                           f"stopped. Last good checkpoint: {last}. Try a lower --lr or --eta.")
+                                           f"stopped. Last good checkpoint: {last}. Try a lower `lr` or `eta`.")
                 opt.zero_grad(set_to_none=True)
                 (scaler.scale(loss) if scaler is not None else loss).backward()
                 if scaler is not None:
