@@ -185,3 +185,31 @@ def test_bad_input_one_line():
         adderconv.quantize(net, torch.randn(4, 3, 32, 32), method="kl")
     with pytest.raises(AdderconvError, match="empty"):
         adderconv.quantize(net, [])
+
+
+def test_adder_linear_layers_quantised_and_reloaded(tmp_path):
+    from adderconv.converters import Policy, convert, save_converted
+    from adderconv.quant import QuantAdderLinear
+
+    cnn = get_model("lenet5_bn").eval()
+    net = convert(cnn, Policy(convert_linear=True), example_inputs=(torch.zeros(1, 1, 32, 32),))
+    net = _with_bn_stats(net, (1, 32, 32))
+    src = tmp_path / "adder.safetensors"
+    save_converted(net, src, arch="lenet5_bn")
+    q = adderconv.quantize(net, torch.randn(16, 1, 32, 32))
+    assert isinstance(q[9], QuantAdderLinear) and q[9].out_mode == "uint8" and isinstance(q[10], nn.Identity)
+    assert isinstance(q[12], QuantAdderLinear) and q[12].out_mode == "float" and q[9].out_lo == q[12].zero_point
+    x = torch.randn(5, 1, 32, 32)
+    with torch.no_grad():
+        h = q[:9](x)                                        # the layer itself against the float adder op
+        s = -adder_conv2d(q[9].grid.codes(h)[:, :, None, None].double(), q[9].weight.double())
+        want = torch.round(s.flatten(1).float() * q[9].out_scale + q[9].out_shift).clamp(q[9].out_lo, 255)
+        assert torch.equal(q[9](h).flatten(1), want.to(torch.uint8))
+    from safetensors.torch import safe_open
+    with safe_open(str(src), framework="pt") as f:
+        md = {k: v for k, v in f.metadata().items() if k.startswith("adderconv.")}
+    path = tmp_path / "q.safetensors"
+    save_quantized(q, path, md)
+    loaded = adderconv.load_model(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), q(x))

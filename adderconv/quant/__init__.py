@@ -6,10 +6,10 @@
 'QuantAdderConv2d'
 """
 from .api import QuantReport, quantize
-from .layers import QuantAdderConv2d
+from .layers import QuantAdderConv2d, QuantAdderLinear
 from .op import adder_conv2d_int8, kernel_name
 from .recipe import apply_quant_recipe, is_quantized, recipe_json, save_quantized
 from .scheme import METHODS, Grid
 
-__all__ = ["quantize", "QuantReport", "QuantAdderConv2d", "adder_conv2d_int8", "kernel_name", "apply_quant_recipe",
+__all__ = ["quantize", "QuantReport", "QuantAdderConv2d", "QuantAdderLinear", "adder_conv2d_int8", "kernel_name", "apply_quant_recipe",
            "is_quantized", "recipe_json", "save_quantized", "METHODS", "Grid"]

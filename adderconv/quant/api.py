@@ -1,7 +1,7 @@
 """``adderconv.quantize``: an int8 copy of an adder network, calibrated on real batches.
 
-Every :class:`~adderconv.AdderConv2d` (zero, symmetric padding) becomes a
-:class:`~adderconv.quant.layers.QuantAdderConv2d` on its own shared grid (:mod:`.scheme`), the BatchNorm after
+Every :class:`~adderconv.AdderConv2d` (zero, symmetric padding) and :class:`~adderconv.AdderLinear` becomes a
+:class:`~adderconv.quant.layers.QuantAdderConv2d` (``QuantAdderLinear``) on its own shared grid (:mod:`.scheme`), the BatchNorm after
 it folded into its epilogue, uint8 codes handed on where the next consumer is another quantised layer
 (:mod:`.plan`). Multiplicative layers (stem, classifier) stay float: they are ~1-2% of ResNet-20's operations.
 The result takes and returns float tensors, runs in eval mode and records its recipe (plain JSON data, see
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..errors import AdderconvError
 from ..layers import AdderConv1d, AdderConv2d, AdderLinear
-from .layers import QuantAdderConv2d, affine_of, fold_bn, quantizable
+from .layers import affine_of, fold_bn, from_adder, quantizable
 from .plan import plan
 from .scheme import METHODS, Grid, Observer, choose_grid
 
@@ -123,7 +123,7 @@ def quantize(model: nn.Module, calibration: Tensor | Iterable[Any], *, bits: int
     out = copy.deepcopy(src)
     for n in layers:
         step, adder = structure.steps[n], src.get_submodule(n)
-        layer = QuantAdderConv2d.from_adder(adder, grids[n])
+        layer = from_adder(adder, grids[n])
         a, b = affine_of(adder, grids[n])
         if step.bn:
             a, b = fold_bn(a, b, src.get_submodule(step.bn))

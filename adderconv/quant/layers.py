@@ -19,17 +19,19 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import AdderconvError
-from ..layers import AdderConv2d
+from ..layers import AdderConv2d, AdderLinear
 from .op import adder_conv2d_int8, quantize_uint8
 from .scheme import Grid
 
-__all__ = ["QuantAdderConv2d", "quantizable", "affine_of", "fold_bn"]
+__all__ = ["QuantAdderConv2d", "QuantAdderLinear", "quantizable", "affine_of", "fold_bn", "from_adder"]
 
 
 def quantizable(module: nn.Module) -> str | None:
     """None if ``module`` can become a :class:`QuantAdderConv2d`, else why not."""
+    if type(module) is AdderLinear:
+        return None
     if type(module) is not AdderConv2d:
-        return f"{type(module).__name__} stays float (only AdderConv2d layers are quantised)"
+        return f"{type(module).__name__} stays float (AdderConv2d and AdderLinear layers are quantised)"
     if module.padding_mode != "zeros":
         return f"padding_mode={module.padding_mode!r} stays float (the grid pads with zeros only)"
     left, right, top, bottom = module._explicit_padding()
@@ -38,14 +40,15 @@ def quantizable(module: nn.Module) -> str | None:
     return None
 
 
-def affine_of(adder: AdderConv2d, grid: Grid) -> tuple[Tensor, Tensor]:
+def affine_of(adder: AdderConv2d | AdderLinear, grid: Grid) -> tuple[Tensor, Tensor]:
     """(a, b) in float64 with ``adder(x) = a * S + b`` per output channel, S = sum |q(x) - q(w)|."""
-    a = torch.full((adder.out_channels,), -grid.scale, dtype=torch.float64)
-    b = torch.zeros(adder.out_channels, dtype=torch.float64) if adder.bias is None else adder.bias.detach().double()
+    out = adder.weight.shape[0]
+    a = torch.full((out,), -grid.scale, dtype=torch.float64)
+    b = torch.zeros(out, dtype=torch.float64) if adder.bias is None else adder.bias.detach().double()
     return a, b.clone()
 
 
-def fold_bn(a: Tensor, b: Tensor, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+def fold_bn(a: Tensor, b: Tensor, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
     """Compose the eval-mode BatchNorm after ``a * S + b`` (legal here: BN is affine in the adder's output)."""
     if bn.running_mean is None or bn.running_var is None:
         raise AdderconvError("a BatchNorm without running statistics cannot be folded")
@@ -133,3 +136,37 @@ class QuantAdderConv2d(nn.Module):
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
                 f"zero_point={self.zero_point}, out={self.out_mode}" + (f", lo={self.out_lo}" if self.out_lo else ""))
 
+
+
+class QuantAdderLinear(QuantAdderConv2d):
+    """An int8 :class:`~adderconv.AdderLinear`: the same op as a 1x1 layer on (N, 1, 1, F) codes; takes float
+    (N, F) (or uint8 codes from a chained layer) and returns float (N, O) or uint8 codes (N, 1, 1, O)."""
+
+    def __init__(self, in_features: int, out_features: int, zero_point: int, out_mode: str = "float",
+                 out_lo: int = 0) -> None:
+        super().__init__(in_features, out_features, (1, 1), (1, 1), (0, 0), (1, 1), 1, zero_point, out_mode, out_lo)
+
+    @classmethod
+    def from_adder(cls, adder: AdderLinear, grid: Grid) -> QuantAdderLinear:   # type: ignore[override]
+        layer = cls(adder.in_features, adder.out_features, grid.zero_point)
+        layer.weight.copy_(grid.codes(adder.weight.detach().cpu())[:, :, None, None])
+        layer.input_scale.fill_(grid.scale)
+        layer._refresh()
+        layer.set_epilogue(*affine_of(adder, grid))
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype != torch.uint8:
+            if x.dim() != 2 or x.shape[1] != self.in_channels:
+                raise AdderconvError(f"{type(self).__name__} expects (N, {self.in_channels}), got {tuple(x.shape)}")
+            x = quantize_uint8(x[:, :, None, None], self._inv_scale, self.zero_point)
+        y = adder_conv2d_int8(x, self.weight, self.zero_point, 1, 0, 1, 1, self.out_scale, self.out_shift,
+                              self.out_mode, self.out_lo)
+        return y.reshape(y.shape[0], self.out_channels) if self.out_mode == "float" else y
+
+
+def from_adder(adder: nn.Module, grid: Grid) -> QuantAdderConv2d:
+    """The quantised twin of an :class:`~adderconv.AdderConv2d` or :class:`~adderconv.AdderLinear`."""
+    if type(adder) is AdderLinear:
+        return QuantAdderLinear.from_adder(adder, grid)
+    return QuantAdderConv2d.from_adder(adder, grid)

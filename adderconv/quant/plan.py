@@ -1,8 +1,9 @@
 """Which BatchNorm folds into which adder layer, and which layers can hand uint8 codes to the next one.
 
 Read from a torch.fx trace of the float model (adder layers kept as leaves): an adder whose only consumer is a
-BatchNorm2d (called nowhere else) folds it; a layer whose (folded) output goes only through a ReLU, or directly,
-into another quantised adder layer, which reads nothing else, hands that layer uint8 codes on its grid. The
+BatchNorm2d (BatchNorm1d after an AdderLinear) called nowhere else folds it; a layer whose (folded) output goes
+only through a ReLU, or directly, into another quantised adder layer of its kind, which reads nothing else,
+hands that layer uint8 codes on its grid. The
 trace is only read: the model keeps its own forward, with the adder layers and folded BatchNorms swapped. A
 model torch.fx cannot trace keeps every BatchNorm float (said in the report).
 
@@ -70,7 +71,8 @@ def plan(model: nn.Module, layers: list[str]) -> Plan:
             continue
         cur, bn = node, None
         users = list(cur.users)
-        if (len(users) == 1 and users[0].op == "call_module" and type(modules.get(users[0].target)) is nn.BatchNorm2d
+        bn_type = nn.BatchNorm1d if isinstance(modules[node.target], AdderLinear) else nn.BatchNorm2d
+        if (len(users) == 1 and users[0].op == "call_module" and type(modules.get(users[0].target)) is bn_type
                 and calls[users[0].target] == 1 and users[0].args[0] is cur):
             bn, cur = users[0].target, users[0]
         nxt, relu = None, False
@@ -81,6 +83,7 @@ def plan(model: nn.Module, layers: list[str]) -> Plan:
         else:
             after, target = users, cur
         if (len(after) == 1 and after[0].op == "call_module" and after[0].target in wanted
+                and type(modules[after[0].target]) is type(modules[node.target])
                 and calls[after[0].target] == 1 and after[0].args and after[0].args[0] is target
                 and len(after[0].args) == 1 and not after[0].kwargs):
             nxt = after[0].target

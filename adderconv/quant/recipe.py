@@ -21,9 +21,9 @@ from torch import nn
 
 from ..errors import AdderconvError
 from ..io import atomic_write
-from ..layers import AdderConv2d
+from ..layers import AdderConv2d, AdderLinear
 from .api import set_module
-from .layers import QuantAdderConv2d, quantizable
+from .layers import QuantAdderConv2d, QuantAdderLinear, quantizable
 
 __all__ = ["QUANT_KEY", "recipe_json", "apply_quant_recipe", "save_quantized", "is_quantized"]
 
@@ -70,19 +70,22 @@ def apply_quant_recipe(model: nn.Module, text: str) -> nn.Module:
     modules = dict(model.named_modules())
     for name, spec in layers.items():
         adder = modules.get(name) if isinstance(name, str) else None
-        if not isinstance(adder, AdderConv2d) or quantizable(adder):
-            raise AdderconvError(f"quantisation recipe names {name!r}, which is not a quantisable AdderConv2d of "
+        if not isinstance(adder, (AdderConv2d, AdderLinear)) or quantizable(adder):
+            raise AdderconvError(f"quantisation recipe names {name!r}, which is not a quantisable adder layer of "
                                  f"this architecture")
         if not isinstance(spec, dict) or spec.get("out") not in ("float", "uint8"):
             raise AdderconvError(f"quantisation recipe: layer {name!r} needs out 'float' or 'uint8', got {spec!r}")
-        left, _, top, _ = adder._explicit_padding()
-        layer = QuantAdderConv2d(adder.in_channels, adder.out_channels, adder.kernel_size, adder.stride, (top, left),
-                                 adder.dilation, adder.groups, _int(spec.get("zero_point"), f"{name} zero_point"),
-                                 spec["out"], _int(spec.get("lo", 0), f"{name} lo"))
+        zp, lo = _int(spec.get("zero_point"), f"{name} zero_point"), _int(spec.get("lo", 0), f"{name} lo")
+        if isinstance(adder, AdderLinear):
+            layer: QuantAdderConv2d = QuantAdderLinear(adder.in_features, adder.out_features, zp, spec["out"], lo)
+        else:
+            left, _, top, _ = adder._explicit_padding()
+            layer = QuantAdderConv2d(adder.in_channels, adder.out_channels, adder.kernel_size, adder.stride,
+                                     (top, left), adder.dilation, adder.groups, zp, spec["out"], lo)
         set_module(model, name, layer)
     for name in folded:
-        if not isinstance(name, str) or not isinstance(modules.get(name), nn.BatchNorm2d):
-            raise AdderconvError(f"quantisation recipe folds {name!r}, which is not a BatchNorm2d of this architecture")
+        if not isinstance(name, str) or type(modules.get(name)) not in (nn.BatchNorm2d, nn.BatchNorm1d):
+            raise AdderconvError(f"quantisation recipe folds {name!r}, which is not a BatchNorm of this architecture")
         set_module(model, name, nn.Identity())
     return model.eval()
 
