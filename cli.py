@@ -112,8 +112,8 @@ def convert_cmd(
                     exclude=tuple(exclude or ()), types=tuple(layer_type or ()), min_channels=min_channels,
                     convert_linear=linear, skip_depthwise=skip_depthwise, insert_bn=insert_bn, shortcut=addersr,
                     power=addersr, weight_init=weight_init)
-    opts = ConvertOptions(model, output, policy, parse_shape(input_shape), arch, trust, fmt, strategy, precision,
-                          html=html)
+    opts = ConvertOptions(model=model, output=output, policy=policy, input_shape=parse_shape(input_shape), arch=arch,
+                          trust=trust, fmt=fmt, strategy=strategy, precision=precision, html=html)
     raise typer.Exit(run_convert(opts, Console()))
 
 

@@ -3,7 +3,7 @@
 >>> import io, tempfile
 >>> from rich.console import Console
 >>> out = tempfile.mkdtemp() + "/r20.safetensors"
->>> run_convert(ConvertOptions("resnet20", out), Console(file=io.StringIO()))
+>>> run_convert(ConvertOptions(model="resnet20", output=out), Console(file=io.StringIO()))
 0
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .save import FORMATS, save_converted
 __all__ = ["ConvertOptions", "run_convert", "run_graph", "render_conversion"]
 
 
-@dataclass
+@dataclass(kw_only=True)   # built by keyword: reordering fields can never mis-wire two flags
 class ConvertOptions:
     model: str
     output: str

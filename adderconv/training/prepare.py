@@ -15,7 +15,7 @@ and the models are then built once, for the data's number of classes. Rules (``a
 
 >>> p = prepare("lenet5_bn_adder", input_shape=(1, 32, 32), num_classes=2)
 >>> (type(p.student).__name__, p.teacher, p.arch.describe())
-('Sequential', None, "lenet5_bn_adder(num_classes=2)")
+('Sequential', None, 'lenet5_bn_adder(num_classes=2)')
 """
 from __future__ import annotations
 
