@@ -55,12 +55,18 @@ def _trace(model: nn.Module, inputs: tuple) -> torch._C.Graph:
     return graph
 
 
-def _size_arithmetic(v: torch._C.Value) -> bool:
-    """A scalar the tracer made from sizes (``H // P * P``): a plain int, or a 0-d integer tensor."""
-    t = v.type()
-    if not isinstance(t, torch._C.TensorType):
-        return isinstance(t, (torch._C.IntType, torch._C.FloatType, torch._C.NumberType, torch._C.BoolType))
-    return t.sizes() == [] and t.scalarType() in ("Long", "Int")
+_SIZE_SOURCES = ("aten::size", "aten::numel", "aten::dim", "prim::NumToTensor")
+
+
+def _from_sizes(node: torch._C.Node, sized: set) -> bool:
+    """Whether a node computes on the model's sizes only (``(C // heads) ** -0.5`` in a traced forward): its
+    inputs are sizes, constants, or values computed from them. The dispatch capture sees Python numbers there."""
+    if node.kind() in _SIZE_SOURCES:
+        return True
+    ins = list(node.inputs())
+    return bool(ins) and any(v.unique() in sized for v in ins) and all(
+        v.unique() in sized or v.node().kind() == "prim::Constant" or not isinstance(v.type(), torch._C.TensorType)
+        and v.node().kind() != "prim::ListConstruct" for v in ins)
 
 
 def _op(kind: str, node: torch._C.Node) -> tuple[OpKey | None, list[str]]:
@@ -95,17 +101,20 @@ def count_ops_jit(model: nn.Module, inputs: tuple, overrides: dict) -> ModelCoun
         graph = _trace(model, inputs)
     used: dict[str, None] = {}
     ignored: dict[str, int] = {}
+    sized: set[int] = set()
     for node in graph.nodes():
         kind = node.kind()
+        if _from_sizes(node, sized):
+            sized.update(v.unique() for v in node.outputs())
+            if not kind.startswith("prim::"):
+                ignored[kind] = ignored.get(kind, 0) + 1    # arithmetic on traced sizes, not on data
+            continue
         if kind == "prim::PythonOp":
             kind += "." + node.pyname()
         elif kind.startswith("prim::"):
             continue                                    # TorchScript bookkeeping (constants, lists, tuples)
         layer = layers.get(node.scopeName().split("/")[-1]) or layers[""]
         used.setdefault(layer.name)
-        if not kind.startswith("prim::") and all(_size_arithmetic(v) for v in node.outputs()):
-            ignored[kind] = ignored.get(kind, 0) + 1    # arithmetic on traced sizes (P * P), not on data
-            continue
         op, names = _op(kind, node) if not kind.startswith("prim::") else (None, [])
         handle = _lookup(op, overrides) if op is not None else None
         if handle is None or isinstance(handle, str):

@@ -48,6 +48,9 @@ class EnergyOptions:
     max_increase: str = "1%"
     strict: bool = False
     html_path: str | None = None
+    capture: str = "dispatch"
+    training: bool = False
+    optimizer: str | None = "sgd"
 
 
 def parse_layer_precision(items: Sequence[str]) -> dict[str, str]:
@@ -63,7 +66,31 @@ def parse_layer_precision(items: Sequence[str]) -> dict[str, str]:
 
 def _analyze(o: EnergyOptions, model: str, precision: str, shape: tuple[int, ...] | None) -> EnergyReport:
     return analyze(model, shape, precision=precision, table=o.table, arch=o.arch, trust=o.trust,
-                   layer_precision=o.layer_precision, memory=o.memory, energy_scale=o.energy_scale)
+                   layer_precision=o.layer_precision, memory=o.memory, energy_scale=o.energy_scale,
+                   capture=o.capture, training=o.training, optimizer=o.optimizer)
+
+
+def _validate(o: EnergyOptions, baseline: dict | None) -> None:
+    """Every option that can be checked without the model, checked before any work (the gate never runs on
+    bad input): the price list, precisions, memory level, scale, capture, optimizer, the baseline's kind."""
+    from .capture import CAPTURES
+    from .tables import PRECISIONS, load_table
+    from .training import OPTIMIZERS
+
+    prices = load_table(o.table).scaled(o.energy_scale)
+    for p in {o.precision, *o.layer_precision.values()}:
+        if p not in PRECISIONS:
+            raise AdderconvError(f"unknown precision {p!r}; choose one of {', '.join(PRECISIONS)}")
+        prices.entry(p, "add")
+    if o.memory:
+        prices.memory_price(o.memory)
+    if o.capture not in CAPTURES:
+        raise AdderconvError(f"--capture must be one of {', '.join(CAPTURES)}, got {o.capture!r}")
+    if o.optimizer is not None and o.optimizer not in OPTIMIZERS:
+        raise AdderconvError(f"--optimizer must be one of {', '.join(OPTIMIZERS)} or none, got {o.optimizer!r}")
+    if baseline is not None and bool(baseline.get("training", False)) != o.training:
+        raise AdderconvError(f"--baseline counts {'a training step' if baseline.get('training') else 'inference'}; "
+                             f"{'add' if not o.training else 'drop'} --training to compare like with like")
 
 
 def render_gate(result: GateResult, console: Console) -> None:
@@ -86,6 +113,7 @@ def run_energy(o: EnergyOptions, console: Console) -> int:
     """Analyse, render, write files, check the baseline; returns the exit code (0 ok, 1 check failed)."""
     max_increase = parse_increase(o.max_increase)          # usage errors surface before any work
     baseline = load_baseline(o.baseline) if o.baseline else None
+    _validate(o, baseline)
     if o.html_path:
         from .figures import require_matplotlib
         require_matplotlib()

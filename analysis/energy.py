@@ -56,6 +56,8 @@ class LayerEnergy(_MulAdd):
     energy_pj: float                       # compute energy
     memory_pj: float = 0.0
     unsupported: Mapping[str, int] = field(default_factory=dict)
+    precision_from: str = "global"         # "global", "pattern" (--layer-precision) or "declared" (the layer's own)
+    phases: Mapping[str, Tally] = field(default_factory=dict)   # forward / backward / optimizer (training)
 
 
 @dataclass(frozen=True)
@@ -84,17 +86,31 @@ class EnergyReport:
     estimates: list[str]                            # sources of estimated prices that were used
     frontend: str = "pytorch"
     conventions: tuple[str, ...] = CONVENTIONS
+    capture: str = "dispatch"
+    training: bool = False
+    optimizer: str | None = None
+    by_phase: dict[str, Tally] = field(default_factory=dict)
+
+    @property
+    def declared(self) -> list[str]:
+        """Layers priced at the precision they declare (``energy_precision``), not the global one."""
+        return [le.name for le in self.layers if le.precision_from == "declared"]
 
     def share(self, layer: LayerEnergy) -> float:
         """The layer's fraction of the total compute energy."""
         return layer.energy_pj / self.totals.energy_pj if self.totals.energy_pj else 0.0
 
 
-def _layer_precision(name: str, default: str, per_layer: Mapping[str, str] | None) -> str:
+def _layer_precision(name: str, declared: str | None, default: str,
+                     per_layer: Mapping[str, str] | None) -> tuple[str, str, str | None]:
+    """(precision, where it came from, the pattern that matched): an explicit pattern wins, then what the
+    layer declares, then the global precision."""
     for pattern, p in (per_layer or {}).items():
         if fnmatch.fnmatchcase(name, pattern):
-            return p
-    return default
+            return p, "pattern", pattern
+    if declared is not None:
+        return declared, "declared", None
+    return default, "global", None
 
 
 def price(counts: ModelCounts, *, precision: str = "fp32", table: PriceTable | None = None,
@@ -102,14 +118,20 @@ def price(counts: ModelCounts, *, precision: str = "fp32", table: PriceTable | N
           model: str = "model", input_shape: tuple[int, ...] | None = None) -> EnergyReport:
     """Turn counts into an :class:`EnergyReport` at ``precision`` (per-layer overrides by glob pattern)."""
     table = table or load_table()
-    for p in {precision, *(layer_precision or {}).values()}:
+    declared = {lc.name: lc.precision for lc in counts.layers if lc.precision is not None}
+    for p in {precision, *(layer_precision or {}).values(), *declared.values()}:
         if p not in PRECISIONS:
-            raise AdderconvError(f"unknown precision {p!r}; choose one of {', '.join(PRECISIONS)}")
+            who = [n for n, d in declared.items() if d == p]
+            raise AdderconvError(f"unknown precision {p!r}{f' (declared by layer {who[0]!r})' if who else ''}; "
+                                 f"choose one of {', '.join(PRECISIONS)}")
         table.entry(p, "add")                       # a precision the table lacks fails here, clearly
     mem_pj = table.memory_price(memory) if memory else 0.0
     layers, by_kind, unpriced, estimates = [], {}, {}, set()
+    matched: set[str] = set()
     for lc in counts.layers:
-        p = _layer_precision(lc.name, precision, layer_precision)
+        p, source, pattern = _layer_precision(lc.name, lc.precision, precision, layer_precision)
+        if pattern is not None:
+            matched.add(pattern)
         tally, energy = lc.tally, 0.0
         for kind, n in tally.items():
             e = table.entry(p, kind)
@@ -123,7 +145,13 @@ def price(counts: ModelCounts, *, precision: str = "fp32", table: PriceTable | N
             c, s = by_kind.get(kind, (0, 0.0))
             by_kind[kind] = (c + n, s + pj)
         words = (lc.weights + lc.act_in + lc.act_out) * BYTES_PER_ELEMENT[p] * 8 / table.word_bits
-        layers.append(LayerEnergy(lc.name, lc.type, p, tally, energy, words * mem_pj, dict(lc.unsupported)))
+        layers.append(LayerEnergy(lc.name, lc.type, p, tally, energy, words * mem_pj, dict(lc.unsupported),
+                                  source, lc.by_phase() if counts.training else {}))
+    unmatched = [pat for pat in (layer_precision or {}) if pat not in matched]
+    if unmatched:   # a typo would price every layer at the global precision without a word: refuse
+        names = ", ".join(repr(lc.name) for lc in counts.layers[:5] if lc.name)
+        raise AdderconvError(f"layer-precision pattern {unmatched[0]!r} matches no layer (layers are named like "
+                             f"{names}{', ...' if len(counts.layers) > 5 else ''})")
     for kind in unpriced:
         by_kind.setdefault(kind, (unpriced[kind], 0.0))
     totals = Totals(counts.total, sum(le.energy_pj for le in layers), sum(le.memory_pj for le in layers),
@@ -133,4 +161,6 @@ def price(counts: ModelCounts, *, precision: str = "fp32", table: PriceTable | N
                         memory=memory, layers=layers, totals=totals,
                         by_kind=dict(sorted(by_kind.items(), key=lambda kv: order[kv[0]])),
                         by_category=counts.by_category(), unsupported=counts.unsupported,
-                        ignored=dict(counts.ignored), estimates=sorted(estimates), frontend=counts.frontend)
+                        ignored=dict(counts.ignored), estimates=sorted(estimates), frontend=counts.frontend,
+                        capture=counts.capture, training=counts.training, optimizer=counts.optimizer,
+                        by_phase=counts.by_phase() if counts.training else {})

@@ -3,12 +3,14 @@
 >>> from .api import analyze
 >>> text = to_json(analyze("lenet5_bn"))
 >>> json.loads(text)["schema"]
-'adderconv.energy/1'
+'adderconv.energy/2'
 """
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
+
+from adderconv.errors import AdderconvError
 
 from .counts import KINDS
 from .energy import EnergyReport
@@ -17,9 +19,12 @@ from .render import fmt_count, fmt_energy
 if TYPE_CHECKING:                       # gate imports this module (SCHEMA)
     from .gate import GateResult
 
-__all__ = ["SCHEMA", "to_dict", "to_json", "to_markdown"]
+__all__ = ["SCHEMA", "SCHEMAS", "to_dict", "to_json", "to_markdown"]
 
-SCHEMA = "adderconv.energy/1"
+#: /2 adds how the ops were captured, training steps (phases per layer and in total, the optimizer) and where
+#: each layer's precision came from; the gate reads /1 and /2.
+SCHEMA = "adderconv.energy/2"
+SCHEMAS = ("adderconv.energy/1", SCHEMA)
 
 
 def _pj(x: float) -> float:
@@ -27,7 +32,7 @@ def _pj(x: float) -> float:
 
 
 def to_dict(r: EnergyReport) -> dict[str, Any]:
-    """The report as plain data (schema ``adderconv.energy/1``)."""
+    """The report as plain data (schema ``adderconv.energy/2``)."""
     def kinds(t) -> dict[str, int]:
         return {k: t[k] for k in KINDS}
 
@@ -45,7 +50,13 @@ def to_dict(r: EnergyReport) -> dict[str, Any]:
         "by_class": {c: kinds(t) for c, t in r.by_category.items()},
         "layers": [{"name": le.name, "type": le.type, "precision": le.precision, **kinds(le.counts),
                     "energy_pj": _pj(le.energy_pj), "memory_pj": _pj(le.memory_pj),
-                    "unsupported": dict(sorted(le.unsupported.items()))} for le in r.layers],
+                    "unsupported": dict(sorted(le.unsupported.items())), "precision_from": le.precision_from,
+                    **({"phases": {ph: kinds(t) for ph, t in le.phases.items()}} if r.training else {})}
+                   for le in r.layers],
+        "capture": r.capture,
+        "training": r.training,
+        "optimizer": r.optimizer,
+        "by_phase": {ph: kinds(t) for ph, t in r.by_phase.items()},
         "unsupported": dict(r.unsupported),
         "ignored": dict(r.ignored),
         "conventions": list(r.conventions),
@@ -54,7 +65,12 @@ def to_dict(r: EnergyReport) -> dict[str, Any]:
 
 
 def to_json(r: EnergyReport) -> str:
-    return json.dumps(to_dict(r), sort_keys=True, indent=2, ensure_ascii=True) + "\n"
+    """Deterministic JSON; a non-finite number (NaN, Infinity: invalid JSON no gate can compare) is refused."""
+    try:
+        return json.dumps(to_dict(r), sort_keys=True, indent=2, ensure_ascii=True, allow_nan=False) + "\n"
+    except ValueError:
+        raise AdderconvError(f"report for {r.model}: a non-finite number (NaN or infinity) in the energies; "
+                             f"check the price list and --energy-scale") from None
 
 
 def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: int = 10,

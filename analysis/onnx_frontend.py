@@ -161,7 +161,7 @@ def _resize(node, i, o):
 def _aten_like(op: str) -> tuple[str, OnnxHandle]:
     """The ATen handle of a per-element op (it reads only its output's shape)."""
     h = HANDLES[resolve(f"aten::{op}")]
-    if h.reads:
+    if set(h.reads) - h.defaults:
         raise ValueError(f"aten::{op} reads {h.reads}: not a per-element handle")
     return h.category, lambda node, i, o: h.fn(o)
 
@@ -181,7 +181,30 @@ def _dims(vi) -> Shape | None:
     t = vi.type.tensor_type
     if not t.HasField("shape") or any(not d.HasField("dim_value") for d in t.shape.dim):
         return None
-    return tuple(int(d.dim_value) for d in t.shape.dim)
+    dims = tuple(int(d.dim_value) for d in t.shape.dim)
+    if any(d < 0 for d in dims):
+        raise AdderconvError(f"ONNX value {vi.name!r} has a negative dimension {list(dims)}")
+    return dims
+
+
+def _check_graph(model: onnx.ModelProto, where: str) -> None:
+    """An empty file parses as an empty model: a model without a graph, nodes or inputs is an error."""
+    if not model.HasField("graph"):
+        raise AdderconvError(f"{where}: not an ONNX model (no graph; an empty or truncated file?)")
+    g = model.graph
+    if not g.node:
+        raise AdderconvError(f"{where}: the ONNX graph has no nodes, nothing to count")
+    init = {t.name for t in g.initializer}
+    if not [i for i in g.input if i.name not in init]:
+        raise AdderconvError(f"{where}: the ONNX graph has no inputs")
+    for vi in [*g.input, *g.output, *g.value_info]:
+        dims = vi.type.tensor_type.shape.dim
+        if any(d.HasField("dim_value") and d.dim_value < 0 for d in dims):
+            raise AdderconvError(f"{where}: ONNX value {vi.name!r} has a negative dimension "
+                                 f"{[d.dim_value if d.HasField('dim_value') else d.dim_param for d in dims]}")
+    for t in g.initializer:
+        if any(d < 0 for d in t.dims):
+            raise AdderconvError(f"{where}: ONNX initializer {t.name!r} has a negative dimension {list(t.dims)}")
 
 
 def _adder_out(x: Shape, w: Shape, node) -> Shape:
@@ -273,6 +296,7 @@ def _scoped_path(parts: list[str]) -> str:
 
 def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] | None = None) -> ModelCounts:
     """Count every node of an ONNX model's main graph, per layer and per op type."""
+    where = str(model) if not isinstance(model, onnx.ModelProto) else "the ONNX model"
     if not isinstance(model, onnx.ModelProto):
         from google.protobuf.message import DecodeError
 
@@ -282,6 +306,7 @@ def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] |
             raise AdderconvError(f"{model}: not a readable ONNX file ({str(e).splitlines()[0] if str(e) else e})") from None
     else:
         model = onnx.ModelProto.FromString(model.SerializeToString())   # never mutate the caller's model
+    _check_graph(model, where)
     if not any(o.domain == ADDER_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(ADDER_DOMAIN, 1))   # lets shape inference pass our node
     _set_inputs(model, input_shape)

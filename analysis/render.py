@@ -50,8 +50,10 @@ def _table(title: str, *columns: str, right: Sequence[int] = ()) -> Table:
 
 def _header(r: EnergyReport) -> str:
     shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
+    front = r.frontend if r.frontend == "onnx" else f"{r.frontend} ({r.capture})"
+    step = "  [bold]training step[/bold]" if r.training else ""
     return (f"[bold]{r.model}[/bold]  input {shape}  precision {r.precision}  prices {r.table}  "
-            f"front end {r.frontend}")
+            f"front end {front}{step}")
 
 
 def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_layers: bool = False) -> None:
@@ -88,6 +90,14 @@ def _notes(r: EnergyReport, console: Console) -> None:
     console.print("[bold]Notes[/bold]")
     for line in r.conventions:
         console.print(f"- {line}")
+    if r.training:
+        phases = ", ".join(f"{ph} {fmt_count(t['mul'])} mul / {fmt_count(t['add'])} add"
+                           for ph, t in r.by_phase.items())
+        console.print(f"- training step: {phases}; backward from a gradient of ones at the output (the loss "
+                      f"is not counted)" + ("" if r.optimizer else "; no optimizer update"))
+    if r.declared:
+        shown = ", ".join(r.declared[:5]) + (", ..." if len(r.declared) > 5 else "")
+        console.print(f"- priced at the precision the layer declares (energy_precision): {shown}")
     if r.unsupported:
         ops = ", ".join(f"{op} x{n}" for op, n in r.unsupported.items())
         console.print(f"- [yellow]not counted (no handle):[/yellow] {ops}")

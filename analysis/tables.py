@@ -9,6 +9,7 @@ pass their own file in the same format (``--table my.toml``).
 """
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,16 +62,18 @@ class PriceTable:
 
     def scaled(self, factor: float) -> "PriceTable":
         """The same table with every price multiplied by ``factor`` (e.g. a node-scaling energy ratio)."""
-        if not factor > 0:
-            raise AdderconvError(f"energy scale factor must be positive, got {factor}")
+        if not (math.isfinite(factor) and factor > 0):
+            raise AdderconvError(f"energy scale factor must be a finite positive number, got {factor}")
         return PriceTable(self.name, self.description, self.compute, self.aliases, self.memory,
                           self.word_bits, self.scale * factor)
 
 
 def _entry(raw: object, where: str) -> Entry:
-    if not isinstance(raw, dict) or not isinstance(raw.get("pj"), (int, float)) or not isinstance(
-            raw.get("source"), str) or not raw["source"].strip():
+    if not isinstance(raw, dict) or isinstance(raw.get("pj"), bool) or not isinstance(raw.get("pj"), (int, float)) \
+            or not isinstance(raw.get("source"), str) or not raw["source"].strip():
         raise AdderconvError(f"{where}: each price needs a number 'pj' and a non-empty 'source', got {raw!r}")
+    if not math.isfinite(raw["pj"]):
+        raise AdderconvError(f"{where}: the energy must be a finite number, got {raw['pj']}")
     if raw["pj"] < 0:
         raise AdderconvError(f"{where}: negative energy {raw['pj']}")
     return Entry(float(raw["pj"]), raw["source"], bool(raw.get("estimate", False)))
@@ -83,8 +86,13 @@ def load_table(path: str | Path | None = None) -> PriceTable:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise AdderconvError(f"cannot read price list {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise AdderconvError(f"{path}: a price list must be UTF-8 text (TOML)") from None
     except tomllib.TOMLDecodeError as e:
         raise AdderconvError(f"{path}: not valid TOML ({e})") from None
+    for section in ("compute", "aliases", "memory", "table"):
+        if section in raw and not isinstance(raw[section], dict):
+            raise AdderconvError(f"{path}: [{section}] must be a table, got {raw[section]!r}")
     compute: dict[str, dict[str, Entry]] = {}
     for precision, row in (raw.get("compute") or {}).items():
         if not isinstance(row, dict):
@@ -102,7 +110,10 @@ def load_table(path: str | Path | None = None) -> PriceTable:
             raise AdderconvError(f"{path}: [aliases] {kind} must read {{ as = \"<kind>\", source = \"...\" }}")
         aliases[kind] = a["as"]
     mem = dict(raw.get("memory") or {})
-    word_bits = int(mem.pop("word_bits", 32))
+    word_bits = mem.pop("word_bits", 32)
+    if isinstance(word_bits, bool) or not isinstance(word_bits, int) or word_bits < 1:
+        raise AdderconvError(f"{path}: [memory] word_bits must be a positive integer (bits per word), "
+                             f"got {word_bits!r}")
     memory = {level: _entry(e, f"{path} [memory] {level}") for level, e in mem.items()}
     meta = raw.get("table") or {}
     return PriceTable(str(meta.get("name", path.stem)), str(meta.get("description", "")), compute, aliases,

@@ -32,7 +32,7 @@ def test_json_is_versioned_and_byte_for_byte_deterministic(tmp_path, capsys, mon
     assert run(capsys, monkeypatch, "lenet5_bn_adder", "--json", str(b))[0] == 0
     assert a.read_bytes() == b.read_bytes()
     data = json.loads(a.read_text())
-    assert data["schema"] == "adderconv.energy/1"
+    assert data["schema"] == "adderconv.energy/2"
     assert {"mul", "add", "energy_pj"} <= data["totals"].keys()
     layer = data["layers"][0]
     assert {"name", "type", "mul", "add", "energy_pj", "unsupported"} <= layer.keys()
@@ -160,16 +160,21 @@ def test_precisions_tables_and_per_layer_precision(tmp_path, capsys, monkeypatch
     table = tmp_path / "t.toml"
     table.write_text('[compute.fp32]\nadd = { pj = 1.0, source = "test" }\nmul = { pj = 10.0, source = "test" }\n'
                      '[compute.int8]\nadd = { pj = 0.5, source = "test" }\nmul = { pj = 2.0, source = "test" }\n')
-    code, _, _ = run(capsys, monkeypatch, "lenet5_bn", "--table", str(table), "--layer-precision", "fc*=int8",
+    classifier = ("12", "15")                         # lenet5_bn is a Sequential: its last two Linear layers
+    code, _, _ = run(capsys, monkeypatch, "lenet5_bn", "--table", str(table), "--layer-precision", "1[25]=int8",
                      "--json", str(js))
     assert code == 0
     data = json.loads(js.read_text())
     for le in data["layers"]:
-        price = {"mul": 2.0, "add": 0.5} if le["name"].startswith("fc") else {"mul": 10.0, "add": 1.0}
-        assert le["precision"] == ("int8" if le["name"].startswith("fc") else "fp32")
+        price = {"mul": 2.0, "add": 0.5} if le["name"] in classifier else {"mul": 10.0, "add": 1.0}
+        assert le["precision"] == ("int8" if le["name"] in classifier else "fp32")
+        assert le["precision_from"] == ("pattern" if le["name"] in classifier else "global")
         priced = le["mul"] * price["mul"] + le["add"] * price["add"]
         assert le["energy_pj"] == pytest.approx(priced), le["name"]    # cmp is unpriced in this table
     assert data["totals"]["unpriced"]["cmp"] > 0
+    # a pattern that matches no layer is an error (it used to price everything at the global precision)
+    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--layer-precision", "fc*=int8", "--json", str(js))
+    assert code == 2 and "'fc*' matches no layer" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--precision", "fp8")
     assert code == 2 and "unknown precision 'fp8'" in err
     code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--table", str(table), "--precision", "fp16")
