@@ -57,8 +57,9 @@ document.querySelectorAll('table.sortable').forEach(function(t){
       var body=t.tBodies[0],rows=Array.prototype.slice.call(body.rows),down=th.dataset.dir!=='down';
       t.querySelectorAll('th').forEach(function(h){delete h.dataset.dir});th.dataset.dir=down?'down':'up';
       rows.sort(function(a,b){
-        var x=a.cells[i].dataset.v,y=b.cells[i].dataset.v;
-        if(x!==undefined&&y!==undefined){x=parseFloat(x);y=parseFloat(y);return down?y-x:x-y}
+        var x=a.cells[i].dataset.v,y=b.cells[i].dataset.v,num=t.rows[0].cells[i].classList.contains('n');
+        if(num&&(x===undefined||y===undefined))return (x===undefined)-(y===undefined);
+        if(num){x=parseFloat(x);y=parseFloat(y);return down?y-x:x-y}
         x=a.cells[i].textContent;y=b.cells[i].textContent;return down?y.localeCompare(x):x.localeCompare(y)});
       rows.forEach(function(r){body.appendChild(r)})})})});
 """
@@ -169,7 +170,7 @@ def _layer_row(i: int, r: EnergyReport, le: LayerEnergy | None, other: LayerEner
     ref = le or other
     cells = [_num(i, str(i)), f"<td><code>{_esc(layer_label(ref))}</code></td>", f"<td>{_esc(ref.type)}</td>"]
     if le is None:
-        cells += ['<td colspan="7">not in this model</td>'] + (["<td></td>"] if r.memory else [])
+        cells += ["<td>not in this model</td>"] + ["<td></td>"] * (6 + bool(r.memory))   # one cell per column
     else:
         rest = sum(v for k, v in le.counts.items() if k not in ("mul", "add", "cmp"))
         cells += [f"<td>{_esc(le.precision)}</td>", _num(le.mul, fmt_count(le.mul)), _num(le.add, fmt_count(le.add)),
@@ -182,7 +183,9 @@ def _layer_row(i: int, r: EnergyReport, le: LayerEnergy | None, other: LayerEner
             cells += ["<td>-</td>", "<td></td>"]
         else:
             ratio = _ratio(other.energy_pj, le.energy_pj) if le is not None else "gone"
-            cells += [_num(other.energy_pj, fmt_energy(other.energy_pj)), f'<td class="n">{ratio}</td>']
+            known = le is not None and other.energy_pj
+            cells += [_num(other.energy_pj, fmt_energy(other.energy_pj)),
+                      _num(le.energy_pj / other.energy_pj, ratio) if known else f'<td class="n">{ratio}</td>']
     unsupported = _ops(dict(le.unsupported)) if le is not None and le.unsupported else ""
     cells.append(f"<td>{unsupported}</td>")
     return ('<tr class="miss">' if le is None else "<tr>") + "".join(cells) + "</tr>"

@@ -98,6 +98,8 @@ def test_compare_page_is_self_contained_and_lists_every_layer_of_the_json(tmp_pa
     assert_self_contained(text)
     data = json.loads(js.read_text())
     rows = parse(text).rows
+    width = len(re.findall(r"<th[ >]", text[text.index('<table class="sortable"'):]))
+    assert {len(row) for row in rows} == {width}          # one cell per column in every row: sorting needs it
     mine = [row for row in rows if "not in this model" not in row]
     assert [row[1] for row in mine] == [le["name"] or "(model)" for le in data["layers"]]
     for row, le in zip(mine, data["layers"]):
