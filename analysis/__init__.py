@@ -6,6 +6,7 @@ energy is a price list applied to them (:mod:`.tables`, :mod:`.energy`), reports
 custom op anywhere can ``from adderconv.analysis import register`` next to its definition without an import
 cycle.
 
+>>> from adderconv.analysis import analyze
 >>> report = analyze("resnet20_adder", precision="int8")
 >>> report.totals.mul, report.totals.add > 80_000_000
 (643786, True)

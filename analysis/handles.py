@@ -10,7 +10,7 @@ BatchNorm in eval is an affine map (1 mul + 1 add per element, its statistics pr
 not assumed folded, because BatchNorm after an adder layer cannot be folded).
 
 >>> import torch
->>> HANDLES[torch.ops.aten.mm].fn([(4, 5)], self=(4, 3), mat2=(3, 5))
+>>> HANDLES[torch.ops.aten.mm].fn([(4, 5)], self=(4, 3))
 Tally(mul=60, add=60)
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ A per-element handle counts a fixed tally per output element (the formulas are i
 Backward formulas count what the derivative computes from what the forward kept (e.g. sigmoid: g y (1 - y)).
 
 >>> import torch
->>> from .registry import HANDLES
+>>> from adderconv.analysis.registry import HANDLES
 >>> HANDLES[torch.ops.aten.sigmoid].fn([(2, 5)])
 Tally(add=10, div=10, exp=10)
 """

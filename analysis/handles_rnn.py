@@ -14,8 +14,8 @@ A sigmoid is ``1 / (1 + e^-x)`` (exp, add, div), a tanh one exp, as for the acti
 
 >>> import torch
 >>> from adderconv.analysis.registry import HANDLES
->>> HANDLES[torch.ops.aten.rnn_relu].fn([(5, 2, 3)], input=(5, 2, 4), params=[(3, 4), (3, 3)],
-...     has_biases=False, num_layers=1, bidirectional=False, batch_first=False)
+>>> HANDLES[torch.ops.aten.rnn_relu.input]([(5, 2, 3)], dict(input=(5, 2, 4), params=[(3, 4), (3, 3)],
+...     has_biases=False, num_layers=1, bidirectional=False, batch_first=False))
 Tally(mul=210, add=240, cmp=30)
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ own definition, e.g. ``adderconv/ops.py``:
 >>> import torch
 >>> from adderconv.analysis.counts import Tally
 >>> lib = torch.library.Library("registry_doc", "DEF")
->>> lib.define("scale(Tensor x, float k) -> Tensor")
+>>> _ = lib.define("scale(Tensor x, float k) -> Tensor")
 >>> @register(torch.ops.registry_doc.scale, category="elementwise")
 ... def _scale(outs, x):
 ...     return Tally(mul=math.prod(x))
