@@ -55,6 +55,13 @@ Arch = Annotated[Optional[str], typer.Option("--arch", help="Architecture for a 
 Trust = Annotated[bool, typer.Option("--trust", help="Allow loading pickles/TorchScript/.pt2 (they can run code).")]
 
 
+def _take(cls, args: dict):
+    """Build dataclass ``cls`` by keyword from the options in ``args`` named like its fields (removed from ``args``)."""
+    import dataclasses
+
+    return cls(**{f.name: args.pop(f.name) for f in dataclasses.fields(cls) if f.name in args})
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"adderconv {__version__}")
@@ -195,23 +202,21 @@ def finetune_cmd(
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")] = "auto",
     amp: Annotated[str, typer.Option(help="Mixed precision on GPU: auto (bf16, else fp16), bf16, fp16, off.")] = "auto",
     limit: Annotated[Optional[int], typer.Option(help="Use at most N samples per split (smoke runs).")] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    num_workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bars or per-epoch lines.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a finished run in --out (refused otherwise).")] = False,
     tensorboard: Annotated[Optional[str], typer.Option(help="Also log each epoch to TensorBoard in this directory "
                                                             "(needs adderconv[tensorboard]).")] = None,
 ) -> None:
     """Fine-tune an AdderNet (converting a CNN first) with AdderNet's training rules, KD, checkpoints and DDP."""
+    args = dict(locals())           # each option once, under its field's name (tests/test_cli_options.py)
     from rich.console import Console
 
     from adderconv.training.command import FinetuneOptions, run_finetune
+    from adderconv.training.settings import TrainSettings
 
-    opts = FinetuneOptions(
-        model=model, data=data, teacher=teacher, out=out, epochs=epochs, optimizer=optimizer, lr=lr,
-        batch_size=batch_size, weight_decay=weight_decay, eta=eta, adder_lr_scale=adder_lr_scale, kd_alpha=kd_alpha,
-        kd_temperature=kd_temperature, input_shape=parse_shape(input_shape), arch=arch, trust=trust, convert=convert,
-        resume=resume, seed=seed, split_seed=split_seed, device=device, amp=amp, limit=limit, workers=workers,
-        quiet=quiet, overwrite=overwrite, tensorboard=tensorboard)
+    train = _take(TrainSettings, args)
+    opts = FinetuneOptions(**args | {"input_shape": parse_shape(input_shape)}, train=train)
     raise typer.Exit(run_finetune(opts, Console()))
 
 

@@ -12,10 +12,11 @@ from .data import DataSplit, TensorPairs, degrade_bicubic, load_data, safe_unpic
 from .distill import kd_loss, sr_kd_loss
 from .evaluate import energy_comparison, evaluate
 from .prepare import Prepared, check_outputs, prepare
+from .settings import TrainSettings
 from .trainer import FinetuneResult, TrainingDiverged, finetune
 
 __all__ = [
-    "finetune", "FinetuneResult", "TrainingDiverged", "DataSplit", "TensorPairs", "load_data",
+    "finetune", "TrainSettings", "FinetuneResult", "TrainingDiverged", "DataSplit", "TensorPairs", "load_data",
     "degrade_bicubic", "safe_unpickle", "kd_loss", "sr_kd_loss", "evaluate", "energy_comparison",
     "load_checkpoint", "save_checkpoint", "prepare", "Prepared", "check_outputs",
 ]

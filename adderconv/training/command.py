@@ -1,49 +1,40 @@
 """The ``adderconv finetune`` command's body: options in, a run, a readable summary out.
 
->>> opts = FinetuneOptions("lenet5_bn_adder", epochs=1, limit=64)       # doctest: +SKIP
+>>> opts = FinetuneOptions(model="lenet5_bn_adder", limit=64, train=TrainSettings(epochs=1))  # doctest: +SKIP
 >>> run_finetune(opts, Console())                                        # doctest: +SKIP
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .data import load_data
 from .prepare import input_shape_for, prepare
-from .trainer import FinetuneResult, amp_dtype, check_settings, finetune, pick_device
+from .settings import TrainSettings
+from .trainer import FinetuneResult, finetune
 
 __all__ = ["FinetuneOptions", "run_finetune", "render_result"]
 
 
-@dataclass
+@dataclass(kw_only=True)   # built by keyword: reordering fields can never mis-wire two flags
 class FinetuneOptions:
+    """What ``adderconv finetune`` was asked: the model and data, where to write, and the recipe (``train``)."""
+
     model: str
     data: str = "digits"
     teacher: str | None = None
     out: str = "finetune-out"
-    epochs: int = 10
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    batch_size: int = 256
-    weight_decay: float = 5e-4
-    eta: float = 0.2
-    adder_lr_scale: float = 1.0
-    kd_alpha: float = 0.5
-    kd_temperature: float = 4.0
     input_shape: tuple[int, ...] | None = None
     arch: str | None = None
     trust: bool = False
     convert: bool = True
     resume: bool = False
-    seed: int = 0
     split_seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"
     limit: int | None = None
-    workers: int = 0
     quiet: bool = False
     tensorboard: str | None = None       # TensorBoard log directory
     overwrite: bool = False
+    train: TrainSettings = field(default_factory=TrainSettings)
 
 
 def _fmt(x: float) -> str:
@@ -80,19 +71,16 @@ def render_result(res: FinetuneResult, console: Any) -> None:
 
 
 def _check(opts: FinetuneOptions) -> None:
-    """Before any work: every setting is in range, the output folder is writable, and a finished run there is not overwritten by accident."""
+    """Before any work: every setting is in range, the output folder is writable, and a finished run there is
+    not overwritten by accident."""
     from pathlib import Path
 
     from ..errors import AdderconvError
     from ..io import ensure_writable
 
-    check_settings(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, adder_lr_scale=opts.adder_lr_scale,
-                   eta=opts.eta, weight_decay=opts.weight_decay, kd_alpha=opts.kd_alpha,
-                   kd_temperature=opts.kd_temperature, num_workers=opts.workers)
-    amp_dtype(opts.amp, pick_device(opts.device))
-    if opts.tensorboard:
-        from .curves import require_tensorboard
-        require_tensorboard()
+    opts.train.check()
+    if opts.limit is not None and opts.limit < 1:
+        raise AdderconvError(f"`limit` must be at least 1, got {opts.limit}")
     ensure_writable(opts.out, directory=True)
     if not opts.resume and not opts.overwrite and (Path(opts.out) / "result.json").exists():
         raise AdderconvError(f"{opts.out} holds a finished run (result.json): choose another output directory, "
@@ -110,17 +98,13 @@ def run_finetune(opts: FinetuneOptions, console: Any) -> int:
     _check(opts)
     shape = input_shape_for(opts.model, opts.arch, opts.input_shape, opts.data)
     data = load_data(opts.data, shape, limit=opts.limit, split_seed=opts.split_seed)
-    torch.manual_seed(opts.seed)       # a model built from a name starts from weights fixed by --seed
+    torch.manual_seed(opts.train.seed)   # a model built from a name starts from weights fixed by the seed
     prep = prepare(opts.model, teacher=opts.teacher, arch=opts.arch, trust=opts.trust, convert=opts.convert,
                    input_shape=data.input_shape, num_classes=data.num_classes)
     for note in prep.notes if main else ():
         console.print(f"note: {note}")
-    res = finetune(prep.student, data, teacher=prep.teacher, epochs=opts.epochs, optimizer=opts.optimizer, lr=opts.lr,
-                   batch_size=opts.batch_size, weight_decay=opts.weight_decay, eta=opts.eta,
-                   adder_lr_scale=opts.adder_lr_scale, kd_alpha=opts.kd_alpha,
-                   kd_temperature=opts.kd_temperature, device=opts.device, amp=opts.amp, seed=opts.seed,
-                   out=opts.out, resume=opts.resume, progress=not opts.quiet and main,
-                   log=None if opts.quiet else console.print, num_workers=opts.workers, arch=prep.arch,
+    res = finetune(prep.student, data, teacher=prep.teacher, settings=opts.train, out=opts.out, resume=opts.resume,
+                   progress=not opts.quiet and main, log=None if opts.quiet else console.print, arch=prep.arch,
                    tensorboard=opts.tensorboard)
     res.notes[:0] = prep.notes
     if main:
