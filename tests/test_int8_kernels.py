@@ -108,11 +108,12 @@ def test_fused_epilogue_bit_identical_to_fallback(mode, restore_isa):
 def test_quantize_matches_fallback():
     x = torch.randn(2, 5, 7, 6) * 3
     x[0, 0, 0, :3] = torch.tensor([0.5, 1.5, -2.5]) / 0.037   # halfway cases: round half to even
-    inv = torch.tensor(1 / 0.037, dtype=torch.float32)
+    scale = torch.tensor(0.037, dtype=torch.float32)
     for lo in (0, 17):
-        got = int8.extension().quantize(x, float(inv), 17, lo)
-        assert torch.equal(got, int8_portable.quantize(x, inv, 17, lo))
-        assert torch.equal(int8.extension().quantize(x.contiguous(memory_format=torch.channels_last), float(inv), 17, lo), got)
+        got = int8.extension().quantize(x, float(scale), 17, lo)
+        assert torch.equal(got, int8_portable.quantize(x, scale, 17, lo))
+        assert torch.equal(int8.extension().quantize(x.contiguous(memory_format=torch.channels_last), float(scale), 17,
+                                                     lo), got)
 
 
 def test_large_layer_exact_and_threads_agree():

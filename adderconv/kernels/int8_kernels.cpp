@@ -403,10 +403,10 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& packed, int64_t O, int
     return y;
 }
 
-__attribute__((always_inline)) inline void quantize_body(const float* __restrict__ src, uint8_t* __restrict__ dst, int64_t n, float inv,
+__attribute__((always_inline)) inline void quantize_body(const float* __restrict__ src, uint8_t* __restrict__ dst, int64_t n, float scale,
                                                          float fz, float flo) {
     for (int64_t i = 0; i < n; ++i) {
-        float v = src[i] * inv;
+        float v = src[i] / scale;   // division, as ONNX QuantizeLinear specifies
         v = v < -1024.0f ? -1024.0f : v;
         v = v > 1024.0f ? 1024.0f : v;
         v = ((v + kMagic) - kMagic) + fz;
@@ -428,21 +428,21 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void quantize_avx512(const 
 #endif
 
 // Channels-last quantisation of a float tensor (N, C, H, W) in any memory format:
-// q = clamp(round_half_even(x * inv_scale) + z, lo, 255), as torch.round(x * inv_scale) + z then clamp.
-at::Tensor quantize(const at::Tensor& x, double inv_scale, int64_t z, int64_t lo) {
+// q = clamp(round_half_even(x / scale) + z, lo, 255), as torch.round(x / scale) + z then clamp (and ONNX).
+at::Tensor quantize(const at::Tensor& x, double scale, int64_t z, int64_t lo) {
     TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "quantize: x must be float32 (N, C, H, W)");
     const at::Tensor xc = x.permute({0, 2, 3, 1}).contiguous();   // free when x is channels-last already
     at::Tensor q = at::empty(xc.sizes(), xc.options().dtype(at::kByte));
     const float* src = xc.data_ptr<float>();
     uint8_t* dst = q.data_ptr<uint8_t>();
-    const float inv = static_cast<float>(inv_scale), fz = static_cast<float>(z), flo = static_cast<float>(lo);
+    const float sc = static_cast<float>(scale), fz = static_cast<float>(z), flo = static_cast<float>(lo);
     const int isa = g_isa;
     at::parallel_for(0, xc.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
 #if defined(ADDERCONV_X86)
-        if (isa == AVX512) return quantize_avx512(src + begin, dst + begin, end - begin, inv, fz, flo);
-        if (isa == AVX2) return quantize_avx2(src + begin, dst + begin, end - begin, inv, fz, flo);
+        if (isa == AVX512) return quantize_avx512(src + begin, dst + begin, end - begin, sc, fz, flo);
+        if (isa == AVX2) return quantize_avx2(src + begin, dst + begin, end - begin, sc, fz, flo);
 #endif
-        quantize_generic(src + begin, dst + begin, end - begin, inv, fz, flo);
+        quantize_generic(src + begin, dst + begin, end - begin, sc, fz, flo);
     });
     return q;
 }

@@ -62,7 +62,7 @@ def adder_int8(x: Tensor, weight: Tensor, zero_point: int, stride, padding, dila
     return epilogue(sums(x, weight, zero_point, stride, padding, dilation, groups), scale, shift, mode, lo)
 
 
-def quantize(x: Tensor, inv_scale: Tensor, zero_point: int, lo: int = 0) -> Tensor:
-    """float (N, C, H, W) -> channels-last uint8 codes ``clamp(round(x * inv_scale) + z, lo, 255)``."""
-    q = torch.round(x.permute(0, 2, 3, 1).to(torch.float32) * inv_scale) + zero_point
+def quantize(x: Tensor, scale: Tensor, zero_point: int, lo: int = 0) -> Tensor:
+    """float (N, C, H, W) -> channels-last uint8 codes ``clamp(round(x / scale) + z, lo, 255)`` (float32 scale)."""
+    q = torch.round(x.permute(0, 2, 3, 1).to(torch.float32) / scale) + zero_point
     return q.clamp_(lo, 255).to(torch.uint8).contiguous()

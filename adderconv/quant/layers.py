@@ -80,11 +80,11 @@ class QuantAdderConv2d(nn.Module):
         self.register_buffer("input_scale", torch.ones((), dtype=torch.float32))
         self.register_buffer("out_scale", torch.zeros(out_channels, dtype=torch.float32))
         self.register_buffer("out_shift", torch.zeros(out_channels, dtype=torch.float32))
-        self._inv_scale = 1.0   # 1 / input_scale as a Python float: forward never reads a tensor's value
+        self._scale = 1.0   # input_scale as a Python float: forward never reads a tensor's value
         self.register_load_state_dict_post_hook(lambda module, _: module._refresh())
 
     def _refresh(self) -> None:
-        self._inv_scale = float(torch.tensor(1.0 / float(self.input_scale), dtype=torch.float32))
+        self._scale = float(self.input_scale)
 
     @classmethod
     def from_adder(cls, adder: AdderConv2d, grid: Grid) -> QuantAdderConv2d:
@@ -123,7 +123,7 @@ class QuantAdderConv2d(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise AdderconvError(f"{type(self).__name__} expects (N, {self.in_channels}, H, W), "
                                  f"got {tuple(x.shape)}")
-        return quantize_uint8(x, self._inv_scale, self.zero_point)
+        return quantize_uint8(x, self._scale, self.zero_point)
 
     def forward(self, x: Tensor) -> Tensor:
         q = self.quantize_input(x)
@@ -159,7 +159,7 @@ class QuantAdderLinear(QuantAdderConv2d):
         if x.dtype != torch.uint8:
             if x.dim() != 2 or x.shape[1] != self.in_channels:
                 raise AdderconvError(f"{type(self).__name__} expects (N, {self.in_channels}), got {tuple(x.shape)}")
-            x = quantize_uint8(x[:, :, None, None], self._inv_scale, self.zero_point)
+            x = quantize_uint8(x[:, :, None, None], self._scale, self.zero_point)
         y = adder_conv2d_int8(x, self.weight, self.zero_point, 1, 0, 1, 1, self.out_scale, self.out_shift,
                               self.out_mode, self.out_lo)
         return y.reshape(y.shape[0], self.out_channels) if self.out_mode == "float" else y

@@ -108,23 +108,23 @@ def adder_conv2d_int8(x: Tensor, weight: Tensor, zero_point: int, stride: int | 
 
 
 @torch.library.custom_op("adderconv::quantize_uint8", mutates_args=())
-def _quantize_uint8(x: Tensor, inv_scale: float, zero_point: int, lo: int) -> Tensor:
+def _quantize_uint8(x: Tensor, scale: float, zero_point: int, lo: int) -> Tensor:
     if x.dim() != 4 or not x.dtype.is_floating_point:
         raise ValueError(f"quantize_uint8 expects a float (N, C, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
     if x.device.type == "cpu" and x.dtype == torch.float32 and int8.available():
-        return int8.extension().quantize(x, inv_scale, zero_point, lo)
-    return int8_portable.quantize(x, torch.tensor(inv_scale, dtype=torch.float32, device=x.device), zero_point, lo)
+        return int8.extension().quantize(x, scale, zero_point, lo)
+    return int8_portable.quantize(x, torch.tensor(scale, dtype=torch.float32, device=x.device), zero_point, lo)
 
 
 @_quantize_uint8.register_fake
-def _(x, inv_scale, zero_point, lo):
+def _(x, scale, zero_point, lo):
     return x.new_empty((x.shape[0], x.shape[2], x.shape[3], x.shape[1]), dtype=torch.uint8)
 
 
-def quantize_uint8(x: Tensor, inv_scale: float, zero_point: int, lo: int = 0) -> Tensor:
-    """float (N, C, H, W) -> channels-last uint8 codes ``clamp(round(x * inv_scale) + zero_point, lo, 255)``
-    (``inv_scale`` rounded to float32 first, as the kernels do)."""
-    return _quantize_uint8(x, float(torch.tensor(inv_scale, dtype=torch.float32)), int(zero_point), int(lo))
+def quantize_uint8(x: Tensor, scale: float, zero_point: int, lo: int = 0) -> Tensor:
+    """float (N, C, H, W) -> channels-last uint8 codes ``clamp(round(x / scale) + zero_point, lo, 255)``
+    (``scale`` rounded to float32 first; division, as ONNX QuantizeLinear)."""
+    return _quantize_uint8(x, float(torch.tensor(scale, dtype=torch.float32)), int(zero_point), int(lo))
 
 
 # --- counting (adderconv.analysis): the ops' registrations, next to the ops ------------------------------

@@ -51,8 +51,8 @@ class Grid:
 
     def codes(self, v: Tensor) -> Tensor:
         """uint8 codes of ``v`` (the same float32 arithmetic as the kernels' quantiser)."""
-        inv = torch.tensor(1.0 / self.scale, dtype=torch.float32)
-        return (torch.round(v.to(torch.float32) * inv) + self.zero_point).clamp_(0, 255).to(torch.uint8)
+        scale = torch.tensor(self.scale, dtype=torch.float32)
+        return (torch.round(v.to(torch.float32) / scale) + self.zero_point).clamp_(0, 255).to(torch.uint8)
 
     def values(self, q: Tensor) -> Tensor:
         return (q.to(torch.float32) - self.zero_point) * self.scale
