@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
@@ -143,6 +144,7 @@ def _composites() -> dict[Any, Any]:
 
 
 _COMPOSITE = _composites()
+_RECURRENT = {getattr(torch.ops.aten, k) for k in GATES}
 
 
 class _CompositeMode(TorchFunctionMode):
@@ -158,15 +160,44 @@ class _CompositeMode(TorchFunctionMode):
         choose = _COMPOSITE.get(func)
         if choose is None or self.counter.paused:
             return func(*args, **kwargs)
+        op, named = choose(args, kwargs)
         self.counter.paused += 1
         try:
-            out = func(*args, **kwargs)
+            out = _packed_shapes(op, args) if _fake_packed(op, args) else func(*args, **kwargs)
         finally:
             self.counter.paused -= 1
-        op, named = choose(args, kwargs)
         outs = [_value(o) for o in tree_flatten(out)[0]]
         self.counter.count(op_name(op), lookup(op, self.counter.overrides), outs, named)
         return out
+
+
+def _fake_packed(op: Any, args: tuple) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return op.overloadpacket in _RECURRENT and op._overloadname == "data" and isinstance(args[0], FakeTensor)
+
+
+def _packed_shapes(op: Any, args: tuple) -> tuple:
+    """The outputs of a recurrent op over a packed sequence, by shape: its kernel reads the batch sizes'
+    values, which only the constant fakes of the packed input hold. (Inference counts only: these
+    outputs carry no gradient.)"""
+    data, _, hx, params, has_biases, num_layers, _, _, bidirectional = args
+    dirs = 2 if bidirectional else 1
+    stride = len(params) // (num_layers * dirs)
+    out_size = params[stride - 1].shape[0] if stride in (3, 5) else params[1].shape[1]   # w_hr, else w_hh
+    output = data.new_empty((data.shape[0], dirs * out_size))
+    states = tuple(h.new_empty(h.shape) for h in (hx if isinstance(hx, (list, tuple)) else [hx]))
+    return (output, *states)
+
+
+def _fake_input(fake: Any, t: Any) -> Any:
+    """Inputs as fakes; a packed sequence keeps its batch sizes and permutations real (they are metadata)."""
+    if isinstance(t, PackedSequence):
+        def constant(x: Tensor | None) -> Tensor | None:   # a fake that knows its values (small, int64)
+            return None if x is None else fake.fake_tensor_converter.from_real_tensor(fake, x, make_constant=True)
+        return PackedSequence(fake.from_tensor(t.data), constant(t.batch_sizes), constant(t.sorted_indices),
+                              constant(t.unsorted_indices))
+    return fake.from_tensor(t) if isinstance(t, Tensor) else t
 
 
 def _unwrap(model: Any) -> tuple[nn.Module, bool]:
@@ -223,7 +254,8 @@ def count_ops(model: nn.Module | Any, inputs: Tensor | tuple, *, capture: str = 
     if capture not in CAPTURES:
         raise AdderconvError(f"unknown capture {capture!r}; choose one of {', '.join(CAPTURES)}")
     overrides = overrides_from(handles)
-    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    inputs = inputs if isinstance(inputs, tuple) and not hasattr(inputs, "_fields") else (inputs,)   # a namedtuple
+    # (a PackedSequence) is one input
     module, program = _unwrap(model)
     if capture == "jit":
         if training or program:
@@ -266,7 +298,7 @@ def _run(module: nn.Module, program: Any, inputs: tuple, capture: str, training:
             log = logging.getLogger("torch._subclasses.fake_tensor")    # it logs the model's own errors: we
             stack.callback(log.setLevel, log.level)                      # raise them, once, in one line
             log.setLevel(logging.CRITICAL)
-            inputs = tree_map(lambda t: fake.from_tensor(t) if isinstance(t, Tensor) else t, inputs)
+            inputs = tree_map(lambda t: _fake_input(fake, t), inputs, is_leaf=lambda t: isinstance(t, PackedSequence))
             if not program:   # parameters and buffers as fakes: the caller's module is never written
                 state = _fake_state(module, fake, training)
                 call = lambda *a: torch.func.functional_call(module, state, a, strict=False)  # noqa: E731
