@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._shapes import pair, same_padding
-from .ops import _triple, adder_conv2d, adder_conv3d
+from .functional import adder_conv, adder_linear
+from .ops import _triple
 
 __all__ = ["AdderConv2d", "AdderConv1d", "AdderConv3d", "AdderLinear"]
 
@@ -107,18 +108,10 @@ class AdderConv2d(nn.Module):
         return (pw, pw, ph, ph)
 
     def forward(self, x: Tensor) -> Tensor:
-        left, right, top, bottom = self._explicit_padding()
-        if self.padding_mode != "zeros" or left != right or top != bottom:
-            # The op pads symmetrically with zeros; anything else is padded here first.
-            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-            x = F.pad(x, (left, right, top, bottom), mode=mode)
-            pad = (0, 0)
-        else:
-            pad = (top, left)
-        y = adder_conv2d(x, self.weight, self.stride, pad, self.dilation, self.groups)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1)
-        return y
+        padding = self.padding
+        if self.padding_mode != "zeros":       # the functional pads with zeros; other modes are padded here
+            x, padding = F.pad(x, self._explicit_padding(), mode=self.padding_mode), 0
+        return adder_conv(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -153,16 +146,10 @@ class AdderConv1d(AdderConv2d):
         self.weight = nn.Parameter(self.weight.data.squeeze(2))
 
     def forward(self, x: Tensor) -> Tensor:
-        left, right, _, _ = self._explicit_padding()
-        if self.padding_mode != "zeros" or left != right:
-            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-            x = F.pad(x, (left, right), mode=mode)
-            left = 0
-        y = adder_conv2d(x.unsqueeze(2), self.weight.unsqueeze(2), self.stride, (0, left), self.dilation,
-                         self.groups).squeeze(2)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1)
-        return y
+        padding = self.padding if isinstance(self.padding, str) else self.padding[1]
+        if self.padding_mode != "zeros":
+            x, padding = F.pad(x, self._explicit_padding()[:2], mode=self.padding_mode), 0
+        return adder_conv(x, self.weight, self.bias, self.stride[1], padding, self.dilation[1], self.groups)
 
 
 class AdderConv3d(nn.Module):
@@ -216,18 +203,12 @@ class AdderConv3d(nn.Module):
     from_float = from_conv
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.padding == "valid":
-            pads = [(0, 0)] * 3
-        elif self.padding == "same":
-            pads = [same_padding(k, d) for k, d in zip(self.kernel_size, self.dilation)]
-        else:
-            pads = [(p, p) for p in self.padding]  # type: ignore[union-attr]
-        if self.padding_mode != "zeros" or any(a != b for a, b in pads):
-            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-            x = F.pad(x, [v for a, b in reversed(pads) for v in (a, b)], mode=mode)
-            pads = [(0, 0)] * 3
-        y = adder_conv3d(x, self.weight, self.stride, [a for a, _ in pads], self.dilation, self.groups)
-        return y + self.bias.view(1, -1, 1, 1, 1) if self.bias is not None else y
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            pads = ([same_padding(k, d) for k, d in zip(self.kernel_size, self.dilation)] if padding == "same" else
+                    [(0, 0)] * 3 if padding == "valid" else [(p, p) for p in padding])  # type: ignore[union-attr]
+            x, padding = F.pad(x, [v for a, b in reversed(pads) for v in (a, b)], mode=self.padding_mode), 0
+        return adder_conv(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -272,10 +253,7 @@ class AdderLinear(nn.Module):
         return cls.from_linear(module)
 
     def forward(self, x: Tensor) -> Tensor:
-        lead = x.shape[:-1]
-        y = adder_conv2d(x.reshape(-1, self.in_features, 1, 1), self.weight[:, :, None, None])
-        y = y.reshape(*lead, self.out_features)
-        return y + self.bias if self.bias is not None else y
+        return adder_linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -26,58 +26,21 @@ import types
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from adderconv._shapes import same_padding
 from adderconv.errors import AdderconvError
-from adderconv.ops import adder_conv2d
+from adderconv.functional import adder_conv, adder_linear
 from adderconv.sr import PowerActivation
 
-from .graph import build_graph, first_last, reaches_norm, trace
+from .graph import CONVERTIBLE_CONV_OPS, build_graph, first_last, reaches_norm, trace
 from .policy import LayerInfo, Policy, decide_all
 from .report import ConversionReport, LayerRecord
 
-__all__ = ["convert_exported", "adder_conv_like", "adder_linear_like"]
+__all__ = ["convert_exported"]
 
 _aten = torch.ops.aten
-_CONV = {_aten.conv1d.default, _aten.conv2d.default, _aten.conv1d.padding, _aten.conv2d.padding,
-         _aten.convolution.default}
+_CONV = CONVERTIBLE_CONV_OPS
 _CONV_ARGS = ("x", "weight", "bias", "stride", "padding", "dilation", "groups")
-
-
-def adder_conv_like(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
-                    groups: int = 1) -> Tensor:
-    """``F.conv1d``/``F.conv2d``'s signature (``'same'``/``'valid'`` included), computing the adder op."""
-    one_d = weight.dim() == 3
-    nd = 1 if one_d else 2
-    as_list = lambda v: [int(v)] * nd if isinstance(v, int) else [int(i) for i in v]  # noqa: E731
-    stride, dilation = as_list(stride), as_list(dilation)
-    kernel = list(weight.shape[2:])
-    if isinstance(padding, str):
-        pads = [same_padding(k, d) if padding == "same" else (0, 0) for k, d in zip(kernel, dilation)]
-        flat = [p for lo_hi in reversed(pads) for p in lo_hi]          # F.pad order: last dim first
-        if any(lo != hi for lo, hi in pads):
-            x = F.pad(x, flat)
-            padding = [0] * nd
-        else:
-            padding = [lo for lo, _ in pads]
-    padding = as_list(padding)
-    if one_d:
-        y = adder_conv2d(x.unsqueeze(2), weight.unsqueeze(2), [1] + stride, [0] + padding, [1] + dilation,
-                         groups).squeeze(2)
-    else:
-        y = adder_conv2d(x, weight, stride, padding, dilation, groups)
-    if bias is not None:
-        y = y + bias.view(1, -1, *([1] * nd))
-    return y
-
-
-def adder_linear_like(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.linear``'s signature computing ``-sum_i |x_i - W_oi|`` (+ bias)."""
-    lead = x.shape[:-1]
-    y = adder_conv2d(x.reshape(-1, x.shape[-1], 1, 1), weight[:, :, None, None]).reshape(*lead, weight.shape[0])
-    return y + bias if bias is not None else y
 
 
 def _conv_args(node: fx.Node) -> dict | None:
@@ -178,9 +141,9 @@ def _rewrite(gm: fx.GraphModule, node: fx.Node, policy: Policy, needs_bn: bool, 
     safe = "".join(c if c.isalnum() else "_" for c in tag)
     with gm.graph.inserting_after(node):
         if node.target in _CONV:
-            new = gm.graph.call_function(adder_conv_like, kwargs=_conv_args(node))
+            new = gm.graph.call_function(adder_conv, kwargs=_conv_args(node))
         else:
-            new = gm.graph.call_function(adder_linear_like, tuple(node.args), dict(node.kwargs))
+            new = gm.graph.call_function(adder_linear, tuple(node.args), dict(node.kwargs))
     new.meta = dict(node.meta)
     node.replace_all_uses_with(new)
     gm.graph.erase_node(node)

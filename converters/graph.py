@@ -23,14 +23,20 @@ import networkx as nx
 import torch
 from torch import nn
 
+from adderconv.analysis.handles import conv_macs
 from adderconv.errors import AdderconvError
 
 __all__ = ["trace", "build_graph", "model_graph", "op_kind", "first_last", "reaches_norm", "write_graphml"]
 
 _aten = torch.ops.aten
-CONV_OPS = {_aten.conv1d.default, _aten.conv2d.default, _aten.conv1d.padding, _aten.conv2d.padding,
-            _aten.conv3d.default, _aten.convolution.default, _aten.conv_transpose1d.default,
-            _aten.conv_transpose2d.input, _aten.conv_transpose3d.input}
+# The one table of convolution ops: what the converter can rewrite (the ATen rewrite reads it) and the
+# transposed ones it keeps (their MACs are still counted, by the analysis handles' formula).
+CONVERTIBLE_CONV_OPS = frozenset({_aten.conv1d.default, _aten.conv2d.default, _aten.conv3d.default,
+                                  _aten.conv1d.padding, _aten.conv2d.padding, _aten.conv3d.padding,
+                                  _aten.convolution.default})
+TRANSPOSED_CONV_OPS = frozenset({_aten.conv_transpose1d.default, _aten.conv_transpose2d.input,
+                                 _aten.conv_transpose3d.input})
+CONV_OPS = CONVERTIBLE_CONV_OPS | TRANSPOSED_CONV_OPS
 LINEAR_OPS = {_aten.linear.default}
 NORM_OPS = {_aten.batch_norm.default, _aten.group_norm.default, _aten.layer_norm.default,
             _aten.instance_norm.default, _aten._native_batch_norm_legit_functional.default,
@@ -81,19 +87,20 @@ def _shape(val: object) -> tuple[int, ...] | None:
 
 
 def _counts(kind: str, node: torch.fx.Node) -> tuple[int, int] | None:
-    """(mul, add) of a conv / linear / adder node from the shapes in its metadata."""
+    """(mul, add) of a conv / linear / adder node from the shapes in its metadata, by the analysis handles'
+    MAC formula (one MAC = 1 mul + 1 add; one adder step = 2 add)."""
     out = _shape(node.meta.get("val"))
-    weight = node.args[1] if len(node.args) > 1 else None
+    x, weight = (node.args + (None, None))[:2]
+    xs = _shape(x.meta.get("val")) if isinstance(x, torch.fx.Node) else None
     w = _shape(weight.meta.get("val")) if isinstance(weight, torch.fx.Node) else None
-    if out is None or w is None:
+    if out is None or w is None or xs is None:
         return None
     if kind == "linear":
         macs = math.prod(out) * w[1]
-    else:   # conv and adder: one step per output element and weight entry of its group
-        macs = math.prod(out) * math.prod(w[1:])
-        if node.target in (_aten.conv_transpose1d.default, _aten.conv_transpose2d.input,
-                           _aten.conv_transpose3d.input):
-            return None   # not a layer the converter handles; left uncounted rather than counted wrong
+    else:
+        transposed = node.target in TRANSPOSED_CONV_OPS or (
+            node.target is _aten.convolution.default and len(node.args) > 6 and bool(node.args[6]))
+        macs = conv_macs(xs, w, out, transposed)
     return (0, 2 * macs) if kind == "adder" else (macs, macs)
 
 

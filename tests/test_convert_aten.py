@@ -4,7 +4,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adderconv.converters import Policy, convert
-from adderconv.converters.aten_rewrite import adder_conv_like, convert_exported
+from adderconv.converters.aten_rewrite import convert_exported
+from adderconv.functional import adder_conv as adder_conv_like
 from adderconv.reference import adder_conv2d_reference
 
 from test_convert import X, HardCase  # tests/ is on sys.path (pytest prepend mode)
