@@ -179,3 +179,33 @@ def test_precisions_tables_and_per_layer_precision(tmp_path, capsys, monkeypatch
     assert code == 2 and "unknown precision 'fp8'" in err
     code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--table", str(table), "--precision", "fp16")
     assert code == 2 and "no precision 'fp16'" in err
+
+
+def test_the_main_job_compiles_no_kernel_and_runs_nothing(capsys, monkeypatch):
+    import adderconv.kernels as kernels
+
+    def refuse(*a, **k):
+        raise AssertionError("a kernel was asked for while counting")
+
+    monkeypatch.setattr(kernels, "backend_for", refuse)
+    code, out, err = run(capsys, monkeypatch)
+    assert code == 0 and "CNN vs AdderNet" in out and "(dispatch)" in out, err
+
+
+def test_training_and_captures_from_the_command_line(tmp_path, capsys, monkeypatch):
+    js = tmp_path / "t.json"
+    code, out, err = run(capsys, monkeypatch, "lenet5_bn_adder", "-s", "2,1,32,32", "--training", "--json", str(js))
+    assert code == 0 and "training step" in out, err
+    data = json.loads(js.read_text())
+    assert data["training"] is True and data["optimizer"] == "sgd" and set(data["by_phase"]) == {
+        "forward", "backward", "optimizer"}
+    assert data["totals"]["mul"] == sum(sum(p["mul"] for p in le["phases"].values()) for le in data["layers"])
+    code, out, err = run(capsys, monkeypatch, "lenet5_bn", "--capture", "jit", "--json", str(js))
+    assert code == 0 and json.loads(js.read_text())["capture"] == "jit", err
+    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--capture", "trace")
+    assert code == 2 and err.startswith("error: --capture") and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--training", "--optimizer", "rmsprop")
+    assert code == 2 and "--optimizer" in err
+    # BatchNorm cannot train on one sample: one line naming the shape, not a traceback
+    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--training")
+    assert code == 2 and "training mode" in err and len(err.strip().splitlines()) == 1
