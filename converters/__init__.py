@@ -14,10 +14,10 @@ from .blocks import AdderBlock, build_adder, default_mapping
 from .calibrate import recalibrate_bn
 from .graph import model_graph, write_graphml
 from .policy import Decision, LayerInfo, Policy, decide, decide_all
-from .report import ConversionReport, LayerRecord
+from .report import ConversionReport, LayerRecord, conversion_report
 from .save import save_converted
 from .swap import apply_recipe, convert
 
-__all__ = ["convert", "convert_exported", "apply_recipe", "recalibrate_bn", "Policy", "LayerInfo", "Decision",
-           "decide", "decide_all", "ConversionReport", "LayerRecord", "AdderBlock", "build_adder", "default_mapping",
-           "model_graph", "write_graphml", "save_converted"]
+__all__ = ["convert", "convert_exported", "conversion_report", "apply_recipe", "recalibrate_bn", "Policy",
+           "LayerInfo", "Decision", "decide", "decide_all", "ConversionReport", "LayerRecord", "AdderBlock",
+           "build_adder", "default_mapping", "model_graph", "write_graphml", "save_converted"]

@@ -16,8 +16,8 @@ running statistics, so fine-tune module-swapped models and use this path for inf
 ...         self.stem, self.w = torch.nn.Conv2d(3, 8, 3), torch.nn.Parameter(torch.randn(8, 8, 3, 3))
 ...     def forward(self, x):
 ...         return F.conv2d(self.stem(x), self.w).mean((2, 3))
->>> gm, report = convert_exported(Net(), (torch.randn(1, 3, 12, 12),), Policy(insert_bn=False, keep_last=False))
->>> [(r.name, r.type_name) for r in report.converted]
+>>> gm = convert_exported(Net(), (torch.randn(1, 3, 12, 12),), Policy(insert_bn=False, keep_last=False))
+>>> [(r.name, r.type_name) for r in conversion_report(gm).converted]
 [('conv2d_1', 'functional')]
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from adderconv.sr import PowerActivation
 
 from .graph import CONVERTIBLE_CONV_OPS, build_graph, first_last, reaches_norm, trace
 from .policy import LayerInfo, Policy, decide_all
-from .report import ConversionReport, LayerRecord
+from .report import REPORT_ATTR, ConversionReport, LayerRecord, conversion_report
 
 __all__ = ["convert_exported"]
 
@@ -60,8 +60,9 @@ def _shape(node: fx.Node) -> tuple[int, ...] | None:
 
 
 def convert_exported(model: nn.Module, example_inputs: Sequence[object], policy: Policy | None = None
-                     ) -> tuple[fx.GraphModule, ConversionReport]:
-    """Trace ``model`` with torch.export and rewrite the chosen conv/linear ops; returns (module, report)."""
+                     ) -> fx.GraphModule:
+    """Trace ``model`` with torch.export and rewrite the chosen conv/linear ops; returns the module, which
+    carries its report as :func:`convert`'s result does (``conversion_report(gm)``)."""
     policy = policy or Policy()
     ep = trace(model, example_inputs, dynamic_batch=True)
     g = build_graph(ep)
@@ -111,7 +112,8 @@ def convert_exported(model: nn.Module, example_inputs: Sequence[object], policy:
     gm.graph.lint()
     gm.recompile()
     _eval_only(gm)
-    return gm, report
+    setattr(gm, REPORT_ATTR, report)
+    return gm
 
 
 def _eval_mode(self: fx.GraphModule, mode: bool = True) -> fx.GraphModule:

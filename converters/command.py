@@ -21,7 +21,7 @@ from adderconv.arch import default_input_shape
 from adderconv.io import atomic_write, ensure_writable, file_arch, is_zoo_name, load_model, open_model
 
 from .policy import Policy
-from .report import ConversionReport, kept_energy_hint
+from .report import REPORT_ATTR, ConversionReport, conversion_report, kept_energy_hint
 from .save import FORMATS, save_converted
 
 __all__ = ["ConvertOptions", "run_convert", "run_graph", "render_conversion"]
@@ -103,11 +103,11 @@ def run_convert(opts: ConvertOptions, console: Console) -> int:
         example = (torch.zeros(shape, device=param.device if param is not None else "cpu"),)
     if opts.strategy == "aten":
         from .aten_rewrite import convert_exported
-        net, report = convert_exported(original, example, opts.policy)
+        net = convert_exported(original, example, opts.policy)
     else:
         from .swap import convert
         net = convert(original, opts.policy, example_inputs=example)
-        report = net.adderconv_report
+    report = conversion_report(net)
     render_conversion(report, console)
     if shape is not None:
         _render_savings(original, net, shape, opts.precision, console, html=opts.html)
@@ -146,7 +146,8 @@ def _render_savings(before, after, shape, precision: str, console: Console, *, h
                for m, label in ((before, "original"), (after, "converted"))]
     where = f" (input {'x'.join(map(str, shape))})" if shape else ""
     render_comparison(*reports, console, title=f"before vs after conversion{where}")
-    if isinstance(after, torch.nn.Module) and (report := getattr(after, "adderconv_report", None)) is not None:
+    if isinstance(after, torch.nn.Module) and hasattr(after, REPORT_ATTR):
+        report = conversion_report(after)
         energy = {}
         for le in reports[1].layers:
             energy[le.name] = energy.get(le.name, 0.0) + le.energy_pj

@@ -28,7 +28,7 @@ from torch import nn
 from adderconv.errors import AdderconvError
 from adderconv.io import atomic_write
 
-from .onnx_function import ATTRIBUTES, DOMAIN, DOMAIN_VERSION, MIN_OPSET, OP_TYPE, attach_functions
+from .onnx_function import ATTRIBUTES, DOMAIN, DOMAIN_VERSION, INT_OP_TYPE, MIN_OPSET, OP_TYPE, attach_functions
 
 __all__ = ["OnnxExport", "export_onnx", "export_onnx_model", "translation_table", "resolve_input_shape"]
 
@@ -86,7 +86,60 @@ def translation_table() -> dict:
         return adder(x, weight, kernel_shape=kernel, strides=list(stride), pads=[*padding, *padding],
                      dilations=list(dilation), group=int(groups))
 
-    return {torch.ops.adderconv.adder_conv2d.default: adder_conv2d}
+    table = {torch.ops.adderconv.adder_conv2d.default: adder_conv2d}
+    table.update(_int8_translations())
+    return table
+
+
+def _int_schema() -> onnx.defs.OpSchema:
+    S = onnx.defs.OpSchema
+    return S(INT_OP_TYPE, DOMAIN, DOMAIN_VERSION, "int8 AdderNet core Y = sum |X - W| on uint8 codes (int32).",
+             inputs=[S.FormalParameter("X", "T"), S.FormalParameter("W", "T"), S.FormalParameter("X_zero_point", "T")],
+             outputs=[S.FormalParameter("Y", "T1")],
+             type_constraints=[("T", ["tensor(uint8)"], "uint8 codes"), ("T1", ["tensor(int32)"], "int32 sums")],
+             attributes=[S.Attribute(name, S.AttrType.INT if name == "group" else S.AttrType.INTS, "")
+                         for name in ATTRIBUTES])
+
+
+def _int8_translations() -> dict:
+    """The int8 adder layer in standard QDQ form: ``QuantizeLinear`` -> ``ai.adderconv::AdderConv2dInteger``
+    (int32 sums) -> ``DequantizeLinear`` (per-channel scale) + shift [-> ``QuantizeLinear`` (scale 1) + floor];
+    the PyTorch ops work channels-last, so Transposes frame each one. A ReLU on uint8 codes is an Identity (the
+    floor already holds it; ONNX Relu has no uint8)."""
+    import onnx_ir as ir
+    from onnxscript import opset18 as op
+    from onnxscript import values
+
+    integer = values.Op(values.Opset(DOMAIN, DOMAIN_VERSION), INT_OP_TYPE, _int_schema())
+
+    def u8(v: int):
+        return op.Constant(value=onnx.helper.make_tensor("c", onnx.TensorProto.UINT8, [], [int(v)]))
+
+    def f32(v: float):
+        return op.Constant(value=onnx.helper.make_tensor("c", onnx.TensorProto.FLOAT, [], [float(v)]))
+
+    def quantize_uint8(x, scale, zero_point, lo):
+        q = op.QuantizeLinear(op.Transpose(x, perm=[0, 2, 3, 1]), f32(scale), u8(zero_point))
+        return op.Max(q, u8(lo)) if lo else q
+
+    def adder_conv2d_int8(x, weight, zero_point, stride, padding, dilation, groups, scale, shift, mode, lo):
+        kernel = [int(d) for d in weight.shape[2:]]
+        s = integer(op.Transpose(x, perm=[0, 3, 1, 2]), weight, u8(zero_point), kernel_shape=kernel,
+                    strides=list(stride), pads=[*padding, *padding], dilations=list(dilation), group=int(groups))
+        y = s
+        if mode:
+            y = op.Add(op.DequantizeLinear(s, scale, axis=1), op.Unsqueeze(shift, op.Constant(value_ints=[1, 2])))
+            if mode == 2:
+                y = op.QuantizeLinear(y, f32(1.0), u8(0))           # round half to even, clamp to [0, 255]
+                y = op.Max(y, u8(lo)) if lo else y
+        return op.Transpose(y, perm=[0, 2, 3, 1])
+
+    def relu(x):
+        return op.Identity(x) if x.dtype == ir.DataType.UINT8 else op.Relu(x)
+
+    return {torch.ops.adderconv.quantize_uint8.default: quantize_uint8,
+            torch.ops.adderconv.adder_conv2d_int8.default: adder_conv2d_int8,
+            torch.ops.aten.relu.default: relu}
 
 
 def _module_path(node) -> str | None:
@@ -106,7 +159,7 @@ def _finish(model) -> tuple[list[str], list[str]]:
     for node in model.graph:
         for key in _DROPPED_METADATA:
             node.metadata_props.pop(key, None)
-        if node.domain == DOMAIN and node.op_type == OP_TYPE:
+        if node.domain == DOMAIN and node.op_type in (OP_TYPE, INT_OP_TYPE):
             path = _module_path(node)
             if path and path not in taken:     # a module called twice keeps the exporter's unique name
                 taken.discard(node.name)
@@ -114,7 +167,7 @@ def _finish(model) -> tuple[list[str], list[str]]:
                 taken.add(path)
             adder_nodes.append(node.name)
     attach_functions(model)
-    overloads = sorted({n.overload for n in model.graph if n.domain == DOMAIN and n.op_type == OP_TYPE})
+    overloads = sorted({n.overload for n in model.graph if n.domain == DOMAIN and n.op_type in (OP_TYPE, INT_OP_TYPE)})
     return adder_nodes, overloads
 
 

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto, helper
 
-__all__ = ["DOMAIN", "OP_TYPE", "DOMAIN_VERSION", "MIN_OPSET", "ATTRIBUTES", "AdderConfig", "build_function",
-           "attach_functions"]
+__all__ = ["DOMAIN", "OP_TYPE", "INT_OP_TYPE", "DOMAIN_VERSION", "MIN_OPSET", "ATTRIBUTES", "AdderConfig",
+           "build_function", "build_integer_function", "attach_functions"]
 
 DOMAIN = "ai.adderconv"
 OP_TYPE = "AdderConv2d"
+INT_OP_TYPE = "AdderConv2dInteger"   # the int8 layer's integer core (see build_integer_function)
 DOMAIN_VERSION = 1
 MIN_OPSET = 13          # Unsqueeze/Slice/Pad take their indices as inputs from 13 on
 ATTRIBUTES = ("kernel_shape", "strides", "pads", "dilations", "group")
@@ -108,24 +109,18 @@ def _tap_end(offset: int, extent: int) -> int:
     return offset - extent if offset < extent else _INT64_MAX
 
 
-def build_function(cfg: AdderConfig, opset: int) -> onnx.FunctionProto:
-    """The ONNX function (standard ops only, no multiplications) of one configuration of the node."""
-    if opset < MIN_OPSET:
-        raise ValueError(f"the AdderConv2d function needs default-domain opset >= {MIN_OPSET}, got {opset}")
-    b = _Body()
+def _taps(b: _Body, cfg: AdderConfig, x: str, w: str, opset: int, integer: bool) -> str:
+    """``sum_j |X_col - W|`` over the taps of padded ``x`` (N, C, H, W) and ``w`` (O, C/g, kh, kw): (N, O, Ho, Wo).
+    Float: ReduceL1 over the channels; integer (int32): Abs, ReduceSum and Add (ONNX Sum is float-only)."""
     (kh, kw), (sh, sw), (dh, dw), g = cfg.kernel_shape, cfg.strides, cfg.dilations, cfg.group
-    top, left, bottom, right = cfg.pads
-    x = "X"
-    if any(cfg.pads):
-        x = b.op("Pad", x, b.ints([0, 0, top, left, 0, 0, bottom, right]))   # constant 0: |0 - w| as in torch
     if g == 1:
         x = b.op("Unsqueeze", x, b.ints([1]))                                  # (N, 1, C, H, W)
-        w, spatial, reduce_axis = "W", (3, 4), 2                               # W taps: (O, C, 1, 1)
+        spatial, reduce_axis = (3, 4), 2                                       # W taps: (O, C, 1, 1)
     else:
         # (N, G, 1, C/G, H, W) against W taps (G, O/G, C/G, 1, 1); Reshape's 0 copies a dimension, -1 infers.
         x = b.op("Reshape", b.op("Unsqueeze", x, b.ints([1])), b.ints([0, g, -1, 0, 0]))
         x = b.op("Unsqueeze", x, b.ints([2]))
-        w = b.op("Reshape", b.op("Unsqueeze", "W", b.ints([0])), b.ints([g, -1, 0, 0, 0]))
+        w = b.op("Reshape", b.op("Unsqueeze", w, b.ints([0])), b.ints([g, -1, 0, 0, 0]))
         spatial, reduce_axis = (4, 5), 3
     w_axes = (3, 4) if g > 1 else (2, 3)                                         # kh, kw axes of the W view
     taps = []
@@ -136,15 +131,34 @@ def build_function(cfg: AdderConfig, opset: int) -> onnx.FunctionProto:
                       b.ints(spatial), b.ints([sh, sw]))
             ws = b.op("Slice", w, b.ints([i, jj]), b.ints([i + 1, jj + 1]), b.ints(w_axes))
             diff = b.op("Sub", xs, ws)
-            if opset >= 18:
+            if integer:
+                taps.append(b.op("ReduceSum", b.op("Abs", diff), b.ints([reduce_axis]), keepdims=0))
+            elif opset >= 18:
                 taps.append(b.op("ReduceL1", diff, b.ints([reduce_axis]), keepdims=0))
             else:
                 taps.append(b.op("ReduceL1", diff, axes=[reduce_axis], keepdims=0))
-    y = b.op("Sum", *taps) if len(taps) > 1 else taps[0]
+    if integer:
+        y = taps[0]
+        for t in taps[1:]:
+            y = b.op("Add", y, t)
+    else:
+        y = b.op("Sum", *taps) if len(taps) > 1 else taps[0]
     if g > 1:   # (N, G, O/G, Ho, Wo) -> (N, O, Ho, Wo)
         hw = b.op("Slice", b.op("Shape", y), b.ints([3]), b.ints([5]))
         y = b.op("Reshape", y, b.op("Concat", b.ints([0, -1]), hw, axis=0))
-    y = b.op("Neg", y)
+    return y
+
+
+def build_function(cfg: AdderConfig, opset: int) -> onnx.FunctionProto:
+    """The ONNX function (standard ops only, no multiplications) of one configuration of the node."""
+    if opset < MIN_OPSET:
+        raise ValueError(f"the AdderConv2d function needs default-domain opset >= {MIN_OPSET}, got {opset}")
+    b = _Body()
+    top, left, bottom, right = cfg.pads
+    x = "X"
+    if any(cfg.pads):
+        x = b.op("Pad", x, b.ints([0, 0, top, left, 0, 0, bottom, right]))   # constant 0: |0 - w| as in torch
+    y = b.op("Neg", _taps(b, cfg, x, "W", opset, integer=False))
     inputs = ["X", "W"]
     if cfg.bias:
         inputs.append("B")
@@ -154,6 +168,26 @@ def build_function(cfg: AdderConfig, opset: int) -> onnx.FunctionProto:
         DOMAIN, OP_TYPE, inputs, ["Y"], b.nodes, [helper.make_opsetid("", opset)],
         attributes=list(ATTRIBUTES), overload=cfg.overload,
         doc_string=f"AdderNet layer Y = -sum |X - W| ({cfg.overload}); multiplication-free.")
+
+
+def build_integer_function(cfg: AdderConfig, opset: int) -> onnx.FunctionProto:
+    """``ai.adderconv::AdderConv2dInteger(X, W, X_zero_point) -> Y``: uint8 codes on one grid (NCHW), padding
+    with the zero point, ``Y = sum_j |X_col - W|`` in int32 (exact; the int8 adder layer's integer core)."""
+    if opset < MIN_OPSET:
+        raise ValueError(f"the AdderConv2dInteger function needs default-domain opset >= {MIN_OPSET}, got {opset}")
+    if cfg.bias:
+        raise ValueError("AdderConv2dInteger takes no bias (the layer's affine follows the node)")
+    b = _Body()
+    i32 = TensorProto.INT32
+    x, w, z = b.op("Cast", "X", to=i32), b.op("Cast", "W", to=i32), b.op("Cast", "X_zero_point", to=i32)
+    top, left, bottom, right = cfg.pads
+    if any(cfg.pads):
+        x = b.op("Pad", x, b.ints([0, 0, top, left, 0, 0, bottom, right]), z)   # the zero point: float 0
+    b.nodes.append(helper.make_node("Identity", [_taps(b, cfg, x, w, opset, integer=True)], ["Y"]))
+    return helper.make_function(
+        DOMAIN, INT_OP_TYPE, ["X", "W", "X_zero_point"], ["Y"], b.nodes, [helper.make_opsetid("", opset)],
+        attributes=list(ATTRIBUTES), overload=cfg.overload,
+        doc_string=f"int8 AdderNet layer core Y = sum |X - W| on uint8 codes, int32 ({cfg.overload}).")
 
 
 def attach_functions(model) -> int:
@@ -170,21 +204,23 @@ def attach_functions(model) -> int:
     model.ir_version = max(model.ir_version or 0, 10)                  # function overloads arrived in IR 10
     added = 0
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
-        if node.domain != DOMAIN or node.op_type != OP_TYPE:
+        if node.domain != DOMAIN or node.op_type not in (OP_TYPE, INT_OP_TYPE):
             continue
         attrs = {name: attr.value for name, attr in node.attributes.items()}
         unknown = set(attrs) - set(ATTRIBUTES)
         if unknown:
             raise ValueError(f"AdderConv2d node {node.name!r} has unknown attributes {sorted(unknown)}")
-        has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
+        integer = node.op_type == INT_OP_TYPE
+        has_bias = not integer and len(node.inputs) > 2 and node.inputs[2] is not None
         cfg = AdderConfig.from_attributes(attrs, bias=has_bias)
         for name, value in cfg.attributes().items():        # write every attribute out, as the contract says
             if name not in node.attributes:
                 node.attributes[name] = ir.Attr(name, ir.AttributeType.INT if name == "group"
                                                 else ir.AttributeType.INTS, value)
         node.overload = cfg.overload
-        key = (DOMAIN, OP_TYPE, cfg.overload)
+        key = (DOMAIN, node.op_type, cfg.overload)
         if key not in model.functions:
-            model.functions[key] = ir.serde.deserialize_function(build_function(cfg, opset))
+            build = build_integer_function if integer else build_function
+            model.functions[key] = ir.serde.deserialize_function(build(cfg, opset))
             added += 1
     return added

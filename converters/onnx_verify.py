@@ -26,7 +26,7 @@ from torch import nn
 
 from adderconv.errors import AdderconvError
 
-__all__ = ["BatchCheck", "VerifyResult", "verify_onnx", "relative_error", "load_seeded"]
+__all__ = ["BatchCheck", "IntegerCheck", "VerifyResult", "verify_onnx", "relative_error", "load_seeded"]
 
 
 @dataclass
@@ -39,6 +39,19 @@ class BatchCheck:
 
 
 @dataclass
+class IntegerCheck:
+    """A quantised model's integer core, one batch: every ``AdderConv2dInteger`` node's int32 sums against the
+    PyTorch int8 op on the same uint8 codes (must be equal), and those codes against PyTorch's own."""
+
+    batch: int
+    nodes: int
+    sums_checked: int
+    sums_different: int              # must be 0: the node's arithmetic is exact
+    codes_checked: int
+    codes_different: int             # must be 0: both sides quantised the same floats to the same codes
+
+
+@dataclass
 class VerifyResult:
     tolerance: float
     input_shape: tuple[int, ...]
@@ -46,14 +59,19 @@ class VerifyResult:
     #: every sample of a batch gave the same output (e.g. an untrained net whose BatchNorm still has its
     #: initial statistics, so ReLU zeroes the adder outputs): the comparison then says little
     input_independent: bool = False
+    integer: list[IntegerCheck] = field(default_factory=list)   # quantised models only
 
     @property
     def max_rel_error(self) -> float:
         return max(c.rel_error for c in self.checks)
 
     @property
+    def integer_exact(self) -> bool:
+        return all(c.sums_different == 0 and c.codes_different == 0 for c in self.integer)
+
+    @property
     def ok(self) -> bool:
-        return self.max_rel_error <= self.tolerance
+        return self.max_rel_error <= self.tolerance and self.integer_exact
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -127,7 +145,11 @@ def verify_onnx(
     elif not dynamic and any(b != shape[0] for b in batch_sizes):
         raise AdderconvError(f"the file's batch size is fixed at {shape[0]}, cannot run batch {list(batch_sizes)}")
     model = model.eval()
-    exact = copy.deepcopy(model).double()
+    from adderconv.quant.recipe import is_quantized
+
+    quantised = is_quantized(model)
+    # A quantised net's arithmetic is its integers (checked exactly below); it has no float64 twin.
+    exact = model if quantised else copy.deepcopy(model).double()
     ref = next(iter(model.parameters()), None)
     device, dtype = (ref.device, ref.dtype) if ref is not None else (torch.device("cpu"), torch.float32)
     feed_dtype = {"tensor(double)": np.float64, "tensor(float16)": np.float16}.get(
@@ -146,7 +168,7 @@ def verify_onnx(
                                      f"architecture?)") from None
             fp32 = [t.detach().float().cpu().numpy() for t in _flatten(out32)]
             try:
-                fp64 = [t.detach().cpu().numpy() for t in _flatten(exact(x.double().to(device)))]
+                fp64 = fp32 if quantised else [t.detach().cpu().numpy() for t in _flatten(exact(x.double().to(device)))]
             except (RuntimeError, TypeError, NotImplementedError):   # an op without float64: judge by float32
                 fp64 = fp32
         got = session.run(None, {name: x.numpy().astype(feed_dtype)})
@@ -160,8 +182,57 @@ def verify_onnx(
             max(float(np.abs(np.asarray(g, np.float64) - e).max()) for g, e in zip(got, fp64))))
         if batch > 1:
             result.input_independent = all(np.ptp(e, axis=0).max() == 0 for e in fp64 if e.ndim and e.size)
+        if quantised:
+            result.integer.append(_integer_check(onnx_path, model, x.to(device, dtype), name, feed_dtype))
     if result.input_independent and result.ok:   # constant outputs match any model with those constants
         raise AdderconvError("every input gave the PyTorch model the same output (untrained BatchNorm "
                              "statistics?), so the comparison cannot tell models apart: verify against a trained "
                              "or calibrated model")
     return result
+
+
+def _integer_check(onnx_path, model: nn.Module, x: torch.Tensor, name: str, feed_dtype) -> IntegerCheck:
+    """Expose each AdderConv2dInteger node's codes and sums as outputs, run both sides, compare exactly."""
+    import onnx
+    import onnxruntime as ort
+
+    from adderconv.quant import QuantAdderConv2d, adder_conv2d_int8
+
+    from .onnx_function import DOMAIN, INT_OP_TYPE
+
+    proto = onnx.load(str(onnx_path))
+    nodes = [n for n in proto.graph.node if n.domain == DOMAIN and n.op_type == INT_OP_TYPE]
+    extra = []
+    for n in nodes:
+        extra += [onnx.helper.make_tensor_value_info(n.input[0], onnx.TensorProto.UINT8, None),
+                  onnx.helper.make_tensor_value_info(n.output[0], onnx.TensorProto.INT32, None)]
+    proto.graph.output.extend(extra)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run([v.name for v in extra], {name: x.cpu().numpy().astype(feed_dtype)})
+    layers = dict(model.named_modules())
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args, k=k: seen.__setitem__(k, m.quantize_input(args[0]) if
+                                         args[0].dim() == 4 or args[0].dtype == torch.uint8 else
+                                         m.quantize_input(args[0][:, :, None, None])))
+             for k, m in layers.items() if isinstance(m, QuantAdderConv2d)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    check = IntegerCheck(int(x.shape[0]), len(nodes), 0, 0, 0, 0)
+    for i, n in enumerate(nodes):
+        layer = layers.get(n.name)
+        if not isinstance(layer, QuantAdderConv2d):
+            raise AdderconvError(f"the ONNX node {n.name!r} has no quantised layer of that name in the PyTorch model")
+        codes_onnx = torch.from_numpy(got[2 * i]).permute(0, 2, 3, 1).contiguous()       # NCHW -> channels-last
+        sums_onnx = torch.from_numpy(got[2 * i + 1])
+        ref = adder_conv2d_int8(codes_onnx, layer.weight, layer.zero_point, layer.stride, layer.padding,
+                                layer.dilation, layer.groups).permute(0, 3, 1, 2)
+        mine = seen[n.name].reshape(codes_onnx.shape)
+        check.sums_checked += ref.numel()
+        check.sums_different += int((ref != sums_onnx).sum())
+        check.codes_checked += mine.numel()
+        check.codes_different += int((mine != codes_onnx).sum())
+    return check

@@ -13,9 +13,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["LayerRecord", "ConversionReport", "RECIPE_FORMAT", "kept_energy_hint"]
+__all__ = ["LayerRecord", "ConversionReport", "RECIPE_FORMAT", "REPORT_ATTR", "conversion_report", "kept_energy_hint"]
 
 RECIPE_FORMAT = "adderconv.recipe/1"
+#: Both conversion strategies return the converted module with its report under this attribute.
+REPORT_ATTR = "adderconv_report"
 
 
 @dataclass
@@ -104,3 +106,13 @@ def kept_energy_hint(report: ConversionReport, energy_by_layer: Mapping[str, flo
     parts = [f"{len(rs)} {'/'.join(sorted({r.type_name for r in rs}))} ({option})"
              for option, rs in sorted(groups.items(), key=lambda kv: -sum(energy_by_layer[r.name] for r in kv[1]))]
     return f"kept layers hold {kept / total:.0%} of the energy after conversion: " + ", ".join(parts)
+
+
+def conversion_report(model: object) -> ConversionReport:
+    """The report of a module returned by :func:`~adderconv.converters.convert` or
+    :func:`~adderconv.converters.convert_exported` (one result shape for both strategies)."""
+    report = getattr(model, REPORT_ATTR, None)
+    if not isinstance(report, ConversionReport):
+        from adderconv.errors import AdderconvError
+        raise AdderconvError(f"{type(model).__name__} was not converted by adderconv (it carries no report)")
+    return report

@@ -24,6 +24,8 @@ from adderconv.arch import ArchSpec
 from adderconv.errors import AdderconvError
 from adderconv.io import atomic_write
 
+from .report import REPORT_ATTR
+
 __all__ = ["save_converted", "FORMATS"]
 
 FORMATS = ("safetensors", "pickle", "pt2")
@@ -53,7 +55,7 @@ def save_converted(model: nn.Module, path: str | os.PathLike, *, arch: str | Arc
         raise AdderconvError(f"`fmt` must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "pt2" and example_inputs is None:
         raise AdderconvError("`fmt` pt2 needs an input shape to export with (`input_shape`)")
-    report = getattr(model, "adderconv_report", None)
+    report = getattr(model, REPORT_ATTR, None)
     with atomic_write(path) as tmp:
         if fmt == "safetensors":
             from safetensors.torch import save_file

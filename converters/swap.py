@@ -24,11 +24,10 @@ from adderconv.errors import AdderconvError
 from .blocks import AdderBlock, build_adder
 from .discover import aliases, discover
 from .policy import Policy, decide_all
-from .report import RECIPE_FORMAT, ConversionReport, LayerRecord
+from .report import RECIPE_FORMAT, REPORT_ATTR, ConversionReport, LayerRecord
 
 __all__ = ["convert", "apply_recipe", "replace_module"]
 
-REPORT_ATTR = "adderconv_report"
 # A transposed convolution scatters x * w into the output; |x - w| has no such scatter form that keeps the
 # AdderNet properties (every output a -L1 distance between a patch and a template), so they stay multiplicative.
 TRANSPOSED_REASON = "kept: transposed convolution (no adder form: |x - w| defines no scatter)"

@@ -5,6 +5,7 @@ from torch import nn
 
 from adderconv.converters import Policy, convert
 from adderconv.converters.aten_rewrite import convert_exported
+from adderconv.converters.report import conversion_report
 from adderconv.functional import adder_conv as adder_conv_like
 from adderconv.reference import adder_conv2d_reference
 
@@ -16,7 +17,8 @@ def _targets(gm):
 
 
 def test_hard_case_rewrite_reaches_the_functional_conv():
-    gm, report = convert_exported(HardCase(), (X,))
+    gm = convert_exported(HardCase(), (X,))
+    report = conversion_report(gm)
     names = {r.name for r in report.converted}
     functional = [r for r in report.converted if r.type_name == "functional"]
     assert len(functional) == 1 and functional[0].name.startswith("conv2d")
@@ -35,7 +37,8 @@ def test_hard_case_rewrite_reaches_the_functional_conv():
 def test_rewrite_matches_module_swap_on_the_same_layers():
     model = HardCase().eval()
     policy = Policy(insert_bn=False, exclude=("conv2d*",))          # leave the functional conv to both
-    gm, report = convert_exported(model, (X,), policy)
+    gm = convert_exported(model, (X,), policy)
+    report = conversion_report(gm)
     swapped = convert(model, policy, example_inputs=(X,)).eval()
     assert {r.name for r in report.converted} == {r.name for r in swapped.adderconv_report.converted} - {"heads.unused"}
     torch.testing.assert_close(gm(X), swapped(X), rtol=1e-5, atol=1e-4)
@@ -54,7 +57,8 @@ def test_functional_conv_with_padding_modes_matches_the_reference():
 
     net = Net().double()
     x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
-    gm, report = convert_exported(net, (x,), Policy(keep_first=False, keep_last=False, insert_bn=False))
+    gm = convert_exported(net, (x,), Policy(keep_first=False, keep_last=False, insert_bn=False))
+    report = conversion_report(gm)
     assert len(report.converted) == 2
     ref = adder_conv2d_reference(F.pad(x, (1, 1, 1, 1), mode="reflect"), net.w1)
     ref = adder_conv2d_reference(ref, net.w2, padding=2, dilation=2)
@@ -64,7 +68,8 @@ def test_functional_conv_with_padding_modes_matches_the_reference():
 def test_addersr_preset_in_the_graph():
     sr = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
                        nn.Conv2d(8, 1, 3, padding=1))
-    gm, report = convert_exported(sr, (torch.randn(1, 1, 10, 10),), Policy.addersr())
+    gm = convert_exported(sr, (torch.randn(1, 1, 10, 10),), Policy.addersr())
+    report = conversion_report(gm)
     (rec,) = report.converted
     assert rec.name == "2" and rec.shortcut and rec.bn_inserted and rec.power
     assert torch.add in _targets(gm)
@@ -78,7 +83,7 @@ def test_inserted_bn_in_the_graph_is_recalibrated_and_the_graph_refuses_training
     from adderconv.errors import AdderconvError
 
     chain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 2, 1))
-    gm, _ = convert_exported(chain, (torch.randn(1, 3, 10, 10),))
+    gm = convert_exported(chain, (torch.randn(1, 3, 10, 10),))
     (bn,) = [m for n, m in gm.named_children() if n.startswith("adder_bn_")]
     feats = []
     h = bn.register_forward_hook(lambda m, i, o: feats.append(i[0].detach()))
