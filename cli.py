@@ -253,6 +253,9 @@ def verify_cmd(
     for c in result.checks:
         typer.echo(f"batch {c.batch}: rel error {c.rel_error:.2e} vs PyTorch float64, {c.rel_error_fp32:.2e} vs "
                    f"float32 (PyTorch float32 vs float64: {c.torch_fp32_error:.2e})")
+    for c in result.integer:   # a quantised model: its integer core, exactly
+        typer.echo(f"batch {c.batch}: {c.nodes} integer adder nodes, int32 sums different {c.sums_different} of "
+                   f"{c.sums_checked}, uint8 codes different {c.codes_different} of {c.codes_checked}")
     typer.echo(f"max relative error {result.max_rel_error:.2e}, tolerance {tolerance:g}: "
                f"{'OK' if result.ok else 'FAILED'}")
     raise typer.Exit(0 if result.ok else 1)

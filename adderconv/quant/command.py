@@ -78,12 +78,9 @@ def _energy(model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
             "int8_layers": len(layers)}
 
 
-def _weight_bytes(model: nn.Module, quantised: bool) -> int:
-    from adderconv.layers import AdderConv2d
-
-    from .layers import QuantAdderConv2d
-    kinds = (QuantAdderConv2d,) if quantised else (AdderConv2d,)
-    return sum(m.weight.numel() * m.weight.element_size() for m in model.modules() if isinstance(m, kinds))
+def _weight_bytes(model: nn.Module, names) -> int:
+    """Bytes of the weights of the named layers (the quantised ones, in either model)."""
+    return sum(model.get_submodule(n).weight.numel() * model.get_submodule(n).weight.element_size() for n in names)
 
 
 def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
@@ -127,7 +124,8 @@ def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
     report = qmodel.adderconv_quant
     return QuantizeResult(data.description, data.task, metric, float(results["float"]), float(results["int8"]),
                           report.describe_calibration(), energy,
-                          {"float": _weight_bytes(model, False), "int8": _weight_bytes(qmodel, True)}, seconds,
+                          {"float": _weight_bytes(model, report.layers), "int8": _weight_bytes(qmodel, report.layers)},
+                          seconds,
                           str(out), report.to_json())
 
 
@@ -141,7 +139,7 @@ def render(res: QuantizeResult, console: Any) -> None:
     t.add_row(f"test {res.metric}", show(res.float_test), show(res.int8_test))
     t.add_row("energy pJ (fp32; int8 adder layers)", f"{res.energy['float']['energy_pj']:,.0f}",
               f"{res.energy['int8']['energy_pj']:,.0f}")
-    t.add_row("adder weight bytes", f"{res.weight_bytes['float']:,}", f"{res.weight_bytes['int8']:,}")
+    t.add_row("quantised layers' weight bytes", f"{res.weight_bytes['float']:,}", f"{res.weight_bytes['int8']:,}")
     console.print(f"data: {res.data}")
     console.print(f"calibration: {res.calibration} (training split)")
     console.print(t)
