@@ -51,7 +51,8 @@ ModelArg = Annotated[str, typer.Argument(help="Zoo name, .onnx, .safetensors/.pt
                                               "or a pickled model with --trust.")]
 InputShape = Annotated[Optional[str], typer.Option("--input-shape", "-s",
                                                    help="Input shape, e.g. 1,3,224,224 (zoo models have a default).")]
-Arch = Annotated[Optional[str], typer.Option("--arch", help="Architecture for a state dict: zoo name or module:factory.")]
+Arch = Annotated[Optional[str], typer.Option("--arch", help="Architecture for a state dict: zoo name, torchvision:NAME "
+                                                            "or module:factory.")]
 Trust = Annotated[bool, typer.Option("--trust", help="Allow loading pickles/TorchScript/.pt2 (they can run code).")]
 
 
@@ -92,19 +93,26 @@ def convert_cmd(
     model: ModelArg,
     output: Annotated[str, typer.Option("--output", "-o", help="File to write (safetensors with the recipe).")],
     input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
-    keep_first: Annotated[bool, typer.Option("--keep-first/--convert-first", help="Keep the first multiplicative layer.")] = True,
-    keep_last: Annotated[bool, typer.Option("--keep-last/--convert-last", help="Keep the last multiplicative layer.")] = True,
-    include: Annotated[Optional[list[str]], typer.Option(help="Convert only layers matching this glob (repeatable).")] = None,
+    keep_first: Annotated[bool, typer.Option("--keep-first/--convert-first",
+                                             help="Keep the first multiplicative layer.")] = True,
+    keep_last: Annotated[bool, typer.Option("--keep-last/--convert-last",
+                                            help="Keep the last multiplicative layer.")] = True,
+    include: Annotated[Optional[list[str]], typer.Option(
+        help="Convert only layers matching this glob (repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Keep layers matching this glob (repeatable).")] = None,
-    layer_type: Annotated[Optional[list[str]], typer.Option("--type", help="Only these types, e.g. Conv2d (repeatable).")] = None,
+    layer_type: Annotated[Optional[list[str]], typer.Option("--type",
+                                                            help="Only these types, e.g. Conv2d (repeatable).")] = None,
     min_channels: Annotated[int, typer.Option(help="Keep layers with fewer input or output channels.")] = 0,
     linear: Annotated[bool, typer.Option("--linear/--no-linear", help="Convert nn.Linear layers too.")] = False,
     skip_depthwise: Annotated[bool, typer.Option(help="Keep depthwise convolutions.")] = False,
-    insert_bn: Annotated[bool, typer.Option("--insert-bn/--no-insert-bn", help="Add BatchNorm after adders that lack it.")] = True,
-    addersr: Annotated[bool, typer.Option(help="AdderSR preset: self-shortcut where shapes match + power activation.")] = False,
+    insert_bn: Annotated[bool, typer.Option("--insert-bn/--no-insert-bn",
+                                            help="Add BatchNorm after adders that lack it.")] = True,
+    addersr: Annotated[bool, typer.Option(
+        help="AdderSR preset: self-shortcut where shapes match + power activation.")] = False,
     weight_init: Annotated[str, typer.Option(help="copy, copy_rescaled (unit std) or normal (N(0,1)).")] = "copy",
     fmt: Annotated[str, typer.Option("--format", help="safetensors, pickle or pt2.")] = "safetensors",
-    strategy: Annotated[str, typer.Option(help="swap (modules) or aten (torch.export graph; functional convs).")] = "swap",
+    strategy: Annotated[str, typer.Option(
+        help="swap (modules) or aten (torch.export graph; functional convs).")] = "swap",
     precision: Annotated[str, typer.Option(help="Precision for the energy columns.")] = "fp32",
     html: Annotated[Optional[str], typer.Option(help="Write the before/after energy report as HTML "
                                                      "(needs adderconv[report]).")] = None,
@@ -145,7 +153,8 @@ def energy_cmd(
     layer_precision: Annotated[Optional[list[str]], typer.Option(help="Per-layer precision, PATTERN=PREC "
                                                                       "(glob over layer names); repeatable.")] = None,
     table: Annotated[Optional[str], typer.Option(help="Price list TOML (default: Horowitz 45 nm).")] = None,
-    memory: Annotated[Optional[str], typer.Option(help="Add memory energy at sram_8kb|sram_32kb|sram_1mb|dram.")] = None,
+    memory: Annotated[Optional[str], typer.Option(
+        help="Add memory energy at sram_8kb|sram_32kb|sram_1mb|dram.")] = None,
     energy_scale: Annotated[float, typer.Option(help="Multiply every price (technology-node scaling).")] = 1.0,
     compare: Annotated[Optional[str], typer.Option(help="A second model to compare against (e.g. the CNN).")] = None,
     all_layers: Annotated[bool, typer.Option(help="List every layer in execution order.")] = False,
@@ -182,7 +191,8 @@ def finetune_cmd(
                                            "or a directory (CIFAR-10 python batches or ImageFolder).")] = "digits",
     teacher: Annotated[Optional[str], typer.Option(help="Teacher for distillation (default: the original CNN "
                                                         "when MODEL is a CNN file, converted first).")] = None,
-    out: Annotated[str, typer.Option("--out", "-o", help="Output directory (checkpoint, metrics, model).")] = "finetune-out",
+    out: Annotated[str, typer.Option("--out", "-o",
+                                     help="Output directory (checkpoint, metrics, model).")] = "finetune-out",
     epochs: Annotated[int, typer.Option(help="Epochs (cosine schedule over all of them).")] = 10,
     optimizer: Annotated[str, typer.Option(help="sgd (momentum 0.9) or adam (SR nets).")] = "sgd",
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.1,
@@ -292,7 +302,8 @@ def bench_cmd(
 def quantize_cmd(
     model: ModelArg,
     output: Annotated[str, typer.Option("--output", "-o", help="The .safetensors file to write.")],
-    data: Annotated[str, typer.Option(help="Data source as for finetune: calibrate on train, evaluate on test.")] = "digits",
+    data: Annotated[str, typer.Option(
+        help="Data source as for finetune: calibrate on train, evaluate on test.")] = "digits",
     input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
     method: Annotated[str, typer.Option(help="Calibration: minmax, percentile or mse.")] = "percentile",
     percentile: Annotated[float, typer.Option(help="Input percentile kept by --method percentile.")] = 99.99,

@@ -29,7 +29,9 @@ class _CheckoutSiblings(_abc.MetaPathFinder):
         return _machinery.PathFinder.find_spec(fullname, [str(_root)])
 
 
-if (_root / "cli.py").is_file() and (_root / "pyproject.toml").is_file() and not (_Path(__file__).parent / "cli.py").exists():
+_in_checkout = (_root / "cli.py").is_file() and (_root / "pyproject.toml").is_file() \
+    and not (_Path(__file__).parent / "cli.py").exists()
+if _in_checkout:
     if not any(isinstance(f, _CheckoutSiblings) for f in _sys.meta_path):
         _sys.meta_path.append(_CheckoutSiblings())
 

@@ -19,7 +19,7 @@ importing a module and calling a function named by a file runs code the file cho
 >>> ArchSpec.from_metadata({"adderconv.arch": "os:abort"}).build(trusted=False)
 Traceback (most recent call last):
 ...
-adderconv.errors.AdderconvError: the file names architecture 'os:abort', which is neither a zoo model nor an allow-listed builder: building it would run code the file chose; pass `arch` with the architecture you expect (or `trust` if you trust the file)
+adderconv.errors.AdderconvError: the file names architecture 'os:abort', which is neither a zoo model nor ...
 """
 from __future__ import annotations
 

@@ -158,7 +158,8 @@ def _fit(model: nn.Module, state: dict[str, torch.Tensor], source: object, arch:
         raise AdderconvError(f"{source}: {len(shapes)} tensors do not fit architecture {arch.describe()!r}: "
                              f"{'; '.join(shapes[:4])}{'; ...' if len(shapes) > 4 else ''}")
     kinds = [f"{k} {v.dtype} (architecture: {own[k].dtype})" for k, v in state.items()
-             if v.dtype.is_floating_point != own[k].dtype.is_floating_point or (v.dtype == torch.bool) != (own[k].dtype == torch.bool)]
+             if v.dtype.is_floating_point != own[k].dtype.is_floating_point
+             or (v.dtype == torch.bool) != (own[k].dtype == torch.bool)]
     if kinds:
         raise AdderconvError(f"{source}: tensors of another kind than the architecture's (they would be cast "
                              f"silently): {'; '.join(kinds[:4])}")

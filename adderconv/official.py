@@ -10,8 +10,10 @@ module names, same classifier (a 1x1 convolution followed by BatchNorm).
 >>> theirs = {"module." + k.replace("conv1.weight", "conv1.adder") if ".0.conv1." in k else "module." + k: v
 ...           for k, v in net.state_dict().items()}
 >>> state, note = official_layout(theirs, net)
->>> sorted(state) == sorted(net.state_dict()), note
-(True, "official AdderNet layout remapped: 'module.' prefix (nn.DataParallel) removed, 3 adder weights renamed from '.adder' to '.weight'")
+>>> sorted(state) == sorted(net.state_dict())
+True
+>>> print(note)
+official AdderNet layout remapped: 'module.' prefix (nn.DataParallel) removed, 3 adder weights renamed from ...
 """
 from __future__ import annotations
 

@@ -107,11 +107,11 @@ def time_layers(layers: list[LayerShape], batch: int, repeat: int) -> list[dict]
             xg, wg = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
             g = torch.randn_like(fn(x, w))
 
-            def fwd():
+            def fwd(fn=fn, x=x, w=w):
                 with torch.no_grad():
                     fn(x, w)
 
-            def fwd_bwd():
+            def fwd_bwd(fn=fn, xg=xg, wg=wg, g=g):
                 xg.grad = wg.grad = None
                 fn(xg, wg).backward(g)
 
@@ -146,7 +146,8 @@ def main() -> int:
     ap.add_argument("--batch50", type=int, default=32, help="ResNet-50 batch")
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="ResNet-20 shapes only")
-    ap.add_argument("--json", type=Path, default=Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None)
+    ap.add_argument("--json", type=Path,
+                    default=Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None)
     args = ap.parse_args()
     if DEVICE == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device", file=sys.stderr)
@@ -155,7 +156,8 @@ def main() -> int:
 
     t0 = time.time()
     info = {"gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else f"dry run on {DEVICE}",
-            "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda, "backend_for_fp32": kernels.backend_for(torch.empty(1, device=DEVICE)).__name__}
+            "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
+            "backend_for_fp32": kernels.backend_for(torch.empty(1, device=DEVICE)).__name__}
     print(info, flush=True)
     checks = check()
     bad = [r for r in checks if not r["ok"]]

@@ -34,7 +34,8 @@ def main() -> None:
     for s in RESNET20_LAYERS:
         for backward in (False, True):
             mib = {i: peak_memory(i, s, args.batch, backward) for i in IMPLS}
-            row = {"layer": s.name, "pass": "fwd+bwd" if backward else "fwd", **{f"{i}_mib": round(v, 1) for i, v in mib.items()}}
+            row = {"layer": s.name, "pass": "fwd+bwd" if backward else "fwd",
+                   **{f"{i}_mib": round(v, 1) for i, v in mib.items()}}
             row["adder_over_conv"] = round(mib["adder"] / max(mib["conv"], 1e-9), 2)
             row["reference_over_conv"] = round(mib["reference_unfold"] / max(mib["conv"], 1e-9), 2)
             rows.append(row)

@@ -56,11 +56,11 @@ def bench_model(name: str, batches: list[int], threads: int, reps: int, workdir:
         x = torch.randn(batch, *shape[1:])
         xn = x.numpy()
 
-        def run_torch():
+        def run_torch(x=x):
             with torch.no_grad():
                 model(x)
 
-        def run_ort():
+        def run_ort(xn=xn):
             session.run(None, {input_name: xn})
 
         run_torch(), run_ort()                                   # warm-up (lazy init, allocations)

@@ -16,6 +16,7 @@ running statistics, so fine-tune module-swapped models and use this path for inf
 ...         self.stem, self.w = torch.nn.Conv2d(3, 8, 3), torch.nn.Parameter(torch.randn(8, 8, 3, 3))
 ...     def forward(self, x):
 ...         return F.conv2d(self.stem(x), self.w).mean((2, 3))
+>>> from adderconv.converters import conversion_report
 >>> gm = convert_exported(Net(), (torch.randn(1, 3, 12, 12),), Policy(insert_bn=False, keep_last=False))
 >>> [(r.name, r.type_name) for r in conversion_report(gm).converted]
 [('conv2d_1', 'functional')]
@@ -26,7 +27,7 @@ import types
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, fx, nn
+from torch import fx, nn
 
 from adderconv.errors import AdderconvError
 from adderconv.functional import adder_conv, adder_linear
@@ -34,7 +35,7 @@ from adderconv.sr import PowerActivation
 
 from .graph import CONVERTIBLE_CONV_OPS, build_graph, first_last, reaches_norm, trace
 from .policy import LayerInfo, Policy, decide_all
-from .report import REPORT_ATTR, ConversionReport, LayerRecord, conversion_report
+from .report import REPORT_ATTR, ConversionReport, LayerRecord
 
 __all__ = ["convert_exported"]
 

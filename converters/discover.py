@@ -136,7 +136,8 @@ def _from_hooks(model, example_inputs, by_id, found, order) -> None:
     handles = []
     for mod in model.modules():
         if id(mod) in by_id:
-            handles.append(mod.register_forward_hook(lambda m, i, o, n=by_id[id(mod)]: calls.append(("layer", n))))
+            name = by_id[id(mod)]
+            handles.append(mod.register_forward_hook(lambda m, i, o, n=name: calls.append(("layer", n))))
         elif isinstance(mod, _NORMS):
             handles.append(mod.register_forward_hook(lambda m, i, o: calls.append(("norm", None))))
     was_training = model.training

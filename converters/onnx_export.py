@@ -110,6 +110,8 @@ def _int8_translations() -> dict:
     from onnxscript import opset18 as op
     from onnxscript import values
 
+    import adderconv.quant.op  # noqa: F401  (registers the int8 ops)
+
     integer = values.Op(values.Opset(DOMAIN, DOMAIN_VERSION), INT_OP_TYPE, _int_schema())
 
     def u8(v: int):

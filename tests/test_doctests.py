@@ -10,7 +10,7 @@ PACKAGES = ("adderconv", "adderconv.analysis", "adderconv.converters")
 # Modules that run as scripts or need what CI lacks; said here with the reason, never skipped silently.
 NOT_IMPORTED = {
     "adderconv.__main__": "runs the CLI when imported",
-    "adderconv.kernels.triton_kernels": "needs triton's GPU compiler at import (its tests run it under TRITON_INTERPRET)",
+    "adderconv.kernels.triton_kernels": "needs triton's GPU compiler at import (its tests use TRITON_INTERPRET)",
 }
 
 

@@ -35,7 +35,8 @@ def faces(tmp_path_factory):
 @pytest.mark.slow
 def test_two_class_round_trip_finetune_finetune_energy_export_verify(tmp_path, faces, run_cli):
     cnn, conv = tmp_path / "cnn", tmp_path / "conv"
-    code, out, err = run_cli("finetune", "lenet5_bn", "--no-convert", "--data", f"imagefolder:{faces}", "-o", cnn, *FAST)
+    data = f"imagefolder:{faces}"
+    code, out, err = run_cli("finetune", "lenet5_bn", "--no-convert", "--data", data, "-o", cnn, *FAST)
     assert code == 0, err
     with safe_open(str(cnn / "model.safetensors"), framework="pt") as f:
         meta = f.metadata()

@@ -130,7 +130,8 @@ def test_weights_of_the_wrong_shape_name_the_tensors(tmp_path, run_cli):
 
 
 def test_integer_weights_are_not_cast_silently(tmp_path):
-    state = {k: v.to(torch.int32) if k == "0.weight" else v for k, v in adderconv.get_model("lenet5_bn").state_dict().items()}
+    state = adderconv.get_model("lenet5_bn").state_dict()
+    state["0.weight"] = state["0.weight"].to(torch.int32)
     path = tmp_path / "i.safetensors"
     save_file(state, str(path), metadata={"adderconv.arch": "lenet5_bn"})
     with pytest.raises(AdderconvError, match=r"0\.weight torch\.int32 \(architecture: torch\.float32\)"):
@@ -173,12 +174,14 @@ def test_convert_says_which_option_would_convert_the_kept_energy(tmp_path, monke
     (tmp_path / "linear_heavy.py").write_text(
         "import torch\n"
         "def net():\n"
-        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 3), torch.nn.Conv2d(8, 8, 3),\n"
-        "                               torch.nn.Flatten(), torch.nn.Linear(8 * 10 * 10, 512), torch.nn.Linear(512, 10))\n")
+        "    nn = torch.nn\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3), nn.Flatten(),\n"
+        "                         nn.Linear(8 * 10 * 10, 512), nn.Linear(512, 10))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     code, out, err = run_cli("convert", "linear_heavy:net", "-s", "1,3,16,16", "-o", tmp_path / "o.safetensors")
     assert code == 0, err
     flat = " ".join(out.split())
     assert "kept layers hold" in flat and "2 Linear (convert_linear=True (--linear))" in flat, flat
-    code, out, _ = run_cli("convert", "linear_heavy:net", "-s", "1,3,16,16", "--linear", "-o", tmp_path / "p.safetensors")
+    code, out, _ = run_cli("convert", "linear_heavy:net", "-s", "1,3,16,16", "--linear",
+                           "-o", tmp_path / "p.safetensors")
     assert code == 0 and "kept layers hold" not in out

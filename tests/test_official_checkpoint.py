@@ -32,7 +32,7 @@ class OfficialAdder2d(nn.Module):
 
 def _official(net: nn.Module) -> nn.Module:
     """The same network with official adder layers, wrapped as the official training script wraps it."""
-    for name, m in list(net.named_modules()):
+    for m in list(net.modules()):
         for child_name, child in list(m.named_children()):
             if isinstance(child, adderconv.AdderConv2d):
                 setattr(m, child_name, OfficialAdder2d(child))
@@ -73,7 +73,8 @@ def test_official_layout_is_said_in_the_conversion_report(tmp_path, run_cli):
     theirs = _official(adderconv.get_model("resnet20_adder"))
     path = tmp_path / "official.pth"
     torch.save(theirs.state_dict(), path)
-    code, out, err = run_cli("convert", path, "--arch", "resnet20_adder", "--convert-first", "-o", tmp_path / "r.safetensors")
+    code, out, err = run_cli("convert", path, "--arch", "resnet20_adder", "--convert-first",
+                             "-o", tmp_path / "r.safetensors")
     assert code == 0 and "official AdderNet layout remapped" in out and "20 adder weights" in out, err
 
 

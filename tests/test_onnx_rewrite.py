@@ -85,8 +85,8 @@ def test_auto_pad_is_resolved_into_explicit_pads(auto_pad, tmp_path):
     got = _run(tmp_path / "a.onnx", x)
     assert got.shape == conv_out.shape
     (node,) = onnx.load(str(tmp_path / "a.onnx")).graph.node
-    t, l, bt, r = [list(a.ints) for a in node.attribute if a.name == "pads"][0]
-    xp = torch.nn.functional.pad(torch.from_numpy(x).double(), (l, r, t, bt))
+    top, left, bottom, right = [list(a.ints) for a in node.attribute if a.name == "pads"][0]
+    xp = torch.nn.functional.pad(torch.from_numpy(x).double(), (left, right, top, bottom))
     want = adder_conv2d_reference(xp, torch.from_numpy(w).double(), (2, 3)).numpy()
     want += numpy_helper.to_array(src.graph.initializer[1])[None, :, None, None]      # the bias
     assert relative_error(got, want) <= 1e-5

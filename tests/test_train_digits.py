@@ -20,7 +20,7 @@ def test_adder_lenet_learns_digits():
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     alr = AdaptiveLR(model, eta=0.2)
     losses = []
-    for epoch in range(6):
+    for _ in range(6):
         model.train()
         for idx in train[torch.randperm(len(train))].split(64):
             opt.zero_grad()

@@ -22,7 +22,8 @@ def _count(model, types):
 
 
 def test_adder_variants_keep_first_and_last_layer_multiplicative():
-    for cnn, adder in [("resnet20", "resnet20_adder"), ("vgg_small", "vgg_small_adder"), ("lenet5_bn", "lenet5_bn_adder")]:
+    pairs = [("resnet20", "resnet20_adder"), ("vgg_small", "vgg_small_adder"), ("lenet5_bn", "lenet5_bn_adder")]
+    for cnn, adder in pairs:
         a = get_model(adder)
         convs = [m for m in a.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         assert len(convs) == 2, f"{adder}: expected only stem and classifier multiplicative, got {len(convs)}"

@@ -57,7 +57,8 @@ RESNET20_LAYERS = [LayerShape("r20 16->16 @32", 16, 16, 32, 1), LayerShape("r20 
                    LayerShape("r20 32->32 @16", 32, 32, 16, 1), LayerShape("r20 32->64 @16/2", 32, 64, 16, 2),
                    LayerShape("r20 64->64 @8", 64, 64, 8, 1)]
 # ResNet-50's bottleneck layers at 224x224 (a representative 3x3 and 1x1 per stage).
-RESNET50_LAYERS = [LayerShape("r50 64->64 3x3 @56", 64, 64, 56, 1), LayerShape("r50 256->64 1x1 @56", 256, 64, 56, 1, 1),
+RESNET50_LAYERS = [LayerShape("r50 64->64 3x3 @56", 64, 64, 56, 1),
+                   LayerShape("r50 256->64 1x1 @56", 256, 64, 56, 1, 1),
                    LayerShape("r50 128->128 3x3 @28", 128, 128, 28, 1),
                    LayerShape("r50 256->256 3x3 @14", 256, 256, 14, 1),
                    LayerShape("r50 512->512 3x3 @7", 512, 512, 7, 1),

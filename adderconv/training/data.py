@@ -233,7 +233,8 @@ def _check_image(path: Path) -> None:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise AdderconvError(f"{path}: refusing an image this large ({e})") from None
     except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError... from a damaged header
-        raise AdderconvError(f"{path}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AdderconvError(f"{path}: not a readable image ({first})") from None
 
 
 def _scan(root: Path) -> tuple[list[str], list[tuple[str, int]]]:

@@ -47,13 +47,14 @@ def psnr(mse: float, peak: float = 1.0) -> float:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, ds: Dataset, task: str, batch_size: int, device: torch.device,
-             amp_dtype: torch.dtype | None = None, info: DistInfo = DistInfo(), num_workers: int = 0,
+             amp_dtype: torch.dtype | None = None, info: DistInfo | None = None, num_workers: int = 0,
              bicubic: bool = False) -> dict[str, float]:
     """Loss and accuracy (classification) or PSNR over all pixels of the set (SR; outputs clamped to [0, 1]).
 
     Under DDP each rank evaluates its share and the sums are all-reduced. ``bicubic`` adds the PSNR of the
     degraded input itself (SR's baseline).
     """
+    info = info or DistInfo()
     was_training = model.training
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64)   # loss sum, correct / squared error, count, bicubic sq. error

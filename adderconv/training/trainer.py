@@ -231,8 +231,8 @@ def _start(run: _Run) -> None:
     """A fresh run: BatchNorm statistics re-estimated for the adder outputs, and each adder layer's eta."""
     s = run.s
     if s.recalibrate:
-        calib = loader(run.data.train, shard(torch.arange(len(run.data.train)), run.info)[:s.calib_batches * run.per_rank],
-                       run.per_rank, s.num_workers, drop_tail=2)
+        first = shard(torch.arange(len(run.data.train)), run.info)[:s.calib_batches * run.per_rank]
+        calib = loader(run.data.train, first, run.per_rank, s.num_workers, drop_tail=2)
         from adderconv.converters import recalibrate_bn
 
         with autocast(run.dev, run.dtype):
