@@ -230,6 +230,13 @@ def _data_dependent(e: BaseException) -> bool:
                                    "Could not guard on data-dependent"))
 
 
+def _no_fake(e: BaseException) -> bool:
+    from torch._subclasses.fake_tensor import UnsupportedOperatorException
+
+    text = str(e)
+    return isinstance(e, UnsupportedOperatorException) or "no fake impl" in text or "fake kernel" in text
+
+
 def _fake_state(module: nn.Module, mode: Any, grad: bool) -> dict[str, Tensor]:
     state: dict[str, Tensor] = {}
     for name, t in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
@@ -272,6 +279,10 @@ def count_ops(model: nn.Module | Any, inputs: Tensor | tuple, *, capture: str = 
     except AdderconvError:
         raise
     except Exception as e:   # noqa: BLE001  (the model's own failure: one line, with what to try)
+        if capture == "dispatch" and _no_fake(e):
+            raise AdderconvError(f"an op of the model cannot run on fake tensors ({_first_line(e)}); count with "
+                                 f"real inputs (capture 'real', --capture real) or give the op a fake "
+                                 f"implementation") from None
         if capture == "dispatch" and _data_dependent(e):
             raise DataDependentError(
                 f"the model's control flow depends on tensor values ({_first_line(e)}), which counting "

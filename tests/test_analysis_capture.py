@@ -201,3 +201,16 @@ def test_adaptive_lr_is_part_of_an_adder_layers_update():
     k = 54
     assert optimizer_tally("sgd", sizes) == Tally(mul=3 * 60, add=3 * 60) + Tally(mul=2 * k + 1, add=k - 1, sqrt=1,
                                                                                       div=1)
+
+
+@torch.library.custom_op("adderconv_test::no_fake", mutates_args=())
+def _no_fake(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+def test_an_op_without_a_fake_implementation_is_one_clear_error():
+    model = _Fn(_no_fake)
+    with pytest.raises(AdderconvError, match="cannot run on fake tensors.*--capture real") as e:
+        count_ops(model, torch.randn(3))
+    assert "\n" not in str(e.value)
+    assert count_ops(model, torch.randn(3), capture="real").unsupported == {"adderconv_test::no_fake": 1}
