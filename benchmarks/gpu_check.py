@@ -6,7 +6,10 @@ forward and forward+backward at ResNet-20 (and, unless --quick, ResNet-50) layer
 ours float32, ours bfloat16, cuDNN float32 with TF32 off, cuDNN with TF32, cuDNN bfloat16, and the reference
 unfold formulation (float32; its batch is capped to fit, time scaled). Prints a table and writes JSON (to
 --json, or $OUT/gpu_check.json when $OUT is set). Exits 1 if a correctness check fails; times are never
-asserted. Meant to fit in a few minutes of a shared GPU session:
+asserted. Then training: ResNet-20 CNN vs AdderNet training steps under AMP (bf16), interleaved (images/s and
+adder/CNN), and one real ``finetune`` epoch of the AdderNet on synthetic CIFAR-shaped data with ``amp="auto"``;
+the two-process DDP run is only said to be possible when the machine has two GPUs. Meant to fit in a few
+minutes of a shared GPU session:
 
     python benchmarks/gpu_check.py --json benchmarks/results/gpu_check.json
 """
@@ -93,7 +96,8 @@ def _impls(s: LayerShape, batch: int):
     # name: (function, dtype, tf32, batch)
     return {"ours_fp32": (ours, torch.float32, False, batch), "ours_bf16": (ours, torch.bfloat16, False, batch),
             "conv_fp32": (conv, torch.float32, False, batch), "conv_tf32": (conv, torch.float32, True, batch),
-            "conv_bf16": (conv, torch.bfloat16, False, batch), "reference_unfold": (ref, torch.float32, False, ref_batch)}
+            "conv_bf16": (conv, torch.bfloat16, False, batch),
+            "reference_unfold": (ref, torch.float32, False, ref_batch)}
 
 
 def time_layers(layers: list[LayerShape], batch: int, repeat: int) -> list[dict]:
@@ -140,12 +144,71 @@ def time_layers(layers: list[LayerShape], batch: int, repeat: int) -> list[dict]
     return rows
 
 
+def train_throughput(batch: int, steps: int) -> dict:
+    """Training steps (forward, backward, adaptive LR, SGD) of ResNet-20 CNN and AdderNet under ``--amp auto``
+    (bf16 autocast on GPUs that have it), interleaved; images/s of each and adder/CNN."""
+    from adderconv import AdaptiveLR, get_model
+    from adderconv.training.evaluate import autocast
+    from adderconv.training.settings import amp_dtype
+
+    dev = torch.device(DEVICE)
+    dtype = amp_dtype("auto", dev)
+    x = torch.randn(batch, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    nets = {}
+    for name in ("resnet20", "resnet20_adder"):
+        model = get_model(name).to(dev).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        nets[name] = (model, opt, AdaptiveLR(model, eta=0.2))
+
+    def step(name: str) -> None:
+        model, opt, alr = nets[name]
+        with autocast(dev, dtype):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        alr.step(opt)
+
+    times: dict[str, list[float]] = {n: [] for n in nets}
+    for name in nets:
+        step(name)                                     # warm-up: Triton compiles, cuDNN picks its algorithms
+    for _ in range(3):                                 # interleaved rounds: both see the same machine state
+        for name in nets:
+            times[name].append(_timed(lambda name=name: [step(name) for _ in range(steps)], 1) / steps)
+    rate = {n: round(batch / (min(t) / 1e3), 1) for n, t in times.items()}
+    out = {"batch": batch, "amp": str(dtype), "images_per_s": rate,
+           "adder_over_cnn": round(rate["resnet20_adder"] / rate["resnet20"], 3)}
+    print(f"training throughput (batch {batch}, amp {dtype}): {rate}, adder/CNN {out['adder_over_cnn']}", flush=True)
+    return out
+
+
+def finetune_smoke(n: int, batch: int) -> dict:
+    """A real ``finetune`` epoch of the adder ResNet-20 on synthetic CIFAR-shaped data with ``amp="auto"``."""
+    from adderconv import get_model
+    from adderconv.training import DataSplit, TensorPairs, finetune
+
+    g = torch.Generator().manual_seed(0)
+    parts = [TensorPairs(torch.randn(k, 3, 32, 32, generator=g), torch.randint(0, 10, (k,), generator=g))
+             for k in (n, batch, batch)]
+    data = DataSplit(*parts, "classify", 10, (3, 32, 32), f"synthetic CIFAR-shaped, {n} train", augment="crop_flip")
+    res = finetune(get_model("resnet20_adder"), data, epochs=1, batch_size=batch, device=DEVICE, amp="auto",
+                   energy=False)
+    rec = res.history[-1]
+    out = {"train_loss": rec["train_loss"], "images_per_s": round(rec["images_per_s"], 1), "amp": res.settings["amp"],
+           "finite": bool(torch.isfinite(torch.tensor(rec["train_loss"])))}
+    print(f"finetune smoke: {out}", flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64, help="ResNet-20 batch")
     ap.add_argument("--batch50", type=int, default=32, help="ResNet-50 batch")
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="ResNet-20 shapes only")
+    ap.add_argument("--train-batch", type=int, default=256, help="training-throughput batch")
+    ap.add_argument("--train-steps", type=int, default=10, help="training steps per timed round")
+    ap.add_argument("--smoke-samples", type=int, default=4096, help="finetune smoke: synthetic training samples")
     ap.add_argument("--json", type=Path,
                     default=Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None)
     args = ap.parse_args()
@@ -169,6 +232,12 @@ def main() -> int:
         result["tables"]["resnet20"] = time_layers(RESNET20_LAYERS, args.batch, args.repeat)
         if not args.quick:
             result["tables"]["resnet50"] = time_layers(RESNET50_LAYERS, args.batch50, args.repeat)
+        result["training"] = train_throughput(args.train_batch, args.train_steps)
+        result["finetune"] = finetune_smoke(args.smoke_samples, args.train_batch)
+        gpus = torch.cuda.device_count() if DEVICE == "cuda" else 0
+        result["ddp"] = ("not run: one GPU (the two-process run needs two)" if gpus < 2 else
+                         "two GPUs present: run torchrun --nproc-per-node 2 -m adderconv finetune resnet20_adder ...")
+        print(f"DDP: {result['ddp']}", flush=True)
     finally:
         result["seconds"] = round(time.time() - t0, 1)
         if args.json:
