@@ -261,8 +261,8 @@ def count_ops(model: nn.Module | Any, inputs: Tensor | tuple, *, capture: str = 
     if capture not in CAPTURES:
         raise AdderconvError(f"unknown capture {capture!r}; choose one of {', '.join(CAPTURES)}")
     overrides = overrides_from(handles)
-    inputs = inputs if isinstance(inputs, tuple) and not hasattr(inputs, "_fields") else (inputs,)   # a namedtuple
-    # (a PackedSequence) is one input
+    one = not isinstance(inputs, tuple) or hasattr(inputs, "_fields")    # a namedtuple (PackedSequence) is one
+    inputs = (inputs,) if one else inputs
     module, program = _unwrap(model)
     if capture == "jit":
         if training or program:
