@@ -46,7 +46,8 @@ R20_ALL = RESNET20_LAYERS + [LayerShape("r20 16->32 1x1 @32/2", 16, 32, 32, 2, 1
 def cpu_info() -> dict:
     info = machine()
     try:
-        flags = next(ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo") if ln.startswith(("flags", "Features")))
+        flags = next(ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo")
+                     if ln.startswith(("flags", "Features")))
     except (OSError, StopIteration):
         flags = []
     info["vector_extensions"] = [f for f in _FLAGS if f in flags]
@@ -114,7 +115,7 @@ def nets(threads: list[int], batches: list[int], rounds: int) -> list[dict]:
         for b in batches:
             x = torch.randn(b, 3, 32, 32)
             with torch.no_grad():
-                ms = timed({k: (lambda m=m: m(x)) for k, m in models.items()}, rounds)
+                ms = timed({k: (lambda m=m, x=x: m(x)) for k, m in models.items()}, rounds)
             base = ms["fp32 CNN (oneDNN)"]
             rows.append({"threads": t, "batch": b, "ms": ms, "vs_fp32_cnn": {k: v / base for k, v in ms.items()},
                          "int8_adder_vs_int8_cnn": ms["int8 adder"] / ms["int8 CNN (torch.ao x86, FX)"]})

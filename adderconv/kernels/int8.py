@@ -112,4 +112,5 @@ def lanes(isa_index: int | None = None) -> int:
 
 def pack(weight: Tensor, zero_point: int, groups: int, isa_index: int | None = None) -> Tensor:
     """uint8 weight codes (O, C/g, kh, kw) packed for a vector path ([G][O-block][K/8][lanes][8])."""
-    return extension().pack(weight.contiguous(), int(zero_point), int(groups), isa() if isa_index is None else isa_index)
+    index = isa() if isa_index is None else isa_index
+    return extension().pack(weight.contiguous(), int(zero_point), int(groups), index)

@@ -11,5 +11,6 @@ from .op import adder_conv2d_int8, kernel_name
 from .recipe import apply_quant_recipe, is_quantized, recipe_json, save_quantized
 from .scheme import METHODS, Grid
 
-__all__ = ["quantize", "QuantReport", "QuantAdderConv2d", "QuantAdderLinear", "adder_conv2d_int8", "kernel_name", "apply_quant_recipe",
+__all__ = ["quantize", "QuantReport", "QuantAdderConv2d", "QuantAdderLinear", "adder_conv2d_int8", "kernel_name",
+           "apply_quant_recipe",
            "is_quantized", "recipe_json", "save_quantized", "METHODS", "Grid"]

@@ -1,9 +1,9 @@
 """``adderconv.quantize``: an int8 copy of an adder network, calibrated on real batches.
 
 Every :class:`~adderconv.AdderConv2d` (zero, symmetric padding) and :class:`~adderconv.AdderLinear` becomes a
-:class:`~adderconv.quant.layers.QuantAdderConv2d` (``QuantAdderLinear``) on its own shared grid (:mod:`.scheme`), the BatchNorm after
-it folded into its epilogue, uint8 codes handed on where the next consumer is another quantised layer
-(:mod:`.plan`). Multiplicative layers (stem, classifier) stay float: they are ~1-2% of ResNet-20's operations.
+:class:`~adderconv.quant.layers.QuantAdderConv2d` (``QuantAdderLinear``) on its own shared grid
+(:mod:`.scheme`), the BatchNorm after it folded into its epilogue, uint8 codes handed on where the next
+consumer is another quantised layer (:mod:`.plan`). Multiplicative layers (stem, classifier) stay float: they are ~1-2% of ResNet-20's operations.
 The result takes and returns float tensors, runs in eval mode and records its recipe (plain JSON data, see
 :mod:`.recipe`) so that a saved file is rebuilt by :func:`adderconv.load_model`.
 
@@ -27,7 +27,7 @@ from ..errors import AdderconvError
 from ..layers import AdderConv1d, AdderConv2d, AdderLinear
 from .layers import affine_of, fold_bn, from_adder, quantizable
 from .plan import plan
-from .scheme import METHODS, Grid, Observer, choose_grid
+from .scheme import METHODS, Observer, choose_grid
 
 __all__ = ["quantize", "QuantReport", "set_module", "calibration_batches"]
 

@@ -144,7 +144,8 @@ def render(res: QuantizeResult, console: Any) -> None:
     console.print(f"calibration: {res.calibration} (training split)")
     console.print(t)
     delta = res.int8_test - res.float_test
-    console.print(f"int8 - float: {delta:+.2f} dB" if res.metric == "psnr" else f"int8 - float: {100 * delta:+.2f} points")
+    console.print(f"int8 - float: {delta:+.2f} dB" if res.metric == "psnr" else
+                  f"int8 - float: {100 * delta:+.2f} points")
     console.print(f"energy int8/float: {res.energy['ratio']:.3f} ({res.energy['int8']['int8_layers']} adder layers "
                   f"priced at int8, the rest at fp32)")
     for name, why in res.report["skipped"].items():

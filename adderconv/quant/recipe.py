@@ -16,7 +16,6 @@ import json
 import os
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..errors import AdderconvError
