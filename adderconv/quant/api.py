@@ -4,8 +4,9 @@ Every :class:`~adderconv.AdderConv2d` (zero, symmetric padding) and :class:`~add
 :class:`~adderconv.quant.layers.QuantAdderConv2d` (``QuantAdderLinear``) on its own shared grid
 (:mod:`.scheme`), the BatchNorm after it folded into its epilogue, uint8 codes handed on where the next
 consumer is another quantised layer (:mod:`.plan`). Multiplicative layers (stem, classifier) stay float:
-they are ~1-2% of ResNet-20's operations. The result takes and returns float tensors, runs in eval mode and records its recipe (plain JSON data, see
-:mod:`.recipe`) so that a saved file is rebuilt by :func:`adderconv.load_model`.
+they are ~1-2% of ResNet-20's operations. The result takes and returns float tensors, runs in eval mode and
+records its recipe (plain JSON data, see :mod:`.recipe`) so that a saved file is rebuilt by
+:func:`adderconv.load_model`.
 
 >>> import torch, adderconv
 >>> net = adderconv.get_model("resnet20_adder").eval()
