@@ -21,10 +21,11 @@ from adderconv.arch import default_input_shape
 from adderconv.io import atomic_write, ensure_writable, file_arch, is_zoo_name, load_model, open_model
 
 from .policy import Policy
-from .report import REPORT_ATTR, ConversionReport, conversion_report, kept_energy_hint
+from .report import conversion_report
 from .save import FORMATS, save_converted
+from .views import render_conversion, render_savings
 
-__all__ = ["ConvertOptions", "run_convert", "run_graph", "render_conversion"]
+__all__ = ["ConvertOptions", "run_convert", "run_graph"]
 
 
 @dataclass(kw_only=True)   # built by keyword: reordering fields can never mis-wire two flags
@@ -63,7 +64,7 @@ def _convert_onnx(opts: ConvertOptions, console: Console) -> int:
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     try:
-        _render_savings(opts.model, opts.output, opts.input_shape, opts.precision, console, html=opts.html)
+        render_savings(opts.model, opts.output, opts.input_shape, opts.precision, console, html=opts.html)
     except AdderconvError as e:   # counting is a view: a model it cannot count still converts
         console.print(f"(no before/after counts: {e})", highlight=False)
     console.print(f"wrote {opts.output} (onnx)")
@@ -110,55 +111,12 @@ def run_convert(opts: ConvertOptions, console: Console) -> int:
     report = conversion_report(net)
     render_conversion(report, console)
     if shape is not None:
-        _render_savings(original, net, shape, opts.precision, console, html=opts.html)
+        render_savings(original, net, shape, opts.precision, console, html=opts.html)
     else:
         console.print("no input shape: pass --input-shape to see multiplications, additions and energy")
     save_converted(net, opts.output, arch=loaded.arch, fmt=opts.fmt, example_inputs=example)
     console.print(f"wrote {opts.output} ({opts.fmt})")
     return 0
-
-
-def render_conversion(report: ConversionReport, console: Console) -> None:
-    """A rich table: each multiplicative layer, what it became and why."""
-    t = Table(title=f"converted {len(report.converted)} of {len(report.layers)} multiplicative layers"
-                    + ("" if report.traced else " (not traced)"))
-    for col in ("layer", "type", "now", "notes"):
-        t.add_column(col)
-    for r in report.layers:
-        extra = [s for s, on in (("+BN", r.bn_inserted), ("+shortcut", r.shortcut), ("+power", r.power)) if on]
-        if r.aliases:
-            extra.append(f"shared with {', '.join(r.aliases)}")
-        t.add_row(r.name, r.type_name, r.new_type or "-", " ".join([r.reason, *extra]))
-    console.print(t)
-    for w in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
-
-
-def _render_savings(before, after, shape, precision: str, console: Console, *, html: str | None = None) -> None:
-    """Before/after multiplications, additions and energy, from the analysis package (and as HTML to ``html``)."""
-    try:
-        from adderconv.analysis import analyze, render_comparison
-    except ImportError:
-        console.print("(energy analysis is not available in this installation)")
-        return
-    import dataclasses
-    reports = [dataclasses.replace(analyze(m, shape, precision=precision), model=label)
-               for m, label in ((before, "original"), (after, "converted"))]
-    where = f" (input {'x'.join(map(str, shape))})" if shape else ""
-    render_comparison(*reports, console, title=f"before vs after conversion{where}")
-    if isinstance(after, torch.nn.Module) and hasattr(after, REPORT_ATTR):
-        report = conversion_report(after)
-        energy = {}
-        for le in reports[1].layers:
-            energy[le.name] = energy.get(le.name, 0.0) + le.energy_pj
-        if hint := kept_energy_hint(report, energy):
-            console.print(f"note: {hint}", highlight=False)
-    if html:
-        from adderconv.analysis.html_report import to_html
-        with atomic_write(html) as tmp:
-            Path(tmp).write_text(to_html(reports[1], compare=reports[0], title=f"before vs after conversion{where}"),
-                                 encoding="utf-8")
-        console.print(f"wrote {html} (before/after energy report)")
 
 
 def run_graph(model: str, output: str, *, input_shape: tuple[int, ...] | None = None, arch: str | None = None,
@@ -168,7 +126,7 @@ def run_graph(model: str, output: str, *, input_shape: tuple[int, ...] | None = 
 
     shape = _shape(model, arch, input_shape)
     if shape is None:
-        raise AdderconvError("an input shape is needed to trace the model: pass --input-shape, e.g. 1,3,224,224")
+        raise AdderconvError("an input shape is needed to trace the model: pass `input_shape`, e.g. 1,3,224,224")
     net = load_model(model, arch=arch, trust=trust)
     g = model_graph(net, (torch.zeros(shape),))
     with atomic_write(output) as tmp:

@@ -11,9 +11,10 @@ from typing import Any
 from .data import load_data
 from .prepare import input_shape_for, prepare
 from .settings import TrainSettings
-from .trainer import FinetuneResult, finetune
+from .summary import render_result
+from .trainer import finetune
 
-__all__ = ["FinetuneOptions", "run_finetune", "render_result"]
+__all__ = ["FinetuneOptions", "run_finetune"]
 
 
 @dataclass(kw_only=True)   # built by keyword: reordering fields can never mis-wire two flags
@@ -35,39 +36,6 @@ class FinetuneOptions:
     tensorboard: str | None = None       # TensorBoard log directory
     overwrite: bool = False
     train: TrainSettings = field(default_factory=TrainSettings)
-
-
-def _fmt(x: float) -> str:
-    return f"{x:,.0f}"
-
-
-def render_result(res: FinetuneResult, console: Any) -> None:
-    """Print the run's summary: split, test metric vs teacher, energy vs teacher, output files."""
-    from rich.table import Table
-
-    metric = "psnr" if res.task == "sr" else "acc"
-    show = (lambda v: f"{v:.2f} dB") if metric == "psnr" else (lambda v: f"{100 * v:.2f}%")
-    t = Table(title="fine-tuning result", show_header=True)
-    t.add_column("")
-    t.add_column("student", justify="right")
-    t.add_column("teacher", justify="right")
-    t.add_row(f"test {metric}", show(res.test[metric]), show(res.teacher_test[metric]) if res.teacher_test else "-")
-    if "bicubic_psnr" in res.test:
-        t.add_row("bicubic psnr", show(res.test["bicubic_psnr"]), "")
-    e = res.energy or {}
-    if e.get("available"):
-        rows = (("mul", "multiplications"), ("add", "additions"), ("energy_pj", f"energy pJ ({e['precision']})"))
-        for key, label in rows:
-            t.add_row(label, _fmt(e["student"][key]), _fmt(e["teacher"][key]) if "teacher" in e else "-")
-        if "energy_ratio" in e:
-            t.add_row("energy student/teacher", f"{e['energy_ratio']:.3f}", "")
-    console.print(f"split: {res.split}")
-    console.print(t)
-    for note in res.notes:
-        console.print(f"note: {note}")
-    if res.out is not None:
-        console.print(f"wrote {res.out}/model.safetensors, checkpoint.pt, metrics.json, result.json"
-                      + (", curves.html" if (res.out / "curves.html").exists() else ""))
 
 
 def _check(opts: FinetuneOptions) -> None:

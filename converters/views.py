@@ -1,0 +1,60 @@
+"""Views of a conversion for people: the layer table and the before/after savings (rich; HTML on request).
+
+Compute code never prints: :mod:`.command` orchestrates, these only format what the report and the analysis say.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from adderconv.io import atomic_write
+
+from .report import REPORT_ATTR, ConversionReport, conversion_report, kept_energy_hint
+
+__all__ = ["render_conversion", "render_savings"]
+
+
+def render_conversion(report: ConversionReport, console: Console) -> None:
+    """A rich table: each multiplicative layer, what it became and why."""
+    t = Table(title=f"converted {len(report.converted)} of {len(report.layers)} multiplicative layers"
+                    + ("" if report.traced else " (not traced)"))
+    for col in ("layer", "type", "now", "notes"):
+        t.add_column(col)
+    for r in report.layers:
+        extra = [s for s, on in (("+BN", r.bn_inserted), ("+shortcut", r.shortcut), ("+power", r.power)) if on]
+        if r.aliases:
+            extra.append(f"shared with {', '.join(r.aliases)}")
+        t.add_row(r.name, r.type_name, r.new_type or "-", " ".join([r.reason, *extra]))
+    console.print(t)
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+
+
+def render_savings(before, after, shape, precision: str, console: Console, *, html: str | None = None) -> None:
+    """Before/after multiplications, additions and energy, from the analysis package (and as HTML to ``html``)."""
+    try:
+        from adderconv.analysis import analyze, render_comparison
+    except ImportError:
+        console.print("(energy analysis is not available in this installation)")
+        return
+    import dataclasses
+    reports = [dataclasses.replace(analyze(m, shape, precision=precision), model=label)
+               for m, label in ((before, "original"), (after, "converted"))]
+    where = f" (input {'x'.join(map(str, shape))})" if shape else ""
+    render_comparison(*reports, console, title=f"before vs after conversion{where}")
+    if isinstance(after, torch.nn.Module) and hasattr(after, REPORT_ATTR):
+        report = conversion_report(after)
+        energy = {}
+        for le in reports[1].layers:
+            energy[le.name] = energy.get(le.name, 0.0) + le.energy_pj
+        if hint := kept_energy_hint(report, energy):
+            console.print(f"note: {hint}", highlight=False)
+    if html:
+        from adderconv.analysis.html_report import to_html
+        with atomic_write(html) as tmp:
+            Path(tmp).write_text(to_html(reports[1], compare=reports[0], title=f"before vs after conversion{where}"),
+                                 encoding="utf-8")
+        console.print(f"wrote {html} (before/after energy report)")
