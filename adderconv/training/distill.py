@@ -6,6 +6,7 @@ all negative before BN), so matching intermediate features would fight the BN th
 logits are the one place where both networks speak the same language. For SR the "logits" are the output
 image: ``(1 - alpha) * L1(s, hr) + alpha * L1(s, teacher)``.
 
+>>> import torch
 >>> s, t, y = torch.randn(4, 10), torch.randn(4, 10), torch.tensor([1, 2, 3, 4])
 >>> float(kd_loss(s, t, y, alpha=0.0)) == float(F.cross_entropy(s, y))
 True
