@@ -95,8 +95,11 @@ def test_cli_quantize_then_every_command_reads_the_file(tmp_path, monkeypatch, c
     assert _run(monkeypatch, capsys, "export", out, "-o", onnx_path)[0] == 0
     code, stdout, _ = _run(monkeypatch, capsys, "verify", onnx_path, "--against", out)
     assert code == 0 and "int32 sums different 0" in stdout and "uint8 codes different 0" in stdout
-    code, stdout, _ = _run(monkeypatch, capsys, "energy", out)
-    assert code == 0
+    code, stdout, _ = _run(monkeypatch, capsys, "energy", out, "--json", tmp_path / "e.json")
+    assert code == 0 and "energy_precision" in stdout
+    layers = {r["name"]: r["precision"] for r in json.loads((tmp_path / "e.json").read_text())["layers"]}
+    assert layers["4"] == layers["9"] == layers["12"] == "int8"        # the adder layers, without --precision
+    assert layers["0"] == "fp32"                                         # the float stem as it runs
 
 
 def test_cli_bad_input_exits_2(tmp_path, monkeypatch, capsys):

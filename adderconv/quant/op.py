@@ -19,6 +19,7 @@ torch.Size([1, 5, 5, 4])
 from __future__ import annotations
 
 import math
+import struct
 import weakref
 from collections.abc import Sequence
 
@@ -124,7 +125,8 @@ def _(x, scale, zero_point, lo):
 def quantize_uint8(x: Tensor, scale: float, zero_point: int, lo: int = 0) -> Tensor:
     """float (N, C, H, W) -> channels-last uint8 codes ``clamp(round(x / scale) + zero_point, lo, 255)``
     (``scale`` rounded to float32 first; division, as ONNX QuantizeLinear)."""
-    return _quantize_uint8(x, float(torch.tensor(scale, dtype=torch.float32)), int(zero_point), int(lo))
+    scale32 = struct.unpack("f", struct.pack("f", float(scale)))[0]   # no tensor: nothing for a trace to read
+    return _quantize_uint8(x, scale32, int(zero_point), int(lo))
 
 
 # --- counting (adderconv.analysis): the ops' registrations, next to the ops ------------------------------
