@@ -41,7 +41,10 @@ class BatchCheck:
 @dataclass
 class IntegerCheck:
     """A quantised model's integer core, one batch: every ``AdderConv2dInteger`` node's int32 sums against the
-    PyTorch int8 op on the same uint8 codes (must be equal), and those codes against PyTorch's own."""
+    PyTorch int8 op on the same uint8 codes (must be equal: the node is exact), and those codes against
+    PyTorch's own. Codes can differ where a float layer before the quantiser (a stem conv, a residual add)
+    differs from PyTorch's in the last bit and the value sits on a rounding boundary: a handful in a million;
+    the gate allows at most a fraction ``tolerance`` of them."""
 
     batch: int
     nodes: int
@@ -67,11 +70,16 @@ class VerifyResult:
 
     @property
     def integer_exact(self) -> bool:
-        return all(c.sums_different == 0 and c.codes_different == 0 for c in self.integer)
+        """Every integer node gave exactly PyTorch's sums on the same codes."""
+        return all(c.sums_different == 0 for c in self.integer)
+
+    @property
+    def codes_agree(self) -> bool:
+        return all(c.codes_different <= self.tolerance * c.codes_checked for c in self.integer)
 
     @property
     def ok(self) -> bool:
-        return self.max_rel_error <= self.tolerance and self.integer_exact
+        return self.max_rel_error <= self.tolerance and self.integer_exact and self.codes_agree
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -117,7 +117,7 @@ def quantize(model: nn.Module, calibration: Tensor | Iterable[Any], *, bits: int
             h.remove()
     if batches == 0:
         raise AdderconvError("the calibration data is empty: quantisation needs at least one batch")
-    grids = {n: choose_grid(observers[n], src.get_submodule(n).weight, method, percentile) for n in layers}
+    grids = {n: choose_grid(observers[n], method, percentile) for n in layers}
     structure = plan(src, layers)
     report = QuantReport(method, percentile if method == "percentile" else None, batches, samples,
                          skipped=skipped, notes=list(structure.notes))

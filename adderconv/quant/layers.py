@@ -41,11 +41,16 @@ def quantizable(module: nn.Module) -> str | None:
 
 
 def affine_of(adder: AdderConv2d | AdderLinear, grid: Grid) -> tuple[Tensor, Tensor]:
-    """(a, b) in float64 with ``adder(x) = a * S + b`` per output channel, S = sum |q(x) - q(w)|."""
-    out = adder.weight.shape[0]
-    a = torch.full((out,), -grid.scale, dtype=torch.float64)
-    b = torch.zeros(out, dtype=torch.float64) if adder.bias is None else adder.bias.detach().double()
-    return a, b.clone()
+    """(a, b) in float64 with ``adder(x) = a * S + b`` per output channel, S = sum |q(x) - q(w)|.
+
+    Weights outside the grid's range are clipped to it by their codes; for inputs inside the range that adds
+    ``C_o = sum_j dist(w_oj, [lo, hi])`` to every sum exactly (:mod:`.scheme`), so ``b = -C_o (+ bias)``."""
+    w = adder.weight.detach().double().flatten(1)
+    lo, hi = grid.bounds
+    outside = (w - hi).clamp(min=0) + (lo - w).clamp(min=0)
+    a = torch.full((w.shape[0],), -grid.scale, dtype=torch.float64)
+    b = -outside.sum(1)
+    return a, b if adder.bias is None else b + adder.bias.detach().double()
 
 
 def fold_bn(a: Tensor, b: Tensor, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> tuple[Tensor, Tensor]:

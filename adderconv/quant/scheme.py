@@ -7,12 +7,17 @@ ONE scale ``s`` and zero point ``z`` shared by its input and its weight, per ten
 unsigned 8-bit, ``q(v) = clamp(round(v / s) + z, 0, 255)``; float 0 is exactly code ``z`` (zero padding is the
 zero point), so the grid's range always contains 0.
 
+The grid spans the INPUT's range only. A weight outside it is clipped to it, exactly: for every x in
+[lo, hi] and w > hi, ``|x - w| = |x - hi| + (w - hi)`` (and the mirror for w < lo), so clipping adds a constant
+per output channel, ``C_o = sum_j dist(w_oj, [lo, hi])``, which the layer's epilogue subtracts
+(:func:`adderconv.quant.layers.affine_of`). Adder weights often lie far outside their inputs (an SR net's
+reach +-80 over inputs in [0, 1.3]); a grid joined with the weights would give those inputs 2 codes.
+
 Calibration observes the layer's input on real batches and chooses the range:
-- ``minmax``: the observed input range joined with the weight range (nothing saturates on the batches seen);
-- ``percentile``: the input range clipped at the given percentile (weights are never clipped: every weight
-  enters every output);
-- ``mse``: the clip of the joined range that minimises the mean squared quantisation error of input samples
-  and weights together (each half weighted equally), searched over 20 clips.
+- ``minmax``: the observed input range (nothing saturates on the batches seen);
+- ``percentile``: the input range clipped at the given percentile (lower and upper tails);
+- ``mse``: the clip of the observed range that minimises the inputs' mean squared quantisation error,
+  searched over 20 clips.
 
 >>> g = Grid.from_range(-1.0, 3.0)
 >>> (round(g.scale, 6), g.zero_point)
@@ -57,6 +62,11 @@ class Grid:
     def values(self, q: Tensor) -> Tensor:
         return (q.to(torch.float32) - self.zero_point) * self.scale
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The float range the codes represent, ``[(0 - z) s, (255 - z) s]``."""
+        return (-self.zero_point * self.scale, (255 - self.zero_point) * self.scale)
+
 
 class Observer:
     """Running min/max and a bounded random sample of one layer's inputs over the calibration batches."""
@@ -81,28 +91,26 @@ def _mse(values: Tensor, grid: Grid) -> float:
     return float((grid.values(grid.codes(values)) - values).pow(2).mean())
 
 
-def choose_grid(obs: Observer, weight: Tensor, method: str = "percentile", percentile: float = 99.99) -> Grid:
-    """The shared grid of one layer from its observed inputs and its float weight."""
+def choose_grid(obs: Observer, method: str = "percentile", percentile: float = 99.99) -> Grid:
+    """The shared grid of one layer from its observed inputs (weights are clipped to it exactly, see above)."""
     if method not in METHODS:
         raise AdderconvError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
     if obs.count == 0:
         raise AdderconvError("a quantised layer saw no calibration data (is it reached by the model's forward?)")
-    w = weight.detach().float().flatten()
-    wlo, whi = float(w.min()), float(w.max())
     if method == "minmax":
-        return Grid.from_range(min(obs.lo, wlo), max(obs.hi, whi))
+        return Grid.from_range(obs.lo, obs.hi)
     sample = torch.cat(obs.sample)
     if method == "percentile":
         if not 50.0 < percentile <= 100.0:
             raise AdderconvError(f"the calibration percentile must be in (50, 100], got {percentile}")
         q = torch.quantile(sample[:1 << 24], torch.tensor([1 - percentile / 100, percentile / 100])).tolist()
-        return Grid.from_range(min(q[0], wlo), max(q[1], whi))
-    lo, hi = min(obs.lo, wlo, 0.0), max(obs.hi, whi, 0.0)
+        return Grid.from_range(q[0], q[1])
+    lo, hi = min(obs.lo, 0.0), max(obs.hi, 0.0)
     best: tuple[float, Grid] | None = None
     for k in range(20):
         clip = 1.0 - 0.7 * k / 19   # 1.0 ... 0.3 of the joined range
         grid = Grid.from_range(lo * clip, hi * clip)
-        err = _mse(sample, grid) + _mse(w, grid)
+        err = _mse(sample, grid)
         if best is None or err < best[0]:
             best = (err, grid)
     return best[1]
