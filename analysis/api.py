@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from adderconv import zoo
 from adderconv.errors import AdderconvError
 from adderconv.io import is_zoo_name, load_model
 
