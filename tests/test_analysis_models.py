@@ -71,7 +71,9 @@ def _count_smallest(name):
             x = torch.zeros(1, 3, size, size)
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return model, x, count_ops(model, x)
+                # the tracer's ops, as fvcore sees them (the dispatch capture equals it layer by layer:
+                # tests/test_analysis_captures_agree.py)
+                return model, x, count_ops(model, x, capture="jit")
         except Exception:   # noqa: BLE001  (too small for this architecture, or untraceable: next size)
             continue
     return None
