@@ -106,8 +106,11 @@ def count_ops_jit(model: nn.Module, inputs: tuple, overrides: dict) -> ModelCoun
         kind = node.kind()
         if _from_sizes(node, sized):
             sized.update(v.unique() for v in node.outputs())
-            if not kind.startswith("prim::"):
-                ignored[kind] = ignored.get(kind, 0) + 1    # arithmetic on traced sizes, not on data
+            if not kind.startswith("prim::") and kind not in ("aten::size", "aten::numel", "aten::dim"):
+                key = f"{kind} (on sizes)"                   # arithmetic on traced sizes, not on data
+                ignored[key] = ignored.get(key, 0) + 1
+            elif not kind.startswith("prim::"):
+                ignored[kind] = ignored.get(kind, 0) + 1
             continue
         if kind == "prim::PythonOp":
             kind += "." + node.pyname()
