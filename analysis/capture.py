@@ -309,6 +309,10 @@ def _run(module: nn.Module, program: Any, inputs: tuple, capture: str, training:
             log = logging.getLogger("torch._subclasses.fake_tensor")    # it logs the model's own errors: we
             stack.callback(log.setLevel, log.level)                      # raise them, once, in one line
             log.setLevel(logging.CRITICAL)
+            param = next(module.parameters(), None)
+            if param is not None and param.device.type == "meta":   # a model on meta: its inputs join it
+                inputs = tree_map(lambda t: t.to("meta") if isinstance(t, (Tensor, PackedSequence)) else t, inputs,
+                                  is_leaf=lambda t: isinstance(t, PackedSequence))
             inputs = tree_map(lambda t: _fake_input(fake, t), inputs, is_leaf=lambda t: isinstance(t, PackedSequence))
             if not program:   # parameters and buffers as fakes: the caller's module is never written
                 state = _fake_state(module, fake, training)

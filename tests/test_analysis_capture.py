@@ -80,6 +80,7 @@ def test_meta_models_count_like_real_ones_and_allocate_nothing(resnet20_adder):
     with torch.device("meta"):
         meta_model = adderconv.get_model("resnet20_adder").eval()
     assert _layers(count_ops(meta_model, torch.empty(2, 3, 32, 32, device="meta"))) == _layers(real)
+    assert _layers(count_ops(meta_model, torch.zeros(2, 3, 32, 32))) == _layers(real)   # a real input joins it
     # 2.1e9 parameters: 8.6 GB if anything were allocated
     with torch.device("meta"):
         big = nn.Sequential(nn.Linear(46_000, 46_000), nn.LayerNorm(46_000), nn.Linear(46_000, 1000))
