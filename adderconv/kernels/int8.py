@@ -35,8 +35,8 @@ _failed: str | None = None
 
 
 def extension_name() -> str:
-    key = hashlib.sha256("\0".join([_SOURCE.read_text(), torch.__version__, sys.version,
-                                    cpu._cpu_fingerprint()]).encode())
+    key = hashlib.sha256("\0".join([_SOURCE.read_text(), torch.__version__, sys.version, cpu._cpu_fingerprint(),
+                                    "openmp"]).encode())
     return f"adderconv_int8_{key.hexdigest()[:16]}"
 
 
@@ -56,8 +56,9 @@ def extension() -> ModuleType:
     try:
         # No -march=native: the vector paths choose themselves at run time. No FP contraction: the fused
         # epilogue must round exactly as the PyTorch float simulation does.
+        # -fopenmp: at::parallel_for's inline OpenMP region is compiled here; without it the kernels run serially.
         ext = cpp_extension.load(name, [str(_SOURCE)], build_directory=str(build), verbose=False,
-                                 extra_cflags=["-O3", "-ffp-contract=off"])
+                                 extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp"], extra_ldflags=["-fopenmp"])
     except Exception as e:  # no compiler, no ninja: the portable kernel still works
         _failed = f"adderconv: could not build the int8 adder kernels ({type(e).__name__}: {str(e)[-300:]})"
         raise RuntimeError(_failed) from e

@@ -223,7 +223,8 @@ at::Tensor padded(const at::Tensor& x, const Geo& g, int64_t z) {
     const uint8_t* src = x.data_ptr<uint8_t>();
     uint8_t* dst = xp.data_ptr<uint8_t>();
     const int64_t row = g.Wp * g.C;
-    at::parallel_for(0, g.N * g.Hp, 16, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.N * g.Hp, std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(1, row)),
+                     [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
             const int64_t n = r / g.Hp, h = r % g.Hp - g.PH;
             uint8_t* d = dst + r * row;
@@ -366,7 +367,9 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& packed, int64_t O, int
         for (int64_t t = 0; t < g.T; ++t) offs[t] = t * 8;
     }
     const int64_t tasks = g.N * g.HO * g.G;
-    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.WO * g.OG * g.T));
+    // At least ~4M byte differences (~25 us) per chunk: a batch-1 layer runs on one thread, as waking the
+    // others costs more than its work (and far more when the machine is oversubscribed).
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 22) / std::max<int64_t>(1, g.WO * g.OG * g.T * 8));
     at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
         std::vector<int32_t> S(g.WO * ldS + PMAX * ldS);
         std::vector<uint8_t> patch(direct ? 0 : g.WO * Kp);
