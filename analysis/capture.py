@@ -265,14 +265,15 @@ def count_ops(model: nn.Module | Any, inputs: Tensor | tuple, *, capture: str = 
     inputs = (inputs,) if one else inputs
     module, program = _unwrap(model)
     if capture == "jit":
-        if training or program:
-            raise AdderconvError("the jit capture counts the forward of an nn.Module only; use the dispatch "
-                                 "capture for training steps and exported programs")
+        if training or program or isinstance(module, torch.jit.ScriptModule):
+            raise AdderconvError("the jit capture traces the forward of a Python nn.Module only; use the dispatch "
+                                 "capture for training steps, exported programs and TorchScript modules")
         from .capture_jit import count_ops_jit
 
         return count_ops_jit(module, inputs, overrides)
     layers, linear = new_layers(module, program)
-    tracker = LayerTracker(module, layers, program)
+    scripted = isinstance(module, torch.jit.ScriptModule)   # no Python hooks: every op belongs to the model
+    tracker = LayerTracker(module, layers, program or scripted)
     counter = _Counter(tracker, overrides, linear)
     try:
         _run(module, program, inputs, capture, training, counter, tracker, layers)
@@ -314,14 +315,16 @@ def _run(module: nn.Module, program: Any, inputs: tuple, capture: str, training:
                 inputs = tree_map(lambda t: t.to("meta") if isinstance(t, (Tensor, PackedSequence)) else t, inputs,
                                   is_leaf=lambda t: isinstance(t, PackedSequence))
             inputs = tree_map(lambda t: _fake_input(fake, t), inputs, is_leaf=lambda t: isinstance(t, PackedSequence))
-            if not program:   # parameters and buffers as fakes: the caller's module is never written
+            if not program and not isinstance(module, torch.jit.ScriptModule):   # parameters and buffers as
+                # fakes: the caller's module is never written (a ScriptModule's are faked as its ops read them)
                 state = _fake_state(module, fake, training)
                 call = lambda *a: torch.func.functional_call(module, state, a, strict=False)  # noqa: E731
             stack.enter_context(fake)
         if program:
             call = tracker.interpreter(module)
         stack.enter_context(torch.enable_grad() if training else torch.no_grad())
-        stack.enter_context(memory_hooks(module, layers))
+        if not isinstance(module, torch.jit.ScriptModule):
+            stack.enter_context(memory_hooks(module, layers))
         stack.enter_context(tracker)
         stack.enter_context(_DispatchMode(counter))
         stack.enter_context(_CompositeMode(counter))

@@ -64,6 +64,17 @@ def test_scripted_functions_inside_a_module_are_counted():
     assert traced.unsupported == {f"aten::mm ({unknown})": 1, f"aten::add ({unknown})": 1}
 
 
+def test_a_torchscript_module_is_counted_as_one_layer():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    with pytest.warns(FutureWarning):
+        scripted = torch.jit.script(model)
+    x = torch.zeros(1, 3, 8, 8)
+    counts = count_ops(scripted, x)                   # its submodules run inside TorchScript: no hooks
+    assert counts.total == count_ops(model, x).total and [le.name for le in counts.layers] == [""]
+    with pytest.raises(AdderconvError, match="TorchScript"):
+        count_ops(scripted, x, capture="jit")
+
+
 def test_data_dependent_control_flow_is_one_clear_error():
     class Gate(nn.Module):
         def forward(self, x):
