@@ -99,7 +99,7 @@ def analyze(model: nn.Module | str | Path, input_shape: tuple[int, ...] | None =
     multiplies every price (technology-node scaling). ``capture`` is ``dispatch`` (fake tensors: nothing is
     computed), ``real`` or ``jit`` (see :mod:`.capture`); ``training`` counts a training step (forward,
     backward, and ``optimizer``'s update, ``sgd``/``adam``/None); ``handles={op: fn}`` adds or overrides
-    counting handles for this call only. ``model`` may also be a ``torch.compile``\ d module or a
+    counting handles for this call only. ``model`` may also be a ``torch.compile``-d module or a
     ``torch.export`` program (and, with ``trust``, a ``.pt2`` file).
     """
     if optimizer is not None and optimizer not in OPTIMIZERS:

@@ -6,7 +6,8 @@ separately) follows a simple stated model: every leaf layer reads its weights an
 once and writes its outputs once, at the chosen memory level, packed into words of the table's width.
 
 >>> from .counts import LayerCounts, ModelCounts, OpCount, Tally
->>> counts = ModelCounts([LayerCounts("conv", "Conv2d", [OpCount("aten::_convolution", "conv", Tally(mul=10, add=10))])])
+>>> op = OpCount("aten::_convolution", "conv", Tally(mul=10, add=10))
+>>> counts = ModelCounts([LayerCounts("conv", "Conv2d", [op])])
 >>> price(counts, precision="fp32").totals.energy_pj
 46.0
 """

@@ -281,7 +281,8 @@ def _layer_name(node) -> str:
 
 
 def _scoped_path(parts: list[str]) -> str:
-    """TorchScript-exporter scopes to a module path: layer1/layer1.0/downsample/downsample.0 -> layer1.0.downsample.0."""
+    """TorchScript-exporter scopes to a module path:
+    layer1/layer1.0/downsample/downsample.0 -> layer1.0.downsample.0."""
     path = ""
     for comp in parts:
         head, _, tail = comp.partition(".")
@@ -303,7 +304,8 @@ def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] |
         try:
             model = onnx.load(str(model), load_external_data=False)   # weights' values are not needed
         except (OSError, ValueError, DecodeError) as e:
-            raise AdderconvError(f"{model}: not a readable ONNX file ({str(e).splitlines()[0] if str(e) else e})") from None
+            first = str(e).splitlines()[0] if str(e) else e
+            raise AdderconvError(f"{model}: not a readable ONNX file ({first})") from None
     else:
         model = onnx.ModelProto.FromString(model.SerializeToString())   # never mutate the caller's model
     _check_graph(model, where)
