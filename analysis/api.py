@@ -6,6 +6,7 @@ True
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from adderconv.errors import AdderconvError
-from adderconv.io import is_zoo_name, load_model
+from adderconv.io import is_zoo_name, open_model
 
 from .capture import CAPTURES, count_ops
 from .counts import ModelCounts
@@ -108,11 +109,12 @@ def analyze(model: nn.Module | str | Path, input_shape: tuple[int, ...] | None =
     if energy_scale != 1.0:
         prices = prices.scaled(energy_scale)
     how = {"capture": capture, "training": training, "optimizer": optimizer, "handles": handles}
+    notes: tuple[str, ...] = ()
     if isinstance(model, (nn.Module, torch.export.ExportedProgram)):
         name = type(model).__name__
         input_shape = input_shape or program_shape(model)
         if input_shape is None:
-            raise AdderconvError(f"an input shape is needed to count {name}; pass --input-shape, e.g. 1,3,224,224")
+            raise AdderconvError(f"an input shape is needed to count {name}; pass `input_shape`, e.g. 1,3,224,224")
         counts = count_model(model, tuple(input_shape), **how)
     else:
         name = str(model)
@@ -126,11 +128,13 @@ def analyze(model: nn.Module | str | Path, input_shape: tuple[int, ...] | None =
             counts = count_onnx(Path(name), input_shape)
         else:
             input_shape = input_shape or default_shape(name, arch)
-            loaded = load_model(name, arch=arch, trust=trust)
-            input_shape = input_shape or program_shape(loaded)
+            opened = open_model(name, arch=arch, trust=trust)
+            notes = tuple(opened.notes)
+            input_shape = input_shape or program_shape(opened.model)
             if input_shape is None:
-                raise AdderconvError(f"{name}: no default input shape for this model; pass --input-shape, "
+                raise AdderconvError(f"{name}: no default input shape for this model; pass `input_shape`, "
                                      f"e.g. 1,3,224,224")
-            counts = count_model(loaded, tuple(input_shape), **how)
-    return price(counts, precision=precision, table=prices, layer_precision=layer_precision, memory=memory,
-                 model=name, input_shape=tuple(input_shape) if input_shape else None)
+            counts = count_model(opened.model, tuple(input_shape), **how)
+    report = price(counts, precision=precision, table=prices, layer_precision=layer_precision, memory=memory,
+                   model=name, input_shape=tuple(input_shape) if input_shape else None)
+    return dataclasses.replace(report, source_notes=notes) if notes else report

@@ -91,6 +91,7 @@ class EnergyReport:
     training: bool = False
     optimizer: str | None = None
     by_phase: dict[str, Tally] = field(default_factory=dict)
+    source_notes: tuple[str, ...] = ()             # what loading the model said (random weights, a remapped file)
 
     @property
     def declared(self) -> list[str]:

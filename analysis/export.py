@@ -61,6 +61,7 @@ def to_dict(r: EnergyReport) -> dict[str, Any]:
         "ignored": dict(r.ignored),
         "conventions": list(r.conventions),
         "estimated_prices": list(r.estimates),
+        "source_notes": list(r.source_notes),
     }
 
 

@@ -88,6 +88,8 @@ def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_
 
 def _notes(r: EnergyReport, console: Console) -> None:
     console.print("[bold]Notes[/bold]")
+    for line in r.source_notes:
+        console.print(f"- {line}", highlight=False)
     for line in r.conventions:
         console.print(f"- {line}")
     if r.training:

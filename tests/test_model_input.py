@@ -98,8 +98,11 @@ def test_architecture_specs_as_model(tmp_path, run_cli):
         assert f.metadata()["adderconv.arch"] == "torchvision:resnet18"
     net = adderconv.load_model(out)                                   # allow-listed: no --arch needed
     assert any(isinstance(m, adderconv.AdderConv2d) for m in net.modules())
-    code, stdout, err = run_cli("energy", "torchvision.models:resnet18", "-s", "1,3,64,64")
+    code, stdout, err = run_cli("energy", "torchvision.models:resnet18", "-s", "1,3,64,64",
+                                "--json", tmp_path / "e.json")
     assert code == 0 and "Totals" in stdout, err
+    assert "built with random initialisation" in " ".join(stdout.split())      # the report says so
+    assert any("random initialisation" in n for n in json.loads((tmp_path / "e.json").read_text())["source_notes"])
     for spec, msg in (("torchvision:no_such_net", "no such torchvision model"),
                       ("no_such_module_xyz:f", "cannot import architecture")):
         code, _, err = run_cli("energy", spec, "-s", "1,3,32,32")
