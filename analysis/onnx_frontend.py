@@ -33,7 +33,7 @@ from .counts import LayerCounts, ModelCounts, OpCount, Tally
 from .handles import HANDLES, conv_macs, norm_tally
 from .registry import resolve
 
-__all__ = ["count_onnx", "ADDER_DOMAIN", "ADDER_OP"]
+__all__ = ["count_onnx", "check_onnx_model", "ADDER_DOMAIN", "ADDER_OP"]
 
 ADDER_DOMAIN, ADDER_OP = "ai.adderconv", "AdderConv2d"
 Shape = tuple[int, ...]
@@ -187,13 +187,14 @@ def _dims(vi) -> Shape | None:
     return dims
 
 
-def _check_graph(model: onnx.ModelProto, where: str) -> None:
-    """An empty file parses as an empty model: a model without a graph, nodes or inputs is an error."""
+def check_onnx_model(model: onnx.ModelProto, where: str) -> None:
+    """An empty file parses as an empty model: a model without a graph, nodes or inputs, or with a negative
+    dimension, is an error (every ONNX reader of the product checks this first)."""
     if not model.HasField("graph"):
         raise AdderconvError(f"{where}: not an ONNX model (no graph; an empty or truncated file?)")
     g = model.graph
     if not g.node:
-        raise AdderconvError(f"{where}: the ONNX graph has no nodes, nothing to count")
+        raise AdderconvError(f"{where}: the ONNX graph has no nodes")
     init = {t.name for t in g.initializer}
     if not [i for i in g.input if i.name not in init]:
         raise AdderconvError(f"{where}: the ONNX graph has no inputs")
@@ -308,7 +309,7 @@ def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] |
             raise AdderconvError(f"{model}: not a readable ONNX file ({first})") from None
     else:
         model = onnx.ModelProto.FromString(model.SerializeToString())   # never mutate the caller's model
-    _check_graph(model, where)
+    check_onnx_model(model, where)
     if not any(o.domain == ADDER_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(ADDER_DOMAIN, 1))   # lets shape inference pass our node
     _set_inputs(model, input_shape)

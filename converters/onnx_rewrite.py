@@ -217,6 +217,9 @@ def convert_onnx(src: str | os.PathLike, dst: str | os.PathLike, policy: Policy 
         proto = onnx.load(str(src))
     except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as e:  # protobuf DecodeError
         raise AdderconvError(f"{src}: not a readable ONNX file ({str(e).splitlines()[0] if str(e) else e})") from None
+    from adderconv.analysis.onnx_frontend import check_onnx_model
+
+    check_onnx_model(proto, str(src))          # an empty file, no nodes or inputs, a negative dimension
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
         try:

@@ -15,7 +15,23 @@ def files(tmp_path):
     torch.save(adderconv.get_model("lenet5_bn").state_dict(), tmp_path / "lenet.pt")
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "a_dir").mkdir()
+    _onnx_files(tmp_path)
     return tmp_path
+
+
+def _onnx_files(root):
+    import onnx
+    from onnx import TensorProto, helper
+
+    (root / "empty.onnx").write_bytes(b"")
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], [0.1] * 108)
+    out = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
+    for name, dims, second in (("negative", [1, 3, -4, 8], helper.make_node("Relu", ["y"], ["z"])),
+                               ("unknown_op", [1, 3, 8, 8], helper.make_node("FooBar", ["y"], ["z"], domain="x.y"))):
+        g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), second], name,
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)], [out], initializer=[w])
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("x.y", 1)]
+        onnx.save(helper.make_model(g, opset_imports=opsets), str(root / f"{name}.onnx"))
 
 
 FINETUNE = ["finetune", "lenet5_bn_adder", "--epochs", "1", "--limit", "16", "--quiet"]
@@ -41,6 +57,11 @@ CASES = {
     "graph -o under a file": ["graph", "lenet5_bn", "-o", "{t}/a_file/g.graphml"],
     "energy empty .pt": ["energy", "{t}/empty.pt", "--arch", "lenet5_bn"],
     "energy wrong arch for weights": ["energy", "{t}/lenet.pt", "--arch", "resnet20"],
+    "convert empty .onnx": ["convert", "{t}/empty.onnx", "-o", "{t}/out.onnx"],
+    "convert .onnx with a negative dim": ["convert", "{t}/negative.onnx", "--convert-first", "-o", "{t}/out.onnx"],
+    "convert .onnx with an unknown op": ["convert", "{t}/unknown_op.onnx", "--convert-first", "-o", "{t}/out.onnx"],
+    "energy empty .onnx": ["energy", "{t}/empty.onnx"],
+    "energy .onnx with a negative dim": ["energy", "{t}/negative.onnx"],
     "bench --threads 0": ["bench", "--threads", "0", "--no-memory", "--json", "{t}/b.json"],
     "bench --batch -3": ["bench", "--batch", "-3", "--no-memory", "--json", "{t}/b.json"],
     "bench --rounds 0": ["bench", "--rounds", "0", "--no-memory", "--json", "{t}/b.json"],
