@@ -20,18 +20,16 @@ True
 """
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
-import platform
 import sys
-import time
 import warnings
 from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch import Tensor
+
+from .build import build_key, cache_dir, load_extension
+from .build import cpu_fingerprint as _cpu_fingerprint
 
 __all__ = ["available", "supports", "forward", "grad_input", "grad_weight", "extension", "extension_name",
            "cache_dir"]
@@ -42,39 +40,9 @@ _ext: ModuleType | None = None
 _failed: str | None = None
 
 
-def cache_dir() -> Path:
-    """Where builds are cached: ``$ADDERCONV_CACHE`` or ``~/.cache/adderconv``."""
-    root = os.environ.get("ADDERCONV_CACHE") or Path.home() / ".cache" / "adderconv"
-    return Path(root) / "kernels"
-
-
-def _cpu_fingerprint() -> str:
-    """CPU model and feature flags: -march=native code must never run on a CPU that lacks them."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        keep = [ln for ln in info.splitlines() if ln.split(":")[0].strip() in
-                ("model name", "flags", "Features", "CPU part", "CPU implementer")]
-        return "\n".join(sorted(set(keep)))
-    except OSError:
-        return platform.processor() + platform.machine() + platform.platform()
-
-
-def _import_cpp_extension() -> ModuleType:
-    # Importing it on a CUDA build of torch without a GPU logs "No CUDA runtime is found"; we build CPU code.
-    log = logging.getLogger("torch.utils.cpp_extension")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        from torch.utils import cpp_extension
-    finally:
-        log.setLevel(level)
-    return cpp_extension
-
-
 def extension_name() -> str:
     """The build's cache key: kernel source, torch and Python versions, and this CPU's model and flags."""
-    key = hashlib.sha256("\0".join([_SOURCE.read_text(), torch.__version__, sys.version, _cpu_fingerprint()]).encode())
-    return f"adderconv_cpu_{key.hexdigest()[:16]}"
+    return build_key("adderconv_cpu", _SOURCE.read_text(), torch.__version__, sys.version, _cpu_fingerprint())
 
 
 def extension() -> ModuleType:
@@ -84,21 +52,12 @@ def extension() -> ModuleType:
         return _ext
     if _failed is not None:
         raise RuntimeError(_failed)
-    cpp_extension = _import_cpp_extension()
-    name = extension_name()
-    build = cache_dir() / name
-    cached = any(build.glob(f"{name}*.so")) or any(build.glob(f"{name}*.pyd"))
-    build.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     try:
-        _ext = cpp_extension.load(name, [str(_SOURCE)], build_directory=str(build), verbose=False,
-                                  extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"])
+        _ext = load_extension(extension_name(), [_SOURCE], cflags=["-O3", "-march=native", "-fopenmp"],
+                              ldflags=["-fopenmp"], what="CPU adder kernels")
     except Exception as e:  # no compiler, no ninja, unsupported flags: the portable kernel still works
         _failed = f"adderconv: could not build the CPU adder kernels ({type(e).__name__}: {str(e)[-300:]})"
         raise RuntimeError(_failed) from e
-    if not cached:
-        print(f"adderconv: built the CPU adder kernels in {time.perf_counter() - start:.1f} s "
-              f"(once per machine; cached in {build})", file=sys.stderr)
     return _ext
 
 

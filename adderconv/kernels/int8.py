@@ -14,17 +14,15 @@ True
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
-from . import cpu
+from .build import build_key, cpu_fingerprint, load_extension
 
 __all__ = ["ISAS", "available", "extension", "isa", "isa_name", "set_isa", "best_isa", "lanes", "pack"]
 
@@ -35,9 +33,8 @@ _failed: str | None = None
 
 
 def extension_name() -> str:
-    key = hashlib.sha256("\0".join([_SOURCE.read_text(), torch.__version__, sys.version, cpu._cpu_fingerprint(),
-                                    "openmp"]).encode())
-    return f"adderconv_int8_{key.hexdigest()[:16]}"
+    return build_key("adderconv_int8", _SOURCE.read_text(), torch.__version__, sys.version, cpu_fingerprint(),
+                     "openmp")
 
 
 def extension() -> ModuleType:
@@ -47,24 +44,15 @@ def extension() -> ModuleType:
         return _ext
     if _failed is not None:
         raise RuntimeError(_failed)
-    cpp_extension = cpu._import_cpp_extension()
-    name = extension_name()
-    build = cpu.cache_dir() / name
-    cached = any(build.glob(f"{name}*.so")) or any(build.glob(f"{name}*.pyd"))
-    build.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     try:
         # No -march=native: the vector paths choose themselves at run time. No FP contraction: the fused
         # epilogue must round exactly as the PyTorch float simulation does.
         # -fopenmp: at::parallel_for's inline OpenMP region is compiled here; without it the kernels run serially.
-        ext = cpp_extension.load(name, [str(_SOURCE)], build_directory=str(build), verbose=False,
-                                 extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp"], extra_ldflags=["-fopenmp"])
+        ext = load_extension(extension_name(), [_SOURCE], cflags=["-O3", "-ffp-contract=off", "-fopenmp"],
+                             ldflags=["-fopenmp"], what="int8 adder kernels")
     except Exception as e:  # no compiler, no ninja: the portable kernel still works
         _failed = f"adderconv: could not build the int8 adder kernels ({type(e).__name__}: {str(e)[-300:]})"
         raise RuntimeError(_failed) from e
-    if not cached:
-        print(f"adderconv: built the int8 adder kernels in {time.perf_counter() - start:.1f} s "
-              f"(once per machine; cached in {build})", file=sys.stderr)
     forced = os.environ.get("ADDERCONV_INT8_ISA")
     if forced:
         if forced not in ISAS:

@@ -1,0 +1,47 @@
+"""A damaged kernel build in the cache is detected by its recorded hash and rebuilt, never loaded.
+
+Each load runs in a child process: loading a truncated library is a SIGBUS, which would take pytest down.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+
+CHILD = r"""
+import sys
+from pathlib import Path
+from adderconv.kernels.build import load_extension
+ext = load_extension("adderconv_cache_test", [Path(sys.argv[1])], cflags=["-O1"], ldflags=[], what="test kernels")
+print("answer", ext.answer())
+"""
+SOURCE = """
+#include <torch/extension.h>
+int answer() { return 42; }
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("answer", &answer); }
+"""
+
+
+def _load(tmp_path):
+    env = {**os.environ, "ADDERCONV_CACHE": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "k.cpp")], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_damaged_builds_are_rebuilt_not_loaded(tmp_path):
+    (tmp_path / "k.cpp").write_text(SOURCE)
+    first = _load(tmp_path)
+    assert first.returncode == 0 and "answer 42" in first.stdout and "built the test kernels" in first.stderr, first
+    build = tmp_path / "cache" / "kernels" / "adderconv_cache_test"
+    (lib,) = build.glob("adderconv_cache_test*.so")
+    assert (build / "adderconv_cache_test.sha256").is_file()
+    again = _load(tmp_path)                       # intact: loaded as it is, nothing rebuilt
+    assert again.returncode == 0 and "answer 42" in again.stdout and "built" not in again.stderr, again
+    good = lib.read_bytes()
+    for damage in (good[: len(good) // 2], b"", os.urandom(len(good))):   # truncated, empty, random
+        lib.write_bytes(damage)
+        out = _load(tmp_path)
+        assert out.returncode == 0 and "answer 42" in out.stdout, (out.returncode, out.stderr[-500:])
+        assert "damaged" in out.stderr and "rebuilding" in out.stderr
+        (lib,) = build.glob("adderconv_cache_test*.so")
