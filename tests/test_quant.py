@@ -38,8 +38,10 @@ def resnet():
     return net, adderconv.quantize(net, [torch.randn(16, 3, 32, 32, generator=gen) for _ in range(2)])
 
 
-def _simulate(layer: QuantAdderConv2d, x: torch.Tensor) -> torch.Tensor:
-    """The layer's arithmetic through the float adder op: codes as floats, zero-point padding, S exact in float64."""
+def _simulate(layer: QuantAdderConv2d, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """The layer's arithmetic through the float adder op: codes as floats, zero-point padding, S exact in float64;
+    a fused residual added in float32 after the epilogue (then the ReLU), as the unfused block does. Inputs are
+    quantised here from the float tensor (never from codes a fused layer emitted)."""
     if x.dtype != torch.uint8:
         x = layer.grid.codes(x).permute(0, 2, 3, 1)
     q = x.permute(0, 3, 1, 2).double()
@@ -49,7 +51,11 @@ def _simulate(layer: QuantAdderConv2d, x: torch.Tensor) -> torch.Tensor:
     s = s.round().to(torch.int32).permute(0, 2, 3, 1)
     v = (s.to(torch.float32) * layer.out_scale + layer.out_shift).contiguous()   # channels-last, as the kernel
     if layer.out_mode == "float":
-        return v.permute(0, 3, 1, 2)
+        v = v.permute(0, 3, 1, 2)
+        if layer.residual:
+            v = v + residual
+            v = torch.relu(v) if layer.residual == "add_relu" else v
+        return v
     return torch.round(v).clamp(layer.out_lo, 255).to(torch.uint8)
 
 
@@ -58,8 +64,17 @@ def test_structure_folds_bn_and_chains_codes(resnet):
     block = q.layer2[0]
     assert isinstance(block.conv1, QuantAdderConv2d) and block.conv1.out_mode == "uint8"
     assert block.conv1.out_lo == block.conv2.zero_point          # the ReLU folded into the clamp
-    assert block.conv2.out_mode == "float" and isinstance(block.bn1, nn.Identity)
-    assert isinstance(block.downsample[0], QuantAdderConv2d) and isinstance(block.downsample[1], nn.Identity)
+    assert block.conv2.out_mode == "float" and q.adderconv_quant.layers["layer2.0.conv1"]["bn"] == "layer2.0.bn1"
+    assert isinstance(block.get_submodule("downsample.0"), QuantAdderConv2d)
+    assert q.adderconv_quant.layers["layer2.0.downsample.0"]["bn"] == "layer2.0.downsample.1"
+    # the folded BatchNorms (now no-ops) leave the block's graph, and the residual add + ReLU join an epilogue
+    assert not hasattr(block, "bn1") and not hasattr(block, "bn2")
+    fused = {n: m.residual for n, m in q.named_modules() if isinstance(m, QuantAdderConv2d) and m.residual}
+    assert len(fused) == 9 and set(fused.values()) == {"add_relu"}
+    # a block's sum is handed on as codes on the grid its readers share (the next conv1 and its downsample)
+    assert q.layer1[2].conv2.codes_zero_point == q.layer2[0].conv1.zero_point
+    assert q.layer2[0].conv1.grid == q.get_submodule("layer2.0.downsample.0").grid
+    assert q.layer3[2].conv2.codes_zero_point == -1    # the last block's sum goes to the pooling
     assert isinstance(q.conv1, nn.Conv2d) and isinstance(q.bn1, nn.BatchNorm2d)   # the stem stays float
     assert q.layer1[0].conv1.energy_precision == "int8" and not q.training
 

@@ -253,6 +253,12 @@ struct Epi {
     const float* b;
     int64_t lo;
     void* out_row;
+    // mode 3 (residual): out = [relu](a * S + b + res) in float32; codes (if not null) = the next layers'
+    // quantiser applied to out, clamp(round_half_even(out / qs) + qz, 0, 255), exactly as quantize() does.
+    const float* res = nullptr;   // the residual row, laid out as out_row (WO x O)
+    int relu = 0;
+    float qs = 1.0f, qz = 0.0f;
+    uint8_t* codes_row = nullptr;
 };
 
 __attribute__((always_inline)) inline float round_clamp(float v, float flo) {
@@ -263,8 +269,30 @@ __attribute__((always_inline)) inline float round_clamp(float v, float flo) {
     return v > 255.0f ? 255.0f : v;
 }
 
+__attribute__((always_inline)) inline float quantize_one(float v, float scale, float fz, float flo);
+
 __attribute__((always_inline)) inline void epilogue_body(const Epi& e) {
-    if (e.mode == 0) {
+    if (e.mode == 3) {
+        float* y = static_cast<float*>(e.out_row);
+        const float* __restrict__ a = e.a + e.o0;
+        const float* __restrict__ b = e.b + e.o0;
+        for (int64_t w = 0; w < e.WO; ++w) {
+            const int32_t* __restrict__ s = e.S + w * e.ldS;
+            const float* __restrict__ r = e.res + w * e.O + e.o0;
+            float* __restrict__ yr = y + w * e.O + e.o0;
+            for (int64_t o = 0; o < e.OG; ++o) {
+                const float m = a[o] * static_cast<float>(s[o]);
+                float v = (m + b[o]) + r[o];
+                if (e.relu) v = v < 0.0f ? 0.0f : v;
+                yr[o] = v;
+            }
+            if (e.codes_row) {
+                uint8_t* __restrict__ c = e.codes_row + w * e.O + e.o0;
+                for (int64_t o = 0; o < e.OG; ++o)
+                    c[o] = static_cast<uint8_t>(static_cast<int32_t>(quantize_one(yr[o], e.qs, e.qz, 0.0f)));
+            }
+        }
+    } else if (e.mode == 0) {
         int32_t* y = static_cast<int32_t*>(e.out_row);
         for (int64_t w = 0; w < e.WO; ++w)
             for (int64_t o = 0; o < e.OG; ++o) y[w * e.O + e.o0 + o] = e.S[w * e.ldS + o];
@@ -299,9 +327,41 @@ __attribute__((always_inline)) inline void epilogue_body(const Epi& e) {
 void epilogue_generic(const Epi& e) { epilogue_body(e); }
 #if defined(ADDERCONV_X86)
 __attribute__((target("avx2"))) void epilogue_avx2(const Epi& e) { epilogue_body(e); }
+// The residual epilogue for AVX-512: the same float32 operations in the same order as epilogue_body's mode 3.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void epilogue_residual_avx512(const Epi& e) {
+    const __m512 magic = _mm512_set1_ps(kMagic), zero = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
+    const __m512 cmin = _mm512_set1_ps(-1024.0f), cmax = _mm512_set1_ps(1024.0f);
+    const __m512 qs = _mm512_set1_ps(e.qs), qz = _mm512_set1_ps(e.qz);
+    float* y = static_cast<float*>(e.out_row);
+    for (int64_t w = 0; w < e.WO; ++w) {
+        const int32_t* s = e.S + w * e.ldS;
+        const float* r = e.res + w * e.O + e.o0;
+        float* yr = y + w * e.O + e.o0;
+        for (int64_t o = 0; o < e.OG; o += 16) {
+            const __mmask16 m = e.OG - o >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (e.OG - o)) - 1);
+            const __m512 sv = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, s + o));
+            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, e.a + e.o0 + o), sv);
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e.b + e.o0 + o));
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r + o));
+            if (e.relu) v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), v, zero);
+            _mm512_mask_storeu_ps(yr + o, m, v);
+            if (e.codes_row) {
+                __m512 q = _mm512_div_ps(v, qs);
+                q = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(q, cmin, _CMP_LT_OQ), q, cmin);
+                q = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(q, cmax, _CMP_GT_OQ), q, cmax);
+                q = _mm512_add_ps(_mm512_sub_ps(_mm512_add_ps(q, magic), magic), qz);
+                q = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(q, zero, _CMP_LT_OQ), q, zero);
+                q = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(q, hi, _CMP_GT_OQ), q, hi);
+                _mm_mask_storeu_epi8(e.codes_row + w * e.O + e.o0 + o, m, _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(q)));
+            }
+        }
+    }
+}
+
 // Requantising epilogue written out for AVX-512 (the compiler does not vectorise the narrowing store): the same
 // float32 operations in the same order as epilogue_body, 16 channels at a time.
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void epilogue_avx512(const Epi& e) {
+    if (e.mode == 3) return epilogue_residual_avx512(e);
     if (e.mode != 2) return epilogue_body(e);
     const __m512 magic = _mm512_set1_ps(kMagic), lo = _mm512_set1_ps(static_cast<float>(e.lo));
     const __m512 hi = _mm512_set1_ps(255.0f), cmin = _mm512_set1_ps(-1024.0f), cmax = _mm512_set1_ps(1024.0f);
@@ -331,21 +391,40 @@ void epilogue(const Epi& e, int isa) {
     epilogue_generic(e);
 }
 
-at::Tensor forward(const at::Tensor& x, const at::Tensor& packed, int64_t O, int64_t KH, int64_t KW, int64_t z,
-                   std::vector<int64_t> s, std::vector<int64_t> p, std::vector<int64_t> d, int64_t groups,
-                   const at::Tensor& scale, const at::Tensor& shift, int64_t mode, int64_t lo, int64_t isa) {
+// The op. Modes 0-2 as the header says; mode 3 (residual) adds ``residual`` (float32 (N, OH, OW, O) contiguous),
+// applies a ReLU when ``relu``, returns float32 and, when ``qscale`` > 0, also the uint8 codes of that output on the
+// grid (qscale, qz) (the next layers' quantiser, fused: the same codes quantize() would give).
+std::vector<at::Tensor> forward_impl(const at::Tensor& x, const at::Tensor& packed, int64_t O, int64_t KH,
+                                     int64_t KW, int64_t z, std::vector<int64_t> s, std::vector<int64_t> p,
+                                     std::vector<int64_t> d, int64_t groups, const at::Tensor& scale,
+                                     const at::Tensor& shift, int64_t mode, int64_t lo, int64_t isa,
+                                     const at::Tensor& residual, bool relu, double qscale, int64_t qz) {
     const int is = static_cast<int>(isa < 0 ? g_isa : isa);
     const Geo g = make_geo(x, O, KH, KW, s, p, d, groups, is);
     TORCH_CHECK(packed.scalar_type() == at::kByte && packed.is_contiguous() &&
                 packed.numel() == g.G * g.NB * g.T * g.L * 8,
                 "adder_conv2d_int8: packed weights do not fit this geometry / vector width");
-    TORCH_CHECK(mode >= 0 && mode <= 2, "adder_conv2d_int8: mode must be 0, 1 or 2");
+    TORCH_CHECK(mode >= 0 && mode <= 3, "adder_conv2d_int8: mode must be 0, 1, 2 or 3");
     if (mode > 0)
         TORCH_CHECK(scale.scalar_type() == at::kFloat && shift.scalar_type() == at::kFloat && scale.numel() == O &&
                         shift.numel() == O && scale.is_contiguous() && shift.is_contiguous(),
                     "adder_conv2d_int8: scale and shift must be contiguous float32 of out_channels");
-    const auto dtype = mode == 0 ? at::kInt : mode == 1 ? at::kFloat : at::kByte;
+    const auto dtype = mode == 0 ? at::kInt : mode == 2 ? at::kByte : at::kFloat;
     at::Tensor y = at::empty({g.N, g.HO, g.WO, g.O}, x.options().dtype(dtype));
+    at::Tensor codes;
+    const float* R = nullptr;
+    uint8_t* Cd = nullptr;
+    if (mode == 3) {
+        TORCH_CHECK(residual.scalar_type() == at::kFloat && residual.is_contiguous() && residual.dim() == 4 &&
+                        residual.size(0) == g.N && residual.size(1) == g.HO && residual.size(2) == g.WO &&
+                        residual.size(3) == g.O,
+                    "adder_conv2d_int8: the residual must be contiguous float32 (N, OH, OW, O) like the output");
+        R = residual.data_ptr<float>();
+        if (qscale > 0) {
+            codes = at::empty({g.N, g.HO, g.WO, g.O}, x.options().dtype(at::kByte));
+            Cd = codes.data_ptr<uint8_t>();
+        }
+    }
     const at::Tensor xp = padded(x, g, z);
     const uint8_t* X = xp.data_ptr<uint8_t>();
     const uint8_t* Wt = packed.data_ptr<uint8_t>();
@@ -399,24 +478,47 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& packed, int64_t O, int
                                                S.data() + ow * ldS + b0 * g.L, ldS);
                 }
             }
+            const int64_t at_row = ((n * g.HO + oh) * g.WO) * g.O;
             epilogue(Epi{S.data(), g.WO, g.OG, ldS, gi * g.OG, g.O, static_cast<int>(mode), A, Bs, lo,
-                         Y + ((n * g.HO + oh) * g.WO) * g.O * esize}, is);
+                         Y + at_row * esize, R ? R + at_row : nullptr, relu ? 1 : 0, static_cast<float>(qscale),
+                         static_cast<float>(qz), Cd ? Cd + at_row : nullptr}, is);
         }
     });
-    return y;
+    if (mode == 3) return {y, codes.defined() ? codes : at::empty({0}, x.options().dtype(at::kByte))};
+    return {y};
 }
 
-__attribute__((always_inline)) inline void quantize_body(const float* __restrict__ src, uint8_t* __restrict__ dst, int64_t n, float scale,
-                                                         float fz, float flo) {
-    for (int64_t i = 0; i < n; ++i) {
-        float v = src[i] / scale;   // division, as ONNX QuantizeLinear specifies
-        v = v < -1024.0f ? -1024.0f : v;
-        v = v > 1024.0f ? 1024.0f : v;
-        v = ((v + kMagic) - kMagic) + fz;
-        v = v < flo ? flo : v;
-        v = v > 255.0f ? 255.0f : v;
-        dst[i] = static_cast<uint8_t>(static_cast<int32_t>(v));
-    }
+at::Tensor forward(const at::Tensor& x, const at::Tensor& packed, int64_t O, int64_t KH, int64_t KW, int64_t z,
+                   std::vector<int64_t> s, std::vector<int64_t> p, std::vector<int64_t> d, int64_t groups,
+                   const at::Tensor& scale, const at::Tensor& shift, int64_t mode, int64_t lo, int64_t isa) {
+    TORCH_CHECK(mode >= 0 && mode <= 2, "adder_conv2d_int8: mode must be 0, 1 or 2");
+    return forward_impl(x, packed, O, KH, KW, z, s, p, d, groups, scale, shift, mode, lo, isa, at::Tensor(), false,
+                        0.0, 0)[0];
+}
+
+std::vector<at::Tensor> forward_residual(const at::Tensor& x, const at::Tensor& packed, int64_t O, int64_t KH,
+                                         int64_t KW, int64_t z, std::vector<int64_t> s, std::vector<int64_t> p,
+                                         std::vector<int64_t> d, int64_t groups, const at::Tensor& scale,
+                                         const at::Tensor& shift, const at::Tensor& residual, bool relu,
+                                         double qscale, int64_t qz, int64_t isa) {
+    TORCH_CHECK(qz >= 0 && qz <= 255, "adder_conv2d_int8: the codes' zero point must be in [0, 255]");
+    return forward_impl(x, packed, O, KH, KW, z, s, p, d, groups, scale, shift, 3, 0, isa, residual, relu, qscale,
+                        qz);
+}
+
+// One value of the quantiser: clamp(round_half_even(v / scale) + z, lo, 255) as a float holding an integer.
+__attribute__((always_inline)) inline float quantize_one(float v, float scale, float fz, float flo) {
+    v = v / scale;   // division, as ONNX QuantizeLinear specifies
+    v = v < -1024.0f ? -1024.0f : v;
+    v = v > 1024.0f ? 1024.0f : v;
+    v = ((v + kMagic) - kMagic) + fz;
+    v = v < flo ? flo : v;
+    return v > 255.0f ? 255.0f : v;
+}
+
+__attribute__((always_inline)) inline void quantize_body(const float* __restrict__ src, uint8_t* __restrict__ dst,
+                                                         int64_t n, float scale, float fz, float flo) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<uint8_t>(static_cast<int32_t>(quantize_one(src[i], scale, fz, flo)));
 }
 
 void quantize_generic(const float* s, uint8_t* d, int64_t n, float i, float z, float l) { quantize_body(s, d, n, i, z, l); }
@@ -462,6 +564,7 @@ int64_t lanes(int64_t isa) { return lanes_of(static_cast<int>(isa)); }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("forward", &forward, "int8 adder convolution on channels-last uint8 codes (SAD kernels)");
+    m.def("forward_residual", &forward_residual, "the same with a residual added (and ReLU) in the epilogue");
     m.def("pack", &pack, "pack uint8 weight codes for a vector path");
     m.def("quantize", &quantize, "float32 NCHW -> channels-last uint8 codes");
     m.def("get_isa", &get_isa);

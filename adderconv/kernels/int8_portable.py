@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["adder_int8", "sums", "epilogue", "quantize"]
+__all__ = ["adder_int8", "sums", "epilogue", "quantize", "codes", "residual_epilogue"]
 
 _CHUNK = 1 << 24   # elements of one tap's |x - w| tensor at most (bounds the fallback's memory)
 
@@ -62,7 +62,23 @@ def adder_int8(x: Tensor, weight: Tensor, zero_point: int, stride, padding, dila
     return epilogue(sums(x, weight, zero_point, stride, padding, dilation, groups), scale, shift, mode, lo)
 
 
+def codes(x: Tensor, scale: Tensor, zero_point: int, lo: int = 0) -> Tensor:
+    """uint8 codes ``clamp(round(x / scale) + z, lo, 255)`` of a float tensor, elementwise (float32 scale)."""
+    return (torch.round(x.to(torch.float32) / scale) + zero_point).clamp_(lo, 255).to(torch.uint8)
+
+
 def quantize(x: Tensor, scale: Tensor, zero_point: int, lo: int = 0) -> Tensor:
     """float (N, C, H, W) -> channels-last uint8 codes ``clamp(round(x / scale) + z, lo, 255)`` (float32 scale)."""
-    q = torch.round(x.permute(0, 2, 3, 1).to(torch.float32) / scale) + zero_point
-    return q.clamp_(lo, 255).to(torch.uint8).contiguous()
+    return codes(x.permute(0, 2, 3, 1), scale, zero_point, lo).contiguous()
+
+
+def residual_epilogue(s: Tensor, scale: Tensor, shift: Tensor, residual: Tensor, relu: bool,
+                      qscale: float, qz: int) -> tuple[Tensor, Tensor]:
+    """The residual epilogue on int32 sums (N, OH, OW, O): ``[relu](scale * S + shift + residual)`` in float32 and,
+    when ``qscale`` > 0, its uint8 codes on the grid (qscale, qz) (else an empty tensor)."""
+    v = epilogue(s, scale, shift, 1, 0) + residual
+    if relu:
+        v = torch.relu(v)
+    if qscale <= 0:
+        return v, v.new_empty(0, dtype=torch.uint8)
+    return v, codes(v, torch.tensor(qscale, dtype=torch.float32, device=v.device), qz)

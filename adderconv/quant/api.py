@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import AdderconvError
 from ..layers import AdderConv1d, AdderConv2d, AdderLinear
+from .fuse import fuse_residuals
 from .layers import affine_of, fold_bn, from_adder, quantizable
 from .plan import plan
 from .scheme import METHODS, Observer, choose_grid
@@ -119,6 +120,9 @@ def quantize(model: nn.Module, calibration: Tensor | Iterable[Any], *, bits: int
         raise AdderconvError("the calibration data is empty: quantisation needs at least one batch")
     grids = {n: choose_grid(observers[n], method, percentile) for n in layers}
     structure = plan(src, layers)
+    for step in structure.steps.values():   # the layers reading one sum saw the same values: one grid for all
+        for r in step.readers[1:]:
+            grids[r] = grids[step.readers[0]]
     report = QuantReport(method, percentile if method == "percentile" else None, batches, samples,
                          skipped=skipped, notes=list(structure.notes))
     out = copy.deepcopy(src)
@@ -135,6 +139,12 @@ def quantize(model: nn.Module, calibration: Tensor | Iterable[Any], *, bits: int
         report.layers[n] = {"scale": grids[n].scale, "zero_point": grids[n].zero_point, "bn": step.bn,
                             "next": step.next, "relu": step.relu, "input_range": [obs.lo, obs.hi],
                             "weight_range": [float(adder.weight.min()), float(adder.weight.max())]}
+    out, fused = fuse_residuals(out)
+    for n, kind in fused.items():
+        report.layers[n]["residual"] = kind
+        if readers := structure.steps[n].readers:
+            out.get_submodule(n).set_codes(grids[readers[0]].zero_point, grids[readers[0]])
+            report.layers[n]["codes_for"] = list(readers)
     out.eval()
     out.adderconv_quant = report
     return out

@@ -20,10 +20,18 @@ from torch import Tensor, nn
 
 from ..errors import AdderconvError
 from ..layers import AdderConv2d, AdderLinear
-from .op import adder_conv2d_int8, quantize_uint8
+from .op import adder_conv2d_int8, adder_conv2d_int8_residual, quantize_uint8
 from .scheme import Grid
 
-__all__ = ["QuantAdderConv2d", "QuantAdderLinear", "quantizable", "affine_of", "fold_bn", "from_adder"]
+__all__ = ["QuantAdderConv2d", "QuantAdderLinear", "quantizable", "affine_of", "fold_bn", "from_adder", "RESIDUAL"]
+
+RESIDUAL = ("", "add", "add_relu")   # what a layer's epilogue does with a residual: nothing, add it, add + ReLU
+_CODES = "_adderconv_codes"          # a float output's attribute: its codes on the next layers' grid (see forward)
+
+
+def _eager(t: Tensor) -> bool:
+    """A plain tensor outside any trace (fake, functional and compiled tensors see the unfused ops)."""
+    return type(t) is Tensor and not torch.compiler.is_compiling()
 
 
 def quantizable(module: nn.Module) -> str | None:
@@ -65,7 +73,15 @@ def fold_bn(a: Tensor, b: Tensor, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> tuple[
 
 class QuantAdderConv2d(nn.Module):
     """An int8 adder layer (eval only). Buffers: ``weight`` (uint8 codes), ``input_scale`` (the grid's scale),
-    ``out_scale``/``out_shift`` (the fused epilogue). Plain ints: ``zero_point``, ``out_mode``, ``out_lo``."""
+    ``out_scale``/``out_shift`` (the fused epilogue), ``codes_scale`` (with :meth:`set_codes`). Plain values:
+    ``zero_point``, ``out_mode``, ``out_lo``, ``residual`` (set by :mod:`.fuse`), ``codes_zero_point``.
+
+    A residual layer (``residual`` "add" or "add_relu", float output) is called as ``layer(x, identity)`` and
+    returns ``[relu](a * S + b + identity)``: the same float32 operations, in the same order, as the unfused
+    ``relu(layer(x) + identity)``, so the result is bit-identical. With :meth:`set_codes` it also writes that
+    output's uint8 codes on the grid of the layers that read it (exactly what their quantiser would give) and
+    hangs them on the float output with its version; such a reader takes them instead of quantising again.
+    Under a trace (torch.export, fake tensors) the layer runs the unfused ops, so an export sees those."""
 
     energy_precision = "int8"   # what the energy analysis prices this layer's operations at
 
@@ -85,11 +101,33 @@ class QuantAdderConv2d(nn.Module):
         self.register_buffer("input_scale", torch.ones((), dtype=torch.float32))
         self.register_buffer("out_scale", torch.zeros(out_channels, dtype=torch.float32))
         self.register_buffer("out_shift", torch.zeros(out_channels, dtype=torch.float32))
+        self.residual, self.codes_zero_point = "", -1
         self._scale = 1.0   # input_scale as a Python float: forward never reads a tensor's value
+        self._codes_scale = 0.0
         self.register_load_state_dict_post_hook(lambda module, _: module._refresh())
 
     def _refresh(self) -> None:
         self._scale = float(self.input_scale)
+        self._codes_scale = float(self.codes_scale) if self.codes_zero_point >= 0 else 0.0
+
+    def set_residual(self, kind: str) -> None:
+        """Fuse a residual add ("add") and a ReLU after it ("add_relu") into the float epilogue ("": none)."""
+        if kind not in RESIDUAL or (kind and self.out_mode != "float"):
+            raise AdderconvError(f"a residual epilogue is one of {RESIDUAL} on a float-output layer, got {kind!r} "
+                                 f"on out={self.out_mode}")
+        self.residual = kind
+
+    def set_codes(self, zero_point: int, grid: Grid | None = None) -> None:
+        """Also emit the output's codes on the readers' grid (its scale from ``grid``, or from a loaded file)."""
+        if not self.residual or not 0 <= int(zero_point) <= 255:
+            raise AdderconvError(f"codes are emitted by a residual layer on a zero point in [0, 255], got "
+                                 f"{zero_point!r} on residual={self.residual!r}")
+        if "codes_scale" not in self._buffers:
+            self.register_buffer("codes_scale", torch.ones((), dtype=torch.float32))
+        self.codes_zero_point = int(zero_point)
+        if grid is not None:
+            self.codes_scale.fill_(grid.scale)
+        self._refresh()
 
     @classmethod
     def from_adder(cls, adder: AdderConv2d, grid: Grid) -> QuantAdderConv2d:
@@ -125,21 +163,48 @@ class QuantAdderConv2d(nn.Module):
         """float NCHW -> uint8 channels-last codes on this layer's grid (a uint8 input is taken as such)."""
         if x.dtype == torch.uint8:
             return x
+        hit = getattr(x, _CODES, None)
+        if hit is not None and hit[0] == (self._scale, self.zero_point) and hit[1] == x._version:
+            return hit[2]
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise AdderconvError(f"{type(self).__name__} expects (N, {self.in_channels}, H, W), "
                                  f"got {tuple(x.shape)}")
         return quantize_uint8(x, self._scale, self.zero_point)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         q = self.quantize_input(x)
+        if residual is not None or self.residual:
+            return self._residual_forward(q, residual)
         y = adder_conv2d_int8(q, self.weight, self.zero_point, self.stride, self.padding, self.dilation, self.groups,
                               self.out_scale, self.out_shift, self.out_mode, self.out_lo)
         return y.permute(0, 3, 1, 2) if self.out_mode == "float" else y
 
+    def _residual_forward(self, q: Tensor, residual: Tensor | None) -> Tensor:
+        if residual is None or not self.residual:
+            raise AdderconvError(f"{type(self).__name__}: a residual is passed to a layer whose epilogue adds one "
+                                 f"(residual={self.residual!r}, got {'none' if residual is None else 'one'})")
+        relu = self.residual == "add_relu"
+        if not (_eager(q) and _eager(residual)):   # traced: the unfused ops, the same float32 arithmetic
+            y = adder_conv2d_int8(q, self.weight, self.zero_point, self.stride, self.padding, self.dilation,
+                                  self.groups, self.out_scale, self.out_shift, "float").permute(0, 3, 1, 2)
+            y = y + residual
+            return torch.relu(y) if relu else y
+        y, codes = adder_conv2d_int8_residual(q, self.weight, self.zero_point, self.stride, self.padding,
+                                              self.dilation, self.groups, scale=self.out_scale,
+                                              shift=self.out_shift, residual=residual.permute(0, 2, 3, 1),
+                                              relu=relu, codes_scale=self._codes_scale,
+                                              codes_zero_point=max(self.codes_zero_point, 0))
+        out = y.permute(0, 3, 1, 2)
+        if self.codes_zero_point >= 0:
+            setattr(out, _CODES, ((self._codes_scale, self.codes_zero_point), out._version, codes))
+        return out
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-                f"zero_point={self.zero_point}, out={self.out_mode}" + (f", lo={self.out_lo}" if self.out_lo else ""))
+                f"zero_point={self.zero_point}, out={self.out_mode}" + (f", lo={self.out_lo}" if self.out_lo else "")
+                + (f", residual={self.residual}" if self.residual else "")
+                + (f", codes_zero_point={self.codes_zero_point}" if self.codes_zero_point >= 0 else ""))
 
 
 

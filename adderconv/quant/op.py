@@ -29,7 +29,7 @@ from torch import Tensor
 from .._shapes import conv_output_size, pair
 from ..kernels import int8, int8_portable
 
-__all__ = ["adder_conv2d_int8", "quantize_uint8", "MODES", "kernel_name"]
+__all__ = ["adder_conv2d_int8", "adder_conv2d_int8_residual", "quantize_uint8", "MODES", "kernel_name"]
 
 MODES = {"int32": 0, "float": 1, "uint8": 2}
 _DTYPES = (torch.int32, torch.float32, torch.uint8)
@@ -108,6 +108,45 @@ def adder_conv2d_int8(x: Tensor, weight: Tensor, zero_point: int, stride: int | 
                               _EMPTY if shift is None else shift, MODES[mode], int(lo))
 
 
+@torch.library.custom_op("adderconv::adder_conv2d_int8_residual", mutates_args=())
+def _adder_conv2d_int8_residual(x: Tensor, weight: Tensor, zero_point: int, stride: list[int], padding: list[int],
+                                dilation: list[int], groups: int, scale: Tensor, shift: Tensor, residual: Tensor,
+                                relu: bool, qscale: float, qz: int) -> tuple[Tensor, Tensor]:
+    _check(x, weight, zero_point, groups, 1, scale, shift)
+    shape = _out_shape(x, weight, stride, padding, dilation)
+    if tuple(residual.shape) != shape or residual.dtype != torch.float32:
+        raise ValueError(f"adder_conv2d_int8_residual: the residual must be float32 {shape} (N, OH, OW, O), got "
+                         f"{residual.dtype} {tuple(residual.shape)}")
+    if x.device.type == "cpu" and int8.available():
+        y, q = int8.extension().forward_residual(x.contiguous(), _packed(weight, zero_point, groups), weight.shape[0],
+                                                 weight.shape[2], weight.shape[3], zero_point, stride, padding,
+                                                 dilation, groups, scale.contiguous(), shift.contiguous(),
+                                                 residual.contiguous(), relu, qscale, qz, -1)
+        return y, q
+    s = int8_portable.sums(x, weight, zero_point, stride, padding, dilation, groups)
+    return int8_portable.residual_epilogue(s, scale, shift, residual, relu, qscale, qz)
+
+
+@_adder_conv2d_int8_residual.register_fake
+def _(x, weight, zero_point, stride, padding, dilation, groups, scale, shift, residual, relu, qscale, qz):
+    shape = _out_shape(x, weight, stride, padding, dilation)
+    return x.new_empty(shape, dtype=torch.float32), x.new_empty(shape if qscale > 0 else (0,), dtype=torch.uint8)
+
+
+def adder_conv2d_int8_residual(x: Tensor, weight: Tensor, zero_point: int, stride: int | Sequence[int] = 1,
+                               padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+                               groups: int = 1, *, scale: Tensor, shift: Tensor, residual: Tensor,
+                               relu: bool = False, codes_scale: float = 0.0,
+                               codes_zero_point: int = 0) -> tuple[Tensor, Tensor]:
+    """The int8 adder op with the residual fused: float32 ``[relu](scale * S + shift + residual)`` (N, OH, OW, O),
+    ``residual`` laid out the same, and with ``codes_scale`` > 0 also its uint8 codes on that grid (exactly
+    :func:`quantize_uint8` of the float output, channels-last), else an empty tensor."""
+    scale32 = struct.unpack("f", struct.pack("f", float(codes_scale)))[0]
+    return _adder_conv2d_int8_residual(x, weight, int(zero_point), list(pair(stride, "stride")),
+                                       list(pair(padding, "padding")), list(pair(dilation, "dilation")), int(groups),
+                                       scale, shift, residual, bool(relu), scale32, int(codes_zero_point))
+
+
 @torch.library.custom_op("adderconv::quantize_uint8", mutates_args=())
 def _quantize_uint8(x: Tensor, scale: float, zero_point: int, lo: int) -> Tensor:
     if x.dim() != 4 or not x.dtype.is_floating_point:
@@ -142,6 +181,15 @@ def _count_int8(outs, x, weight, mode):
     macs = out * math.prod(weight[1:])
     epilogue = _Tally() if mode == 0 else _Tally(mul=out, add=out, cmp=2 * out if mode == 2 else 0)
     return _Tally(add=2 * macs) + epilogue
+
+
+@_register_count(torch.ops.adderconv.adder_conv2d_int8_residual, category="adder")
+def _count_int8_residual(outs, x, weight, relu, qscale):
+    # the adder and its float epilogue (mode 1), then the residual add, the ReLU and the fused quantiser
+    out = math.prod(outs[0])
+    macs = out * math.prod(weight[1:])
+    quant = _Tally(mul=out, add=out, cmp=2 * out) if qscale > 0 else _Tally()
+    return _Tally(add=2 * macs) + _Tally(mul=out, add=2 * out, cmp=out if relu else 0) + quant
 
 
 @_register_count(torch.ops.adderconv.quantize_uint8, category="elementwise")

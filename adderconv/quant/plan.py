@@ -3,7 +3,10 @@
 Read from a torch.fx trace of the float model (adder layers kept as leaves): an adder whose only consumer is a
 BatchNorm2d (BatchNorm1d after an AdderLinear) called nowhere else folds it; a layer whose (folded) output goes
 only through a ReLU, or directly, into another quantised adder layer of its kind, which reads nothing else,
-hands that layer uint8 codes on its grid. The
+hands that layer uint8 codes on its grid. A layer whose (folded) output is added to another tensor (a ResNet
+block's ``relu(out + identity)``, the ReLU optional) has ``residual``, and ``readers`` are the quantised layers
+that read the sum directly (the next block's first layer and its downsample): they share one grid, on which
+the residual layer can write the sum's codes (:mod:`.fuse`). The
 trace is only read: the model keeps its own forward, with the adder layers and folded BatchNorms swapped. A
 model torch.fx cannot trace keeps every BatchNorm float (said in the report).
 
@@ -17,6 +20,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import operator
+
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -26,6 +31,7 @@ from ..layers import AdderConv1d, AdderConv2d, AdderLinear
 __all__ = ["Step", "Plan", "plan"]
 
 _RELUS = (F.relu, torch.relu, torch.relu_)
+_ADDS = (operator.add, torch.add)
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,8 @@ class Step:
     bn: str | None = None      # the BatchNorm2d folded into this layer's epilogue
     next: str | None = None    # the quantised layer this one hands uint8 codes to
     relu: bool = False         # a ReLU between them, folded into the clamp
+    residual: str = ""         # "add" / "add_relu": the output is added to another tensor (then a ReLU)
+    readers: tuple[str, ...] = ()   # the quantised layers that read that sum directly
 
 
 @dataclass
@@ -52,6 +60,13 @@ def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_function":
         return node.target in _RELUS and not node.kwargs
     return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def _is_add(node: fx.Node, operand: fx.Node) -> bool:
+    """``operand + other`` (either order) of two tensors, nothing else."""
+    return (node.op == "call_function" and node.target in _ADDS and len(node.args) == 2 and not node.kwargs
+            and operand in node.args and all(isinstance(a, fx.Node) for a in node.args)
+            and node.args[0] is not node.args[1])
 
 
 def plan(model: nn.Module, layers: list[str]) -> Plan:
@@ -89,7 +104,16 @@ def plan(model: nn.Module, layers: list[str]) -> Plan:
             nxt = after[0].target
         else:
             relu = False   # the ReLU stays as it is: it acts on the float output
-        steps[node.target] = Step(bn, nxt, relu)
+        residual, readers = "", ()
+        if nxt is None and len(users) == 1 and _is_add(users[0], cur):
+            add = users[0]
+            end, residual = add, "add"
+            if len(add.users) == 1 and _is_relu(next(iter(add.users)), modules):
+                end, residual = next(iter(add.users)), "add_relu"
+            readers = tuple(u.target for u in end.users
+                            if u.op == "call_module" and u.target in wanted and type(modules[u.target]) is AdderConv2d
+                            and calls[u.target] == 1 and len(u.args) == 1 and u.args[0] is end and not u.kwargs)
+        steps[node.target] = Step(bn, nxt, relu, residual, readers)
     for n in layers:
         steps.setdefault(n, Step())
     return Plan(steps)

@@ -1,6 +1,7 @@
 """The quantisation recipe: plain JSON in a saved file's metadata (``adderconv.quant``), and saving.
 
-The recipe says which adder layers are quantised (with their zero point, output kind and clamp floor), which
+The recipe says which adder layers are quantised (with their zero point, output kind and clamp floor, the
+residual fused into their epilogue and the zero point of the codes they emit, :mod:`.fuse`), which
 BatchNorms were folded, and how calibration ran; the tensors (uint8 weight codes, grid scales, epilogue
 affines) are in the file. Loading checks every field is a plain value of the expected type and range and
 names a layer of the expected type in the rebuilt float model; it never imports or calls anything it names.
@@ -22,6 +23,7 @@ from ..errors import AdderconvError
 from ..io import atomic_write
 from ..layers import AdderConv2d, AdderLinear
 from .api import set_module
+from .fuse import fuse_residuals
 from .layers import QuantAdderConv2d, QuantAdderLinear, quantizable
 
 __all__ = ["QUANT_KEY", "recipe_json", "apply_quant_recipe", "save_quantized", "is_quantized"]
@@ -38,6 +40,11 @@ def recipe_json(model: nn.Module) -> str:
     """The recipe of a model :func:`adderconv.quantize` returned."""
     layers = {n: {"zero_point": m.zero_point, "out": m.out_mode, "lo": m.out_lo}
               for n, m in model.named_modules() if isinstance(m, QuantAdderConv2d)}
+    for n, m in model.named_modules():
+        if isinstance(m, QuantAdderConv2d) and m.residual:
+            layers[n]["residual"] = m.residual
+            if m.codes_zero_point >= 0:
+                layers[n]["codes_zero_point"] = m.codes_zero_point
     if not layers:
         raise AdderconvError("the model has no quantised adder layers (quantise it first: adderconv quantize)")
     report = getattr(model, "adderconv_quant", None)
@@ -86,6 +93,14 @@ def apply_quant_recipe(model: nn.Module, text: str) -> nn.Module:
         if not isinstance(name, str) or type(modules.get(name)) not in (nn.BatchNorm2d, nn.BatchNorm1d):
             raise AdderconvError(f"quantisation recipe folds {name!r}, which is not a BatchNorm of this architecture")
         set_module(model, name, nn.Identity())
+    model, fused = fuse_residuals(model)   # the same pass as quantize's: it must find what the recipe says
+    wanted = {n: spec["residual"] for n, spec in layers.items() if spec.get("residual")}
+    if fused != wanted:
+        raise AdderconvError(f"quantisation recipe: the residual fusions of this architecture "
+                             f"({sorted(fused.items())}) differ from the file's ({sorted(wanted.items())})")
+    for name, spec in layers.items():
+        if "codes_zero_point" in spec:
+            model.get_submodule(name).set_codes(_int(spec["codes_zero_point"], f"{name} codes_zero_point"))
     return model.eval()
 
 
