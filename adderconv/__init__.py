@@ -37,9 +37,6 @@ if _in_checkout:
 
 from .adaptive_lr import AdaptiveLR, adaptive_scale  # noqa: E402
 from .errors import AdderconvError  # noqa: E402
-from .io import load_model  # noqa: E402
-
-load = load_model   # the short name: adderconv.load("model.safetensors")
 from .layers import AdderConv1d, AdderConv2d, AdderConv3d, AdderLinear  # noqa: E402
 from .ops import adder_conv2d, adder_conv3d  # noqa: E402
 from .sr import AdderSRBlock, PowerActivation  # noqa: E402
@@ -52,14 +49,17 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-# Lazily imported names: name -> submodule (keeps `import adderconv` light and free of import cycles).
-_LAZY = {"convert": "converters", "quantize": "quant"}
+# Names imported on first use: name -> (submodule, attribute). `import adderconv` stays light, and the layers
+# above the op (conversion, loading, quantisation) can import the op's modules without a cycle.
+_LAZY = {"convert": ("converters", "convert"), "quantize": ("quant", "quantize"),
+         "load_model": ("loading", "load_model"), "load": ("loading", "load_model")}   # load: the short name
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
     raise AttributeError(f"module 'adderconv' has no attribute {name!r}")
 
 

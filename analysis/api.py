@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from adderconv.errors import AdderconvError
-from adderconv.io import is_zoo_name, open_model
+from adderconv.io import is_zoo_name
+from adderconv.loading import open_model
 
 from .capture import CAPTURES, count_ops
 from .counts import ModelCounts
@@ -94,7 +95,7 @@ def analyze(model: nn.Module | str | Path, input_shape: tuple[int, ...] | None =
     """Count a model's operations and price them.
 
     ``model`` is an ``nn.Module``, a zoo name, an ``.onnx`` file (ONNX front end), or a state dict /
-    safetensors file (+ ``arch``) or, with ``trust``, a pickled model (see :func:`adderconv.io.load_model`).
+    safetensors file (+ ``arch``) or, with ``trust``, a pickled model (see :func:`adderconv.loading.load_model`).
     ``layer_precision`` maps glob patterns over layer names to precisions; ``memory`` names a memory level
     of the table (``sram_8kb``, ``sram_32kb``, ``sram_1mb``, ``dram``) to add memory energy; ``energy_scale``
     multiplies every price (technology-node scaling). ``capture`` is ``dispatch`` (fake tensors: nothing is

@@ -18,7 +18,8 @@ from rich.table import Table
 
 from adderconv.errors import AdderconvError
 from adderconv.arch import default_input_shape
-from adderconv.io import atomic_write, ensure_writable, file_arch, is_zoo_name, load_model, open_model
+from adderconv.io import atomic_write, ensure_writable, file_arch, is_zoo_name
+from adderconv.loading import load_model, open_model
 
 from .policy import Policy
 from .report import conversion_report

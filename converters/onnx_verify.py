@@ -93,9 +93,9 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 def load_seeded(source: str, arch: str | None = None, trust: bool = False, seed: int = 0) -> nn.Module:
-    """:func:`adderconv.io.load_model` with the RNG seeded, so a zoo name builds the same (random) weights in
+    """:func:`adderconv.loading.load_model` with the RNG seeded, so a zoo name builds the same (random) weights in
     ``adderconv export`` and ``adderconv verify``; the caller's RNG state is left as it was."""
-    from adderconv.io import load_model
+    from adderconv.loading import load_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

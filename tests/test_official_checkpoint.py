@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import adderconv
-from adderconv.io import open_model
+from adderconv.loading import open_model
 
 
 class OfficialAdder2d(nn.Module):

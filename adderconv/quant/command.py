@@ -86,7 +86,7 @@ def _weight_bytes(model: nn.Module, names) -> int:
 def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
     """Everything the command does but printing (the library call behind ``adderconv quantize``)."""
     from adderconv.arch import default_input_shape
-    from adderconv.io import open_model
+    from adderconv.loading import open_model
     from adderconv.training.data import default_shape, load_data
     from adderconv.training.evaluate import evaluate, loader
 

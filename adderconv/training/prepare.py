@@ -28,7 +28,8 @@ from torch import nn
 from ..adaptive_lr import adder_weights
 from ..arch import ArchSpec, default_input_shape, looks_like_spec
 from ..errors import AdderconvError
-from ..io import file_arch, is_zoo_name, open_model
+from ..io import file_arch, is_zoo_name
+from ..loading import open_model
 from .data import default_shape
 
 __all__ = ["Prepared", "prepare", "input_shape_for", "check_outputs"]

@@ -1,0 +1,150 @@
+"""Models from every MODEL form: zoo names, architecture specs, weight files with their recipes, trusted pickles.
+
+This is the layer above :mod:`adderconv.io` (reading files safely) and :mod:`adderconv.arch` (what a name may
+build): it rebuilds a saved model's structure with the converter's and the quantiser's recipes, so it imports
+them directly (nothing below it imports this module).
+
+>>> net = load_model("resnet20_adder")
+>>> type(net.layer1[0].conv1).__name__
+'AdderConv2d'
+"""
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import zoo
+from .arch import ArchSpec, looks_like_spec
+from .converters import apply_recipe
+from .errors import AdderconvError
+from .io import (TRUST_HINT, as_state_dict, first_line, is_torchscript, is_zoo_name, read_safetensors,
+                 read_torch_file)
+from .official import official_layout
+from .quant.recipe import apply_quant_recipe
+
+__all__ = ["LoadedModel", "open_model", "load_model", "build_arch"]
+
+
+def build_arch(spec: str | ArchSpec) -> nn.Module:
+    """A fresh model from a spec the caller chose: a zoo name, ``torchvision:NAME``, ``timm:NAME`` or
+    ``"package.module:factory"`` (see :mod:`adderconv.arch`)."""
+    return (spec if isinstance(spec, ArchSpec) else ArchSpec.parse(spec)).build()
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model, the architecture it was built from (if any) and what loading had to say about it."""
+
+    model: nn.Module
+    arch: ArchSpec | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _spec(arch: str | ArchSpec | None, metadata: dict[str, str], source: object) -> tuple[ArchSpec, bool]:
+    """The architecture to build and whether it is trusted: the caller's own ``arch`` (with the file's recorded
+    arguments when it names the same one) is; one read from the file's metadata is not."""
+    recorded = ArchSpec.from_metadata(metadata)
+    if arch is None:
+        if recorded is None:
+            raise AdderconvError(f"{source}: a state dict holds no architecture; pass `arch` "
+                                 f"<zoo name | torchvision:NAME | module:factory>")
+        return recorded, False
+    spec = arch if isinstance(arch, ArchSpec) else ArchSpec.parse(arch)
+    if recorded is not None and recorded.name == spec.name and not spec.kwargs:
+        spec = ArchSpec(spec.name, recorded.kwargs)
+    return spec, True
+
+
+def _fit(model: nn.Module, state: dict[str, torch.Tensor], source: object, arch: ArchSpec) -> None:
+    """Load ``state`` into ``model``; every mismatch (names, shapes, kinds of dtype) is one line."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise AdderconvError(f"{source}: weights do not fit architecture {arch.describe()!r} "
+                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    shapes = [f"{k} {tuple(v.shape)} (architecture: {tuple(own[k].shape)})" for k, v in state.items()
+              if tuple(v.shape) != tuple(own[k].shape)]
+    if shapes:
+        raise AdderconvError(f"{source}: {len(shapes)} tensors do not fit architecture {arch.describe()!r}: "
+                             f"{'; '.join(shapes[:4])}{'; ...' if len(shapes) > 4 else ''}")
+    kinds = [f"{k} {v.dtype} (architecture: {own[k].dtype})" for k, v in state.items()
+             if v.dtype.is_floating_point != own[k].dtype.is_floating_point
+             or (v.dtype == torch.bool) != (own[k].dtype == torch.bool)]
+    if kinds:
+        raise AdderconvError(f"{source}: tensors of another kind than the architecture's (they would be cast "
+                             f"silently): {'; '.join(kinds[:4])}")
+    if getattr(state, "_metadata", None) is None:
+        # safetensors keeps no per-module state-dict versions (MNASNet refuses to load without them); the
+        # architecture just built carries the current ones, which is what the weights were saved from.
+        state = collections.OrderedDict(state)
+        state._metadata = own._metadata  # type: ignore[attr-defined]
+    model.load_state_dict(state)
+
+
+def open_model(source: str | os.PathLike, arch: str | ArchSpec | None = None, trust: bool = False) -> LoadedModel:
+    """Load a model with what is known about it; see :func:`load_model` for the accepted sources."""
+    if is_zoo_name(source):
+        spec = ArchSpec(str(source))
+        return LoadedModel(spec.build(), spec, [f"{source}: a zoo model with random initialisation"])
+    path = Path(source)
+    if not path.exists():
+        if looks_like_spec(str(source)):   # the user typed an architecture: build it as asked
+            spec = ArchSpec.parse(str(source))
+            return LoadedModel(spec.build(), spec, [f"{source}: built with random initialisation (no weights)"])
+        raise AdderconvError(f"{source}: no such file, and not a zoo model ({', '.join(zoo.list_models())}) "
+                             f"or an architecture (torchvision:NAME, module:factory)")
+    if path.is_dir():
+        raise AdderconvError(f"{source}: is a directory, expected a model file")
+    if path.suffix == ".onnx":
+        raise AdderconvError(f"{source}: an ONNX file cannot be loaded as a PyTorch module")
+    if path.suffix == ".pt2":
+        if not trust:
+            raise AdderconvError(f"{source}: refusing to load a .pt2 archive: {TRUST_HINT}")
+        try:
+            return LoadedModel(torch.export.load(path).module())
+        except Exception as e:
+            raise AdderconvError(f"{source}: not a loadable .pt2 archive ({first_line(e)})") from None
+    if is_torchscript(path):
+        if not trust:
+            raise AdderconvError(f"{source}: refusing to load TorchScript: {TRUST_HINT}")
+        try:
+            return LoadedModel(torch.jit.load(str(path), map_location="cpu"))
+        except Exception as e:
+            raise AdderconvError(f"{source}: not a loadable TorchScript file ({first_line(e)})") from None
+    if path.suffix == ".safetensors":
+        state, metadata = read_safetensors(path)
+    else:
+        obj = read_torch_file(path, trust)
+        if isinstance(obj, nn.Module):
+            return LoadedModel(obj)
+        state, metadata = as_state_dict(obj, path), {}
+    spec, trusted = _spec(arch, metadata, source)
+    model = spec.build(trusted=trusted or trust)
+    notes: list[str] = []
+    if recipe := metadata.get("adderconv.recipe"):      # plain JSON the converter owns and validates
+        model = apply_recipe(model, recipe)
+    if quant := metadata.get("adderconv.quant"):         # plain JSON; names only our own layers
+        model = apply_quant_recipe(model, quant)
+    state, remapped = official_layout(state, model)
+    if remapped:
+        notes.append(f"{source}: {remapped}")
+    _fit(model, state, source, spec)
+    return LoadedModel(model, spec, notes)
+
+
+def load_model(source: str | os.PathLike, arch: str | ArchSpec | None = None, trust: bool = False) -> nn.Module:
+    """Load a model from any MODEL form; see the README's "Model input" section.
+
+    - a zoo name, ``torchvision:NAME``, ``timm:NAME`` or ``module:factory`` (built with random initialisation);
+    - a safetensors file or a tensors-only ``.pt`` state dict: the architecture is ``arch`` or the one the file
+      records (files written by adderconv record theirs, with its arguments, and their conversion recipe);
+      an official AdderNet checkpoint (``module.`` prefixes, adder weights under ``.adder``) is recognised;
+    - with ``trust``: a pickled module, TorchScript, or a ``.pt2`` archive (these can run code when loaded).
+    """
+    return open_model(source, arch, trust).model
