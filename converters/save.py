@@ -23,6 +23,7 @@ from torch import nn
 from adderconv.arch import ArchSpec
 from adderconv.errors import AdderconvError
 from adderconv.io import atomic_write
+from adderconv.quant.recipe import QUANT_KEY, is_quantized, recipe_json
 
 from .report import REPORT_ATTR
 
@@ -64,6 +65,8 @@ def save_converted(model: nn.Module, path: str | os.PathLike, *, arch: str | Arc
                 metadata["adderconv.recipe"] = report.recipe()
             if arch:
                 metadata.update((arch if isinstance(arch, ArchSpec) else ArchSpec.parse(arch)).to_metadata())
+            if is_quantized(model):          # int8 layers: their recipe too, so the file loads back quantised
+                metadata[QUANT_KEY] = recipe_json(model)
             save_file(_tensors(model), str(tmp), metadata=metadata)
         elif fmt == "pickle":
             torch.save(model, tmp)

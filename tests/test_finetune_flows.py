@@ -152,3 +152,27 @@ def test_image_folders_with_a_non_image_or_a_decompression_bomb_are_refused(tmp_
 def test_sample_limit_must_be_positive():
     with pytest.raises(AdderconvError, match="at least 1"):
         load_data("digits", (1, 32, 32), limit=-1)
+
+
+def test_a_quantised_model_is_evaluated_by_finetune_and_saved_quantised(tmp_path, run_cli):
+    """`finetune --epochs 0` tests a model as it is (the int8 one included) and writes a file that loads back
+    quantised; training an int8 model is refused."""
+    import json
+
+    from adderconv.quant import is_quantized
+
+    q = tmp_path / "q.safetensors"
+    code, _, err = run_cli("quantize", "lenet5_bn_adder", "--data", "digits", "--limit", "64", "-o", q,
+                           "--json", tmp_path / "q.json")
+    assert code == 0, err
+    ev = tmp_path / "ev"
+    code, _, err = run_cli("finetune", q, "--no-convert", "--epochs", "0", "--data", "digits", "--limit", "64",
+                           "-o", ev, "--quiet")
+    assert code == 0, err
+    quantised = json.loads((tmp_path / "q.json").read_text())
+    assert json.loads((ev / "result.json").read_text())["test"]["acc"] == quantised["int8_test"]
+    again = adderconv.load_model(ev / "model.safetensors")
+    x = torch.randn(4, 1, 32, 32)
+    assert is_quantized(again) and torch.equal(again(x), adderconv.load_model(q)(x))
+    code, _, err = run_cli("finetune", q, "--no-convert", "--epochs", "1", "--data", "digits", "-o", tmp_path / "t")
+    assert code == 2 and "quantised model is for inference" in err

@@ -23,13 +23,14 @@ from ..errors import AdderconvError
 from ..io import atomic_write
 from ..layers import AdderConv2d, AdderLinear
 from .api import set_module
-from .fuse import fuse_residuals
+from .fuse import runtime_form
 from .layers import QuantAdderConv2d, QuantAdderLinear, quantizable
 
 __all__ = ["QUANT_KEY", "recipe_json", "apply_quant_recipe", "save_quantized", "is_quantized"]
 
 QUANT_KEY = "adderconv.quant"
 _VERSION = 1
+_REPLAYED = "adderconv_quant_recipe"   # set by apply_quant_recipe: a reloaded model saves the same recipe
 
 
 def is_quantized(model: nn.Module) -> bool:
@@ -48,9 +49,11 @@ def recipe_json(model: nn.Module) -> str:
     if not layers:
         raise AdderconvError("the model has no quantised adder layers (quantise it first: adderconv quantize)")
     report = getattr(model, "adderconv_quant", None)
-    folded = sorted(b for info in (report.layers.values() if report else ()) if (b := info.get("bn")))
-    calibration = {} if report is None else {"method": report.method, "percentile": report.percentile,
-                                             "batches": report.batches, "samples": report.samples}
+    replayed = getattr(model, _REPLAYED, {})    # a model loaded from a file: what its recipe said
+    folded = sorted(b for info in report.layers.values() if (b := info.get("bn"))) if report else \
+        sorted(replayed.get("folded", []))
+    calibration = {"method": report.method, "percentile": report.percentile, "batches": report.batches,
+                   "samples": report.samples} if report else dict(replayed.get("calibration", {}))
     return json.dumps({"version": _VERSION, "bits": 8, "layers": layers, "folded": folded,
                        "calibration": calibration}, sort_keys=True)
 
@@ -93,7 +96,7 @@ def apply_quant_recipe(model: nn.Module, text: str) -> nn.Module:
         if not isinstance(name, str) or type(modules.get(name)) not in (nn.BatchNorm2d, nn.BatchNorm1d):
             raise AdderconvError(f"quantisation recipe folds {name!r}, which is not a BatchNorm of this architecture")
         set_module(model, name, nn.Identity())
-    model, fused = fuse_residuals(model)   # the same pass as quantize's: it must find what the recipe says
+    model, fused = runtime_form(model)   # the same pass as quantize's: it must find what the recipe says
     wanted = {n: spec["residual"] for n, spec in layers.items() if spec.get("residual")}
     if fused != wanted:
         raise AdderconvError(f"quantisation recipe: the residual fusions of this architecture "
@@ -101,6 +104,7 @@ def apply_quant_recipe(model: nn.Module, text: str) -> nn.Module:
     for name, spec in layers.items():
         if "codes_zero_point" in spec:
             model.get_submodule(name).set_codes(_int(spec["codes_zero_point"], f"{name} codes_zero_point"))
+    setattr(model, _REPLAYED, {"folded": list(folded), "calibration": recipe.get("calibration", {})})
     return model.eval()
 
 

@@ -26,10 +26,12 @@ __all__ = ["TrainSettings", "TRAJECTORY", "pick_device", "amp_dtype"]
 @dataclass(kw_only=True)
 class TrainSettings:
     """AdderNet's reference CIFAR recipe by default (SGD lr 0.1, momentum 0.9, wd 5e-4, batch 256, cosine,
-    eta 0.2). ``optimizer="adam"`` (``momentum`` is then beta1) suits SR nets; ``adder_lr_scale`` multiplies the
-    adder weights' learning rate (50 for SR nets under Adam, see the trainer's docstring); ``eta_relative``
-    scales each layer's eta by its starting RMS; ``recalibrate`` re-estimates BatchNorm statistics on
-    ``calib_batches`` batches before the first epoch; ``batch_size`` is global (split over DDP ranks)."""
+    eta 0.2). ``epochs=0`` evaluates only (nothing trains, BatchNorm is not recalibrated: the way to test a
+    quantised model). ``optimizer="adam"`` (``momentum`` is then beta1) suits SR nets; ``adder_lr_scale``
+    multiplies the adder weights' learning rate (50 for SR nets under Adam, see the trainer's docstring);
+    ``eta_relative`` scales each layer's eta by its starting RMS; ``recalibrate`` re-estimates BatchNorm
+    statistics on ``calib_batches`` batches before the first epoch; ``batch_size`` is global (split over DDP
+    ranks)."""
 
     epochs: int = 10
     optimizer: str = "sgd"
@@ -70,7 +72,7 @@ class TrainSettings:
 
 
 # (lowest, lowest allowed, highest) of each numeric setting.
-_RANGES = {"epochs": (1, True, None), "batch_size": (1, True, None), "lr": (0, False, None),
+_RANGES = {"epochs": (0, True, None), "batch_size": (1, True, None), "lr": (0, False, None),
            "adder_lr_scale": (0, False, None), "eta": (0, False, None), "weight_decay": (0, True, None),
            "momentum": (0, True, 1), "kd_alpha": (0, True, 1), "kd_temperature": (0, False, None),
            "num_workers": (0, True, None), "calib_batches": (0, True, None), "warmup_epochs": (0, True, None)}

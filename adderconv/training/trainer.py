@@ -47,6 +47,7 @@ from ..adaptive_lr import AdaptiveLR, adder_weights
 from ..arch import ArchSpec
 from ..errors import AdderconvError
 from ..io import write_json
+from ..quant.recipe import is_quantized
 from . import checkpoint as ckpt
 from .curves import EpochLog, require_tensorboard
 from .data import DataSplit, augment_batch, load_data
@@ -125,6 +126,9 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
     """
     s = replace(settings or TrainSettings(), **overrides)
     s.check()
+    if is_quantized(model) and s.epochs:
+        raise AdderconvError("a quantised model is for inference: evaluate it with `epochs` 0 (its int8 layers "
+                             "do not train; fine-tune the float model and quantise again)")
     if resume and out is None:
         raise AdderconvError("`resume` needs the output directory (`out`) of the run to continue")
     if tensorboard:
@@ -135,6 +139,8 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
         dev = torch.device("cuda", info.local_rank)     # one GPU per rank (torchrun's LOCAL_RANK)
     try:
         run = _setup(model, load_data(data) if isinstance(data, str) else data, teacher, s, dev, info, out, log)
+        if s.epochs == 0:                     # evaluation only: the model is tested as it is
+            return _finish(run, energy, arch, [])
         _resume(run) if resume else _start(run)
         notes = _train(run, progress, tensorboard, arch)
         return _finish(run, energy, arch, notes)
