@@ -16,6 +16,14 @@ __all__ = ["AdderConv2d", "AdderConv1d", "AdderConv3d", "AdderLinear"]
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
+def _check_conv(in_channels: int, out_channels: int, groups: int, padding_mode: str) -> None:
+    if groups < 1 or in_channels % groups or out_channels % groups:
+        raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
+                         f"by groups ({groups})")
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+
+
 class AdderConv2d(nn.Module):
     """2-d adder layer: ``Y = -sum |X - W|`` over each receptive field (AdderNet, CVPR 2020).
 
@@ -45,11 +53,7 @@ class AdderConv2d(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
-                             f"by groups ({groups})")
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        _check_conv(in_channels, out_channels, groups, padding_mode)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")
@@ -167,11 +171,7 @@ class AdderConv3d(nn.Module):
                  dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = False,
                  padding_mode: str = "zeros", device=None, dtype=None) -> None:
         super().__init__()
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
-                             f"by groups ({groups})")
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        _check_conv(in_channels, out_channels, groups, padding_mode)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = _triple(kernel_size, "kernel_size")
         self.stride, self.dilation = _triple(stride, "stride"), _triple(dilation, "dilation")

@@ -134,8 +134,11 @@ def test_forced_backend_and_fallback_without_compiler(monkeypatch):
     assert kernels.backend_for(x) is portable
     monkeypatch.delenv("ADDERCONV_KERNEL")
     # a machine where the build failed: one warning, then the portable kernels
-    monkeypatch.setattr(cpu, "_ext", None)
-    monkeypatch.setattr(cpu, "_failed", "adderconv: could not build the CPU adder kernels (no compiler)")
+    from adderconv.kernels.build import Extension
+
+    broken = Extension(cpu.extension_name, [], cflags=[], ldflags=[], what="CPU adder kernels")
+    broken._failed = "adderconv: could not build the CPU adder kernels (no compiler)"
+    monkeypatch.setattr(cpu, "_EXTENSION", broken)
     monkeypatch.setattr(cpu.available, "_warned", False, raising=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

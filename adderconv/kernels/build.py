@@ -19,11 +19,11 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["cache_dir", "cpu_fingerprint", "build_key", "load_extension"]
+__all__ = ["cache_dir", "cpu_fingerprint", "build_key", "load_extension", "Extension"]
 
 
 def cache_dir() -> Path:
@@ -120,3 +120,27 @@ def load_extension(name: str, sources: Sequence[Path], *, cflags: Sequence[str],
         print(f"adderconv: built the {what} in {time.perf_counter() - start:.1f} s (once per machine; cached in "
               f"{build})", file=sys.stderr)
     return ext
+
+
+class Extension:
+    """One kernel build, loaded once per process: ``get()`` builds or loads it, and after a failure raises the
+    same RuntimeError again without retrying (the caller falls back to its portable kernels)."""
+
+    def __init__(self, name: Callable[[], str], sources: Sequence[Path], *, cflags: Sequence[str],
+                 ldflags: Sequence[str], what: str) -> None:
+        self._name, self._sources, self._cflags, self._ldflags, self.what = name, sources, cflags, ldflags, what
+        self._module: ModuleType | None = None
+        self._failed: str | None = None
+
+    def get(self) -> ModuleType:
+        if self._module is not None:
+            return self._module
+        if self._failed is not None:
+            raise RuntimeError(self._failed)
+        try:
+            self._module = load_extension(self._name(), self._sources, cflags=self._cflags, ldflags=self._ldflags,
+                                          what=self.what)
+        except Exception as e:  # no compiler, no ninja, unsupported flags: the portable kernels still work
+            self._failed = f"adderconv: could not build the {self.what} ({type(e).__name__}: {str(e)[-300:]})"
+            raise RuntimeError(self._failed) from e
+        return self._module

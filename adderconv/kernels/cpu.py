@@ -28,7 +28,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from .build import build_key, cache_dir, load_extension
+from .build import Extension, build_key, cache_dir
 from .build import cpu_fingerprint as _cpu_fingerprint
 
 __all__ = ["available", "supports", "forward", "grad_input", "grad_weight", "extension", "extension_name",
@@ -36,8 +36,6 @@ __all__ = ["available", "supports", "forward", "grad_input", "grad_weight", "ext
 
 _SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-_ext: ModuleType | None = None
-_failed: str | None = None
 
 
 def extension_name() -> str:
@@ -45,20 +43,13 @@ def extension_name() -> str:
     return build_key("adderconv_cpu", _SOURCE.read_text(), torch.__version__, sys.version, _cpu_fingerprint())
 
 
+_EXTENSION = Extension(extension_name, [_SOURCE], cflags=["-O3", "-march=native", "-fopenmp"], ldflags=["-fopenmp"],
+                       what="CPU adder kernels")
+
+
 def extension() -> ModuleType:
     """Build (once per machine) or load the C++ extension; raises RuntimeError when it cannot be built."""
-    global _ext, _failed
-    if _ext is not None:
-        return _ext
-    if _failed is not None:
-        raise RuntimeError(_failed)
-    try:
-        _ext = load_extension(extension_name(), [_SOURCE], cflags=["-O3", "-march=native", "-fopenmp"],
-                              ldflags=["-fopenmp"], what="CPU adder kernels")
-    except Exception as e:  # no compiler, no ninja, unsupported flags: the portable kernel still works
-        _failed = f"adderconv: could not build the CPU adder kernels ({type(e).__name__}: {str(e)[-300:]})"
-        raise RuntimeError(_failed) from e
-    return _ext
+    return _EXTENSION.get()
 
 
 def available() -> bool:

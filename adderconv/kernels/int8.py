@@ -22,14 +22,13 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from .build import build_key, cpu_fingerprint, load_extension
+from .build import Extension, build_key, cpu_fingerprint
 
 __all__ = ["ISAS", "available", "extension", "isa", "isa_name", "set_isa", "best_isa", "lanes", "pack"]
 
 ISAS = ("generic", "sse2", "avx2", "avx512")   # index = the extension's ISA code
 _SOURCE = Path(__file__).with_name("int8_kernels.cpp")
 _ext: ModuleType | None = None
-_failed: str | None = None
 
 
 def extension_name() -> str:
@@ -37,28 +36,24 @@ def extension_name() -> str:
                      "openmp")
 
 
+# No -march=native: the vector paths choose themselves at run time. No FP contraction: the fused epilogue must
+# round exactly as the PyTorch float simulation does. -fopenmp: at::parallel_for's inline OpenMP region is
+# compiled here; without it the kernels run serially.
+_EXTENSION = Extension(extension_name, [_SOURCE], cflags=["-O3", "-ffp-contract=off", "-fopenmp"],
+                       ldflags=["-fopenmp"], what="int8 adder kernels")
+
+
 def extension() -> ModuleType:
     """Build (once per machine) or load the extension; raises RuntimeError when it cannot be built."""
-    global _ext, _failed
-    if _ext is not None:
-        return _ext
-    if _failed is not None:
-        raise RuntimeError(_failed)
-    try:
-        # No -march=native: the vector paths choose themselves at run time. No FP contraction: the fused
-        # epilogue must round exactly as the PyTorch float simulation does.
-        # -fopenmp: at::parallel_for's inline OpenMP region is compiled here; without it the kernels run serially.
-        ext = load_extension(extension_name(), [_SOURCE], cflags=["-O3", "-ffp-contract=off", "-fopenmp"],
-                             ldflags=["-fopenmp"], what="int8 adder kernels")
-    except Exception as e:  # no compiler, no ninja: the portable kernel still works
-        _failed = f"adderconv: could not build the int8 adder kernels ({type(e).__name__}: {str(e)[-300:]})"
-        raise RuntimeError(_failed) from e
-    forced = os.environ.get("ADDERCONV_INT8_ISA")
-    if forced:
-        if forced not in ISAS:
-            raise RuntimeError(f"ADDERCONV_INT8_ISA must be one of {ISAS}, got {forced!r}")
-        ext.set_isa(ISAS.index(forced))
-    _ext = ext
+    global _ext
+    if _ext is None:
+        ext = _EXTENSION.get()
+        forced = os.environ.get("ADDERCONV_INT8_ISA")
+        if forced:
+            if forced not in ISAS:
+                raise RuntimeError(f"ADDERCONV_INT8_ISA must be one of {ISAS}, got {forced!r}")
+            ext.set_isa(ISAS.index(forced))
+        _ext = ext
     return _ext
 
 
