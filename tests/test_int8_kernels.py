@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from adderconv.kernels import int8, int8_portable
-from adderconv.quant.op import adder_conv2d_int8
+from adderconv.quant.op import adder_conv2d_int8, adder_conv2d_int8_residual, quantize_uint8
 
 pytestmark = pytest.mark.skipif(not int8.available(), reason="the int8 extension cannot be built here")
 
@@ -103,6 +103,39 @@ def test_fused_epilogue_bit_identical_to_fallback(mode, restore_isa):
             want = int8_portable.adder_int8(*args, 1 if mode == "float" else 2, lo)
             assert got.dtype == want.dtype
             assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_residual_epilogue_bit_identical_to_unfused_ops(relu, restore_isa):
+    """The fused residual (+ ReLU, + the next grid's codes) equals the unfused float op, add, relu and quantiser."""
+    rng = np.random.default_rng(5)
+    gen = torch.Generator().manual_seed(1)
+    for isa in supported_isas():
+        int8.set_isa(isa)
+        for _ in range(6):
+            x, w, z, s, p, d, g = random_case(rng)
+            o = w.shape[0]
+            scale = (torch.rand(o, generator=gen) - 0.5) * 0.05
+            shift = torch.randn(o, generator=gen) * 4
+            args = (torch.from_numpy(x), torch.from_numpy(w), z, s, p, d, g)
+            y = adder_conv2d_int8(*args, scale, shift, "float")
+            res = torch.randn(y.shape, generator=gen) * 4
+            res.view(-1)[:5] = -y.reshape(-1)[:5]   # sums of exactly 0 (and -0)
+            want = y + res
+            want = torch.relu(want) if relu else want
+            cs, cz = float(torch.tensor(0.031, dtype=torch.float32)), int(rng.integers(0, 256))
+            codes = quantize_uint8(want.permute(0, 3, 1, 2), cs, cz)
+            got, got_codes = adder_conv2d_int8_residual(*args, scale=scale, shift=shift, residual=res, relu=relu,
+                                                        codes_scale=cs, codes_zero_point=cz)
+            assert torch.equal(got, want) and torch.equal(got_codes, codes), isa
+            _, alone = adder_conv2d_int8_residual(*args, scale=scale, shift=shift, residual=res, relu=relu,
+                                                  codes_scale=cs, codes_zero_point=cz, codes_only=True)
+            assert torch.equal(alone, codes), isa
+            got, none = adder_conv2d_int8_residual(*args, scale=scale, shift=shift, residual=res, relu=relu)
+            assert torch.equal(got, want) and none.numel() == 0, isa
+            with_fallback = torch.ops.adderconv.adder_conv2d_int8_residual   # the registered op, fake-checked
+            assert torch.library.opcheck(with_fallback, (*args[:2], z, list(s), list(p), list(d), g, scale, shift,
+                                                         res, relu, cs, cz, False)) is not None
 
 
 def test_quantize_matches_fallback():

@@ -55,6 +55,8 @@ def _simulate(layer: QuantAdderConv2d, x: torch.Tensor, residual: torch.Tensor |
         if layer.residual:
             v = v + residual
             v = torch.relu(v) if layer.residual == "add_relu" else v
+            if layer.codes_only:   # nothing but the next layers read the sum: their codes of it
+                return Grid(float(layer.codes_scale), layer.codes_zero_point).codes(v).permute(0, 2, 3, 1)
         return v
     return torch.round(v).clamp(layer.out_lo, 255).to(torch.uint8)
 
@@ -75,6 +77,9 @@ def test_structure_folds_bn_and_chains_codes(resnet):
     assert q.layer1[2].conv2.codes_zero_point == q.layer2[0].conv1.zero_point
     assert q.layer2[0].conv1.grid == q.get_submodule("layer2.0.downsample.0").grid
     assert q.layer3[2].conv2.codes_zero_point == -1    # the last block's sum goes to the pooling
+    # layer1.2's sum is read by layer2.0's conv1 and downsample only: the codes alone; layer1.1's is also the
+    # identity of layer1.2, so it is written as float too
+    assert q.layer1[2].conv2.codes_only and not q.layer1[1].conv2.codes_only
     assert isinstance(q.conv1, nn.Conv2d) and isinstance(q.bn1, nn.BatchNorm2d)   # the stem stays float
     assert q.layer1[0].conv1.energy_precision == "int8" and not q.training
 

@@ -393,12 +393,14 @@ void epilogue(const Epi& e, int isa) {
 
 // The op. Modes 0-2 as the header says; mode 3 (residual) adds ``residual`` (float32 (N, OH, OW, O) contiguous),
 // applies a ReLU when ``relu``, returns float32 and, when ``qscale`` > 0, also the uint8 codes of that output on the
-// grid (qscale, qz) (the next layers' quantiser, fused: the same codes quantize() would give).
+// grid (qscale, qz) (the next layers' quantiser, fused: the same codes quantize() would give); without
+// ``store_float`` only the codes (the float output is then an empty tensor).
 std::vector<at::Tensor> forward_impl(const at::Tensor& x, const at::Tensor& packed, int64_t O, int64_t KH,
                                      int64_t KW, int64_t z, std::vector<int64_t> s, std::vector<int64_t> p,
                                      std::vector<int64_t> d, int64_t groups, const at::Tensor& scale,
                                      const at::Tensor& shift, int64_t mode, int64_t lo, int64_t isa,
-                                     const at::Tensor& residual, bool relu, double qscale, int64_t qz) {
+                                     const at::Tensor& residual, bool relu, double qscale, int64_t qz,
+                                     bool store_float = true) {
     const int is = static_cast<int>(isa < 0 ? g_isa : isa);
     const Geo g = make_geo(x, O, KH, KW, s, p, d, groups, is);
     TORCH_CHECK(packed.scalar_type() == at::kByte && packed.is_contiguous() &&
@@ -410,7 +412,8 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& x, const at::Tensor& pack
                         shift.numel() == O && scale.is_contiguous() && shift.is_contiguous(),
                     "adder_conv2d_int8: scale and shift must be contiguous float32 of out_channels");
     const auto dtype = mode == 0 ? at::kInt : mode == 2 ? at::kByte : at::kFloat;
-    at::Tensor y = at::empty({g.N, g.HO, g.WO, g.O}, x.options().dtype(dtype));
+    at::Tensor y = store_float ? at::empty({g.N, g.HO, g.WO, g.O}, x.options().dtype(dtype))
+                               : at::empty({0}, x.options().dtype(dtype));
     at::Tensor codes;
     const float* R = nullptr;
     uint8_t* Cd = nullptr;
@@ -420,6 +423,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& x, const at::Tensor& pack
                         residual.size(3) == g.O,
                     "adder_conv2d_int8: the residual must be contiguous float32 (N, OH, OW, O) like the output");
         R = residual.data_ptr<float>();
+        TORCH_CHECK(store_float || qscale > 0, "adder_conv2d_int8: a residual layer returns its float sum or codes");
         if (qscale > 0) {
             codes = at::empty({g.N, g.HO, g.WO, g.O}, x.options().dtype(at::kByte));
             Cd = codes.data_ptr<uint8_t>();
@@ -452,6 +456,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& x, const at::Tensor& pack
     at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
         std::vector<int32_t> S(g.WO * ldS + PMAX * ldS);
         std::vector<uint8_t> patch(direct ? 0 : g.WO * Kp);
+        std::vector<float> frow(store_float ? 0 : g.WO * g.O);   // codes only: the float sum of one row, here
         const uint8_t* xptr[PMAX];
         for (int64_t task = begin; task < end; ++task) {
             const int64_t gi = task % g.G, row = task / g.G, oh = row % g.HO, n = row / g.HO;
@@ -480,7 +485,8 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& x, const at::Tensor& pack
             }
             const int64_t at_row = ((n * g.HO + oh) * g.WO) * g.O;
             epilogue(Epi{S.data(), g.WO, g.OG, ldS, gi * g.OG, g.O, static_cast<int>(mode), A, Bs, lo,
-                         Y + at_row * esize, R ? R + at_row : nullptr, relu ? 1 : 0, static_cast<float>(qscale),
+                         store_float ? static_cast<void*>(Y + at_row * esize) : static_cast<void*>(frow.data()),
+                         R ? R + at_row : nullptr, relu ? 1 : 0, static_cast<float>(qscale),
                          static_cast<float>(qz), Cd ? Cd + at_row : nullptr}, is);
         }
     });
@@ -500,10 +506,10 @@ std::vector<at::Tensor> forward_residual(const at::Tensor& x, const at::Tensor& 
                                          int64_t KW, int64_t z, std::vector<int64_t> s, std::vector<int64_t> p,
                                          std::vector<int64_t> d, int64_t groups, const at::Tensor& scale,
                                          const at::Tensor& shift, const at::Tensor& residual, bool relu,
-                                         double qscale, int64_t qz, int64_t isa) {
+                                         double qscale, int64_t qz, bool store_float, int64_t isa) {
     TORCH_CHECK(qz >= 0 && qz <= 255, "adder_conv2d_int8: the codes' zero point must be in [0, 255]");
     return forward_impl(x, packed, O, KH, KW, z, s, p, d, groups, scale, shift, 3, 0, isa, residual, relu, qscale,
-                        qz);
+                        qz, store_float);
 }
 
 // One value of the quantiser: clamp(round_half_even(v / scale) + z, lo, 255) as a float holding an integer.

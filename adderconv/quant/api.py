@@ -143,8 +143,10 @@ def quantize(model: nn.Module, calibration: Tensor | Iterable[Any], *, bits: int
     for n, kind in fused.items():
         report.layers[n]["residual"] = kind
         if readers := structure.steps[n].readers:
-            out.get_submodule(n).set_codes(grids[readers[0]].zero_point, grids[readers[0]])
+            only = structure.steps[n].only_readers
+            out.get_submodule(n).set_codes(grids[readers[0]].zero_point, grids[readers[0]], only)
             report.layers[n]["codes_for"] = list(readers)
+            report.layers[n]["codes_only"] = only
     out.eval()
     out.adderconv_quant = report
     return out

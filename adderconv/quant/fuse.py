@@ -11,7 +11,9 @@ already clamped at the zero point) is dropped. A module with a rewrite is replac
 (same submodule names, so the state dict is unchanged); a module torch.fx cannot trace is left as it is.
 
 The pass is deterministic in the model's structure and the layers' output kinds, so loading a saved file
-runs it again and checks it finds what the recipe recorded.
+runs it again and checks it finds what the recipe recorded. The quantised layers read and add channels-last
+tensors; a tensor that a fused layer adds and that is not channels-last (a float stem's output) is made so once
+in the graph, ahead of all its readers, instead of once by each (a copy either way, so exact).
 
 >>> import torch, adderconv
 >>> q = adderconv.quantize(adderconv.get_model("resnet20_adder").eval(), torch.randn(4, 3, 32, 32))
@@ -20,6 +22,7 @@ runs it again and checks it finds what the recipe recorded.
 """
 from __future__ import annotations
 
+import torch
 from torch import fx, nn
 
 from ..layers import AdderConv1d, AdderConv2d, AdderLinear
@@ -70,6 +73,10 @@ def _rewrite(graph: fx.Graph, modules: dict[str, nn.Module], prefix: str) -> dic
             graph.erase_node(n)
         layer.set_residual(kind)
         fused[prefix + node.target] = kind
+        if other.op == "placeholder" and len(other.users) > 1:   # the block's input, read elsewhere too
+            with graph.inserting_after(other):
+                cl = graph.call_method("contiguous", (other,), {"memory_format": torch.channels_last})
+            other.replace_all_uses_with(cl, delete_user_cb=lambda u, cl=cl: u is not cl)
     for node in list(graph.nodes):   # a ReLU on codes is the identity (uint8 codes are never negative)
         if (_is_relu(node, modules) and isinstance(node.args[0], fx.Node)
                 and (src := _quant(node.args[0], modules)) is not None and src.out_mode == "uint8"):
@@ -102,3 +109,4 @@ def fuse_residuals(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, gm.train(module.training))
     return model, fused
+

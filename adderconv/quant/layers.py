@@ -81,6 +81,7 @@ class QuantAdderConv2d(nn.Module):
     ``relu(layer(x) + identity)``, so the result is bit-identical. With :meth:`set_codes` it also writes that
     output's uint8 codes on the grid of the layers that read it (exactly what their quantiser would give) and
     hangs them on the float output with its version; such a reader takes them instead of quantising again.
+    When only such readers read the sum (``codes_only``), it returns the codes alone, as a chained layer does.
     Under a trace (torch.export, fake tensors) the layer runs the unfused ops, so an export sees those."""
 
     energy_precision = "int8"   # what the energy analysis prices this layer's operations at
@@ -101,7 +102,7 @@ class QuantAdderConv2d(nn.Module):
         self.register_buffer("input_scale", torch.ones((), dtype=torch.float32))
         self.register_buffer("out_scale", torch.zeros(out_channels, dtype=torch.float32))
         self.register_buffer("out_shift", torch.zeros(out_channels, dtype=torch.float32))
-        self.residual, self.codes_zero_point = "", -1
+        self.residual, self.codes_zero_point, self.codes_only = "", -1, False
         self._scale = 1.0   # input_scale as a Python float: forward never reads a tensor's value
         self._codes_scale = 0.0
         self.register_load_state_dict_post_hook(lambda module, _: module._refresh())
@@ -117,14 +118,16 @@ class QuantAdderConv2d(nn.Module):
                                  f"on out={self.out_mode}")
         self.residual = kind
 
-    def set_codes(self, zero_point: int, grid: Grid | None = None) -> None:
-        """Also emit the output's codes on the readers' grid (its scale from ``grid``, or from a loaded file)."""
+    def set_codes(self, zero_point: int, grid: Grid | None = None, only: bool = False) -> None:
+        """Also emit the output's codes on the readers' grid (its scale from ``grid``, or from a loaded file);
+        ``only``: return just the codes (uint8 channels-last, as a chained layer does) when nothing else reads
+        the float sum."""
         if not self.residual or not 0 <= int(zero_point) <= 255:
             raise AdderconvError(f"codes are emitted by a residual layer on a zero point in [0, 255], got "
                                  f"{zero_point!r} on residual={self.residual!r}")
         if "codes_scale" not in self._buffers:
             self.register_buffer("codes_scale", torch.ones((), dtype=torch.float32))
-        self.codes_zero_point = int(zero_point)
+        self.codes_zero_point, self.codes_only = int(zero_point), bool(only)
         if grid is not None:
             self.codes_scale.fill_(grid.scale)
         self._refresh()
@@ -188,12 +191,16 @@ class QuantAdderConv2d(nn.Module):
             y = adder_conv2d_int8(q, self.weight, self.zero_point, self.stride, self.padding, self.dilation,
                                   self.groups, self.out_scale, self.out_shift, "float").permute(0, 3, 1, 2)
             y = y + residual
-            return torch.relu(y) if relu else y
+            y = torch.relu(y) if relu else y
+            return quantize_uint8(y, self._codes_scale, self.codes_zero_point) if self.codes_only else y
         y, codes = adder_conv2d_int8_residual(q, self.weight, self.zero_point, self.stride, self.padding,
                                               self.dilation, self.groups, scale=self.out_scale,
                                               shift=self.out_shift, residual=residual.permute(0, 2, 3, 1),
                                               relu=relu, codes_scale=self._codes_scale,
-                                              codes_zero_point=max(self.codes_zero_point, 0))
+                                              codes_zero_point=max(self.codes_zero_point, 0),
+                                              codes_only=self.codes_only)
+        if self.codes_only:
+            return codes
         out = y.permute(0, 3, 1, 2)
         if self.codes_zero_point >= 0:
             setattr(out, _CODES, ((self._codes_scale, self.codes_zero_point), out._version, codes))
@@ -204,7 +211,8 @@ class QuantAdderConv2d(nn.Module):
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
                 f"zero_point={self.zero_point}, out={self.out_mode}" + (f", lo={self.out_lo}" if self.out_lo else "")
                 + (f", residual={self.residual}" if self.residual else "")
-                + (f", codes_zero_point={self.codes_zero_point}" if self.codes_zero_point >= 0 else ""))
+                + (f", codes_zero_point={self.codes_zero_point}" if self.codes_zero_point >= 0 else "")
+                + (", codes_only=True" if self.codes_only else ""))
 
 
 

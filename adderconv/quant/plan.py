@@ -41,6 +41,7 @@ class Step:
     relu: bool = False         # a ReLU between them, folded into the clamp
     residual: str = ""         # "add" / "add_relu": the output is added to another tensor (then a ReLU)
     readers: tuple[str, ...] = ()   # the quantised layers that read that sum directly
+    only_readers: bool = False      # and nothing else reads it
 
 
 @dataclass
@@ -104,7 +105,7 @@ def plan(model: nn.Module, layers: list[str]) -> Plan:
             nxt = after[0].target
         else:
             relu = False   # the ReLU stays as it is: it acts on the float output
-        residual, readers = "", ()
+        residual, readers, only = "", (), False
         if nxt is None and len(users) == 1 and _is_add(users[0], cur):
             add = users[0]
             end, residual = add, "add"
@@ -113,7 +114,8 @@ def plan(model: nn.Module, layers: list[str]) -> Plan:
             readers = tuple(u.target for u in end.users
                             if u.op == "call_module" and u.target in wanted and type(modules[u.target]) is AdderConv2d
                             and calls[u.target] == 1 and len(u.args) == 1 and u.args[0] is end and not u.kwargs)
-        steps[node.target] = Step(bn, nxt, relu, residual, readers)
+            only = bool(readers) and len(readers) == len(end.users)
+        steps[node.target] = Step(bn, nxt, relu, residual, readers, only)
     for n in layers:
         steps.setdefault(n, Step())
     return Plan(steps)

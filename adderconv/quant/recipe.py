@@ -23,7 +23,7 @@ from ..errors import AdderconvError
 from ..io import atomic_write
 from ..layers import AdderConv2d, AdderLinear
 from .api import set_module
-from .fuse import runtime_form
+from .fuse import fuse_residuals
 from .layers import QuantAdderConv2d, QuantAdderLinear, quantizable
 
 __all__ = ["QUANT_KEY", "recipe_json", "apply_quant_recipe", "save_quantized", "is_quantized"]
@@ -46,6 +46,7 @@ def recipe_json(model: nn.Module) -> str:
             layers[n]["residual"] = m.residual
             if m.codes_zero_point >= 0:
                 layers[n]["codes_zero_point"] = m.codes_zero_point
+                layers[n]["codes_only"] = m.codes_only
     if not layers:
         raise AdderconvError("the model has no quantised adder layers (quantise it first: adderconv quantize)")
     report = getattr(model, "adderconv_quant", None)
@@ -96,14 +97,18 @@ def apply_quant_recipe(model: nn.Module, text: str) -> nn.Module:
         if not isinstance(name, str) or type(modules.get(name)) not in (nn.BatchNorm2d, nn.BatchNorm1d):
             raise AdderconvError(f"quantisation recipe folds {name!r}, which is not a BatchNorm of this architecture")
         set_module(model, name, nn.Identity())
-    model, fused = runtime_form(model)   # the same pass as quantize's: it must find what the recipe says
+    model, fused = fuse_residuals(model)   # the same pass as quantize's: it must find what the recipe says
     wanted = {n: spec["residual"] for n, spec in layers.items() if spec.get("residual")}
     if fused != wanted:
         raise AdderconvError(f"quantisation recipe: the residual fusions of this architecture "
                              f"({sorted(fused.items())}) differ from the file's ({sorted(wanted.items())})")
     for name, spec in layers.items():
         if "codes_zero_point" in spec:
-            model.get_submodule(name).set_codes(_int(spec["codes_zero_point"], f"{name} codes_zero_point"))
+            only = spec.get("codes_only", False)
+            if not isinstance(only, bool):
+                raise AdderconvError(f"quantisation recipe: {name} codes_only must be true or false, got {only!r}")
+            model.get_submodule(name).set_codes(_int(spec["codes_zero_point"], f"{name} codes_zero_point"),
+                                                only=only)
     setattr(model, _REPLAYED, {"folded": list(folded), "calibration": recipe.get("calibration", {})})
     return model.eval()
 
