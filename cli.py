@@ -160,9 +160,10 @@ def energy_cmd(
     all_layers: Annotated[bool, typer.Option(help="List every layer in execution order.")] = False,
     top: Annotated[int, typer.Option(help="Layers shown, most energy first.")] = 10,
     json_path: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON.")] = None,
-    markdown: Annotated[Optional[str], typer.Option(help="Write a Markdown report (PR comments).")] = None,
-    html: Annotated[Optional[str], typer.Option(help="Write a self-contained HTML report with charts "
-                                                     "(needs adderconv[report]).")] = None,
+    markdown_path: Annotated[Optional[str], typer.Option("--markdown", help="Write a Markdown report (PR "
+                                                                             "comments).")] = None,
+    html_path: Annotated[Optional[str], typer.Option("--html", help="Write a self-contained HTML report with "
+                                                                    "charts (needs adderconv[report]).")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="A previous --json report; exit 1 if totals grew.")] = None,
     max_increase: Annotated[str, typer.Option(help="Allowed growth over --baseline, e.g. 1%.")] = "1%",
     strict: Annotated[bool, typer.Option(help="Exit 1 if any operator could not be counted.")] = False,
@@ -173,15 +174,14 @@ def energy_cmd(
     optimizer: Annotated[str, typer.Option(help="With --training: sgd, adam or none.")] = "sgd",
 ) -> None:
     """Count multiplications and additions per layer, price them at 45 nm, report, and gate CI."""
+    args = dict(locals())           # each option once, under its field's name (tests/test_cli_options.py)
     from rich.console import Console
 
     from adderconv.analysis.command import EnergyOptions, parse_layer_precision, run_energy
 
-    opts = EnergyOptions(model, parse_shape(input_shape), arch, trust, precision,
-                         parse_layer_precision(layer_precision or []), table, memory, energy_scale, compare,
-                         all_layers, top, json_path, markdown, baseline, max_increase, strict, html_path=html,
-                         capture=capture, training=training, optimizer=None if optimizer == "none" else optimizer)
-    raise typer.Exit(run_energy(opts, Console()))
+    parsed = {"input_shape": parse_shape(input_shape), "layer_precision": parse_layer_precision(layer_precision or []),
+              "optimizer": None if optimizer == "none" else optimizer}
+    raise typer.Exit(run_energy(EnergyOptions(**args | parsed), Console()))
 
 
 @app.command("finetune")

@@ -28,7 +28,7 @@ DEFAULT_PAIR = ("resnet20", "resnet20_adder")   # what `adderconv energy` shows 
 DEFAULT_TITLE = "ResNet-20 on CIFAR: CNN vs AdderNet"
 
 
-@dataclass
+@dataclass(kw_only=True)   # built by keyword: reordering fields can never mis-wire two flags
 class EnergyOptions:
     model: str | None = None
     input_shape: tuple[int, ...] | None = None

@@ -4,6 +4,7 @@ import dataclasses
 import typer.main
 
 from adderconv.cli import app
+from adderconv.analysis.command import EnergyOptions
 from adderconv.converters.command import ConvertOptions
 from adderconv.converters.policy import Policy
 from adderconv.training.command import FinetuneOptions
@@ -39,3 +40,7 @@ def test_convert_flags_are_the_options_fields_plus_the_policy():
     spelled = {"layer_type": "types", "linear": "convert_linear", "addersr": "shortcut"}
     assert {spelled.get(p, p) for p in policy_flags} <= _fields(Policy)
     assert _fields(Policy) - {spelled.get(p, p) for p in policy_flags} == {"power"}   # set with shortcut by --addersr
+
+
+def test_energy_flags_are_the_options_fields():
+    assert _params("energy") == _fields(EnergyOptions)
