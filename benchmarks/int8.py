@@ -39,8 +39,28 @@ from adderconv.kernels.benchmark import RESNET20_LAYERS, RESNET50_LAYERS, LayerS
 from adderconv.quant.op import adder_conv2d_int8
 
 _FLAGS = ("sse2", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimd")
+_ALLOCATOR = "default"
 R20_ALL = RESNET20_LAYERS + [LayerShape("r20 16->32 1x1 @32/2", 16, 32, 32, 2, 1),
                              LayerShape("r20 32->64 1x1 @16/2", 32, 64, 16, 2, 1)]
+
+
+def pin_allocator() -> str:
+    """Fix glibc malloc's mmap and trim thresholds (256 MB / 1 GB) so every model meets the same allocator.
+
+    glibc moves its mmap threshold up each time a large mmapped block is freed; until it has, every block over
+    128 kB (a batch-64 activation is 4 MB) is a fresh mmap that page-faults on first touch. Which models ran
+    before decides it, so the fp32 CNN measured 57 ms or 80 ms in one session depending on the other models in
+    the process. Returns what it did (recorded with the machine)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        ok = libc.mallopt(-3, 256 << 20) and libc.mallopt(-1, 1 << 30)   # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    except (OSError, AttributeError, TypeError):
+        ok = 0
+    return "glibc mmap threshold 256 MB, trim threshold 1 GB" if ok else "not pinned (no glibc mallopt)"
 
 
 def cpu_info() -> dict:
@@ -54,6 +74,7 @@ def cpu_info() -> dict:
     info["int8_adder_path"] = int8.isa_name()
     info["onednn_max_cpu_isa"] = os.environ.get("ONEDNN_MAX_CPU_ISA", "(not capped)")
     info["quantized_engine"] = torch.backends.quantized.engine
+    info["allocator"] = _ALLOCATOR
     return info
 
 
@@ -231,7 +252,8 @@ def _fmt_ms(ms: dict[str, float]) -> str:
 
 def render(result: dict) -> str:
     lines = [f"CPU: {result['machine']['cpu']}; extensions: {', '.join(result['machine']['vector_extensions'])}; "
-             f"int8 adder path: {result['machine']['int8_adder_path']}; torch {result['machine']['torch']}"]
+             f"int8 adder path: {result['machine']['int8_adder_path']}; torch {result['machine']['torch']}; "
+             f"load average {result['machine'].get('load_average')}; allocator: {result['machine']['allocator']}"]
     if "nets" in result:
         names = list(result["nets"][0]["ms"])
         lines += ["", "| threads | batch | " + " | ".join(f"{n} ms" for n in names) + " | int8 adder / fp32 CNN | "
@@ -276,7 +298,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--calib-batches", type=int, default=8)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="leave glibc malloc's thresholds as they are (see pin_allocator)")
     args = ap.parse_args(argv)
+    global _ALLOCATOR
+    _ALLOCATOR = "default (not pinned)" if args.default_allocator else pin_allocator()
     result: dict = {"benchmark": "int8", "machine": cpu_info()}
     if "nets" in args.only:
         result["nets"] = nets(args.threads, args.batches, args.rounds)
