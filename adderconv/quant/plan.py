@@ -11,9 +11,11 @@ trace is only read: the model keeps its own forward, with the adder layers and f
 model torch.fx cannot trace keeps every BatchNorm float (said in the report).
 
 >>> from adderconv import get_model
->>> p = plan(get_model("resnet20_adder"), ["layer1.0.conv1", "layer1.0.conv2"])
+>>> p = plan(get_model("resnet20_adder"), ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1"])
 >>> p.steps["layer1.0.conv1"]
-Step(bn='layer1.0.bn1', next='layer1.0.conv2', relu=True)
+Step(bn='layer1.0.bn1', next='layer1.0.conv2', relu=True, residual='', readers=(), only_readers=False)
+>>> p.steps["layer1.0.conv2"].residual, p.steps["layer1.0.conv2"].readers
+('add_relu', ('layer1.1.conv1',))
 """
 from __future__ import annotations
 
