@@ -61,6 +61,11 @@ def _build(name, size):
         return torchvision.models.get_model(name, **kwargs).eval()
 
 
+# Classification models no input size in (32, 64, 112, 224, 299) gets through the tracer, with the reason: none
+# in torchvision 0.29 (the list is pinned, so a model that stops tracing fails the test instead of dropping out).
+UNTRACEABLE: list[str] = []
+
+
 def _count_smallest(name):
     """(model, input, our counts) at the smallest input in (32, 64, 224, 299) the model accepts, or None."""
     for size in (32, 64, 112, 224, 299):
@@ -105,5 +110,6 @@ def test_conv_and_linear_multiplications_equal_fvcore_over_torchvision():
         for op in counts.unsupported:
             unsupported.setdefault(op, []).append(name)
     print(f"\ncompared {len(compared)} models: {compared}\nuntraceable: {untraceable}\nunsupported: {unsupported}")
-    assert len(compared) >= 75, (len(compared), untraceable)
+    assert untraceable == UNTRACEABLE and len(compared) == len(torchvision.models.list_models(
+        module=torchvision.models)) - len(UNTRACEABLE), (len(compared), untraceable)
     assert unsupported == {}            # every operator of torchvision's classification zoo has a handle

@@ -22,10 +22,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("answer", &answer); }
 """
 
 
-def _load(tmp_path):
+def _load(tmp_path, source=None):
     env = {**os.environ, "ADDERCONV_CACHE": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "k.cpp")], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run([sys.executable, "-c", CHILD, str(source or tmp_path / "k.cpp")], env=env,
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -45,3 +45,10 @@ def test_damaged_builds_are_rebuilt_not_loaded(tmp_path):
         assert out.returncode == 0 and "answer 42" in out.stdout, (out.returncode, out.stderr[-500:])
         assert "damaged" in out.stderr and "rebuilding" in out.stderr
         (lib,) = build.glob("adderconv_cache_test*.so")
+    # A second checkout with the same source: cpp_extension relinks for its path; neither calls the other's
+    # build damaged.
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "k.cpp").write_text(SOURCE)
+    for source in (tmp_path / "other" / "k.cpp", tmp_path / "k.cpp", tmp_path / "other" / "k.cpp"):
+        out = _load(tmp_path, source)
+        assert out.returncode == 0 and "answer 42" in out.stdout and "damaged" not in out.stderr, out.stderr[-500:]

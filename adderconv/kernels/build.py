@@ -112,7 +112,9 @@ def load_extension(name: str, sources: Sequence[Path], *, cflags: Sequence[str],
     ext = cpp_extension.load(name, [str(s) for s in sources], build_directory=str(build), verbose=False,
                              extra_cflags=list(cflags), extra_ldflags=list(ldflags))
     libs = _libraries(build, name)
-    if libs and state is not True:                         # just built (or an unrecorded build): record it
+    if libs and _intact(build, name) is not True:
+        # Just built, or rebuilt by cpp_extension itself (its build file names the source's path, so a second
+        # checkout with the same source relinks): record what is there now, after it loaded.
         tmp = build / f".{name}.sha256.{os.getpid()}.tmp"
         tmp.write_text(_sha256(libs[0]) + "\n")
         os.replace(tmp, build / f"{name}.sha256")
