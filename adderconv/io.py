@@ -20,11 +20,12 @@ from typing import Any
 import torch
 
 from . import zoo
-from .arch import ArchSpec
+from .arch import ArchSpec, default_input_shape
 from .errors import AdderconvError
 
 __all__ = ["read_safetensors", "read_torch_file", "as_state_dict", "is_torchscript", "load_state_dict_file",
-           "file_arch", "is_zoo_name", "first_line", "TRUST_HINT", "ensure_writable", "atomic_write", "write_json"]
+           "file_arch", "input_shape_of", "is_zoo_name", "first_line", "TRUST_HINT", "ensure_writable",
+           "atomic_write", "write_json"]
 
 TRUST_HINT = ("it can execute arbitrary code when loaded. Pass `trust` only if you trust "
                "the file, or save a state dict / safetensors file and pass `arch` instead")
@@ -89,6 +90,14 @@ def file_arch(source: str | os.PathLike) -> ArchSpec | None:
             return ArchSpec.from_metadata(dict(f.metadata() or {}))
     except Exception:  # unreadable or a bad record: open_model reports it with the reason
         return None
+
+
+def input_shape_of(source: object, arch: str | None = None) -> tuple[int, ...] | None:
+    """The default input shape of MODEL ``source``: its zoo name's, ``arch``'s, or that of the architecture a
+    safetensors file records; None when none of them is a zoo model."""
+    if not isinstance(source, (str, os.PathLike)):
+        return default_input_shape(arch)
+    return default_input_shape(str(source), arch, None if arch else file_arch(source))
 
 
 def as_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:

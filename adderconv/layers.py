@@ -24,6 +24,20 @@ def _check_conv(in_channels: int, out_channels: int, groups: int, padding_mode: 
         raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
 
 
+def _from_conv(cls: type, conv: nn.Module, conv_type: type[nn.Module]):
+    """``cls`` (an adder layer with ``conv_type``'s constructor) with ``conv``'s geometry, copied weights and bias."""
+    if not isinstance(conv, conv_type) or type(conv).forward is not conv_type.forward:
+        raise TypeError(f"{cls.__name__}.from_conv expects an {conv_type.__name__}, got {type(conv).__name__}")
+    layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                conv.groups, conv.bias is not None, conv.padding_mode, device=conv.weight.device,
+                dtype=conv.weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(conv.weight)
+        if conv.bias is not None:
+            layer.bias.copy_(conv.bias)
+    return layer
+
+
 class AdderConv2d(nn.Module):
     """2-d adder layer: ``Y = -sum |X - W|`` over each receptive field (AdderNet, CVPR 2020).
 
@@ -83,17 +97,7 @@ class AdderConv2d(nn.Module):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> "AdderConv2d":
         """An adder layer with ``conv``'s geometry, weights (copied, not shared), bias, device and dtype."""
-        if not isinstance(conv, cls._conv_type) or type(conv).forward is not cls._conv_type.forward:
-            raise TypeError(f"{cls.__name__}.from_conv expects an {cls._conv_type.__name__}, "
-                            f"got {type(conv).__name__}")
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
-                    device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
-        return layer
+        return _from_conv(cls, conv, cls._conv_type)
 
     @classmethod
     def from_float(cls, module: nn.Module) -> "AdderConv2d":
@@ -189,16 +193,7 @@ class AdderConv3d(nn.Module):
     @classmethod
     def from_conv(cls, conv: nn.Conv3d) -> "AdderConv3d":
         """An adder layer with ``conv``'s geometry, weights (copied), bias, device and dtype."""
-        if not isinstance(conv, nn.Conv3d) or type(conv).forward is not nn.Conv3d.forward:
-            raise TypeError(f"AdderConv3d.from_conv expects an nn.Conv3d, got {type(conv).__name__}")
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
-                    device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
-        return layer
+        return _from_conv(cls, conv, nn.Conv3d)
 
     from_float = from_conv
 

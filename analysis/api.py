@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from adderconv.errors import AdderconvError
-from adderconv.io import is_zoo_name
+from adderconv.io import input_shape_of, is_zoo_name
 from adderconv.loading import open_model
 
 from .capture import CAPTURES, count_ops
@@ -26,13 +26,7 @@ from .training import OPTIMIZERS
 __all__ = ["analyze", "count_model", "default_shape"]
 
 
-def default_shape(source: object, arch: str | None = None) -> tuple[int, ...] | None:
-    """The zoo's input shape for a zoo name, an ``arch`` that is one, or a file that records one; else None."""
-    from adderconv.arch import default_input_shape
-    from adderconv.io import file_arch
-
-    recorded = None if arch or not isinstance(source, (str, Path)) else file_arch(source)
-    return default_input_shape(source if isinstance(source, str) else None, arch, recorded)
+default_shape = input_shape_of   # the zoo's input shape for a zoo name, an arch, or a file that records one
 
 
 def program_shape(model: object) -> tuple[int, ...] | None:

@@ -17,8 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adderconv.errors import AdderconvError
-from adderconv.arch import default_input_shape
-from adderconv.io import atomic_write, ensure_writable, file_arch, is_zoo_name
+from adderconv.io import atomic_write, ensure_writable, input_shape_of
 from adderconv.loading import load_model, open_model
 
 from .policy import Policy
@@ -44,7 +43,7 @@ class ConvertOptions:
 
 
 def _shape(model: str, arch: str | None, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
-    return shape or default_input_shape(model, arch, None if arch or is_zoo_name(model) else file_arch(model))
+    return shape or input_shape_of(model, arch)
 
 
 def _convert_onnx(opts: ConvertOptions, console: Console) -> int:

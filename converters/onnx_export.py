@@ -51,10 +51,9 @@ class OnnxExport:
 def resolve_input_shape(source: str, arch: str | None, shape: Sequence[int] | None) -> tuple[int, ...]:
     """The given shape, else the zoo default of ``source``, ``arch`` or the file's recorded architecture; an
     error when there is none."""
-    from adderconv.arch import default_input_shape
-    from adderconv.io import file_arch
+    from adderconv.io import input_shape_of
 
-    found = tuple(shape) if shape else default_input_shape(str(source), arch, None if arch else file_arch(source))
+    found = tuple(shape) if shape else input_shape_of(source, arch)
     if found is None:
         raise AdderconvError(f"{source}: no default input shape; an input shape is needed, e.g. 1,3,224,224")
     return found

@@ -5,7 +5,6 @@ The two see different ops (``convolution`` vs ``_convolution``, ``addmm`` vs ``l
 vs ``batch_norm``), and they attribute ops to layers independently (module hooks vs the tracer's scopes), so
 agreement checks the handles and the attribution both. Where they cannot agree, the reason is pinned below.
 """
-import warnings
 
 import pytest
 import torch
@@ -13,28 +12,13 @@ import torchvision
 
 from adderconv.analysis import count_ops
 
-from test_analysis_models import _build
+from test_analysis_models import _count_smallest as _smallest
 
 #: model -> why the two captures cannot be compared layer by layer (each checked to still differ). None today:
 #: nn.MultiheadAttention takes its fused inference op under the tracer and its decomposed path under fake
 #: tensors, but both put the arithmetic in the attention module (the decomposed path reads out_proj's weight
 #: without calling out_proj), and the backends' attention kernels share the sdpa handle.
 EXCEPTIONS: dict[str, str] = {}
-
-
-def _smallest(name):
-    for size in (32, 64, 112, 224, 299):
-        if name.startswith("vit_") and size % int(name.split("_")[-1]):
-            continue
-        try:
-            model = _build(name, size)
-            x = torch.zeros(1, 3, size, size)
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return model, x, count_ops(model, x, capture="jit")
-        except Exception:   # noqa: BLE001  (too small for this architecture, or untraceable: next size)
-            continue
-    return None
 
 
 def _layers(counts):

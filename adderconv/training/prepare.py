@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from ..adaptive_lr import adder_weights
-from ..arch import ArchSpec, default_input_shape, looks_like_spec
+from ..arch import ArchSpec, looks_like_spec
 from ..errors import AdderconvError
-from ..io import file_arch, is_zoo_name
+from ..io import input_shape_of, is_zoo_name
 from ..loading import open_model
 from .data import default_shape
 
@@ -53,8 +53,7 @@ def input_shape_for(model: str, arch: str | None, input_shape: tuple[int, ...] |
     data source's natural shape."""
     if input_shape:
         return tuple(input_shape[-3:])
-    recorded = None if _is_name(model) or arch else file_arch(model)
-    shape = default_input_shape(model, arch, recorded)
+    shape = input_shape_of(model, arch)
     return tuple(shape[1:]) if shape else default_shape(data)
 
 
