@@ -32,3 +32,10 @@ def run_cli(monkeypatch, capsys):
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture()
+def energy(run_cli, monkeypatch):
+    """``adderconv energy ARGS`` through ``main()`` at a fixed terminal width: (exit code, stdout, stderr)."""
+    monkeypatch.setenv("COLUMNS", "100")
+    return lambda *args: run_cli("energy", *args)

@@ -1,7 +1,6 @@
 """The CI gate never passes bad input, and every bad input to `adderconv energy` is one line with exit 2,
 checked before any work (no report file is written). Through `main()`, so the error boundary is exercised."""
 import json
-import sys
 
 import onnx
 import pytest
@@ -10,20 +9,7 @@ from torch import nn
 
 from adderconv.analysis import analyze
 from adderconv.analysis.tables import load_table
-from adderconv.cli import main
 from adderconv.errors import AdderconvError
-
-
-def run(capsys, monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["adderconv", "energy", *args])
-    monkeypatch.setenv("COLUMNS", "100")
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +58,10 @@ def _bad_baselines(tmp_path, good):
     return paths
 
 
-def test_malformed_baselines_are_refused_before_any_work(tmp_path, capsys, monkeypatch, baseline):
+def test_malformed_baselines_are_refused_before_any_work(energy, tmp_path, baseline):
     out_json = tmp_path / "report.json"
     for name, path in _bad_baselines(tmp_path, baseline).items():
-        code, out, err = run(capsys, monkeypatch, "lenet5_bn_adder", "--baseline", str(path), "--json",
+        code, out, err = energy("lenet5_bn_adder", "--baseline", str(path), "--json",
                              str(out_json))
         _one_line_error(code, out, err, "baseline")
         assert not out_json.exists(), name                  # refused before the analysis and its files
@@ -83,27 +69,27 @@ def test_malformed_baselines_are_refused_before_any_work(tmp_path, capsys, monke
 
 
 @pytest.mark.parametrize("limit", ["nan", "inf", "-inf", "NaN%", "-1%"])
-def test_non_finite_or_negative_limits_are_refused(limit, capsys, monkeypatch, baseline):
-    code, out, err = run(capsys, monkeypatch, "lenet5_bn_adder", "--baseline", str(baseline), "--max-increase",
+def test_non_finite_or_negative_limits_are_refused(energy, limit, baseline):
+    code, out, err = energy("lenet5_bn_adder", "--baseline", str(baseline), "--max-increase",
                          limit)
     _one_line_error(code, out, err, "--max-increase")
 
 
-def test_both_schema_versions_are_read(tmp_path, capsys, monkeypatch, baseline):
+def test_both_schema_versions_are_read(energy, tmp_path, baseline):
     v1 = json.loads(baseline.read_text())
     v1["schema"] = "adderconv.energy/1"
     for key in ("capture", "training", "optimizer", "by_phase"):
         v1.pop(key)
     path = tmp_path / "v1.json"
     path.write_text(json.dumps(v1))
-    code, out, _ = run(capsys, monkeypatch, "lenet5_bn_adder", "--baseline", str(path))
+    code, out, _ = energy("lenet5_bn_adder", "--baseline", str(path))
     assert code == 0 and "no regression" in out
-    code, out, _ = run(capsys, monkeypatch, "lenet5_bn", "--baseline", str(path))
+    code, out, _ = energy("lenet5_bn", "--baseline", str(path))
     assert code == 1 and "GREW" in out
 
 
-def test_a_training_baseline_is_not_compared_with_inference(capsys, monkeypatch, baseline):
-    code, out, err = run(capsys, monkeypatch, "lenet5_bn_adder", "-s", "2,1,32,32", "--training", "--baseline",
+def test_a_training_baseline_is_not_compared_with_inference(energy, baseline):
+    code, out, err = energy("lenet5_bn_adder", "-s", "2,1,32,32", "--training", "--baseline",
                          str(baseline))
     _one_line_error(code, out, err, "--training")
 
@@ -127,12 +113,11 @@ def _onnx_files(tmp_path):
             "no inputs": (no_inputs, "no inputs"), "negative dim": (negative, "negative dimension")}
 
 
-def test_empty_graphless_and_negative_onnx_files_are_errors_also_against_a_baseline(tmp_path, capsys,
-                                                                                     monkeypatch, baseline):
+def test_empty_graphless_and_negative_onnx_files_are_errors_also_against_a_baseline(energy, tmp_path, baseline):
     for name, (path, words) in _onnx_files(tmp_path).items():
-        code, out, err = run(capsys, monkeypatch, str(path))
+        code, out, err = energy(str(path))
         _one_line_error(code, out, err, words)
-        code, out, err = run(capsys, monkeypatch, str(path), "--baseline", str(baseline))
+        code, out, err = energy(str(path), "--baseline", str(baseline))
         _one_line_error(code, out, err, words)              # never "no regression"
         assert "regression" not in out, name
 
@@ -158,23 +143,23 @@ def _tables(tmp_path):
     return paths
 
 
-def test_bad_price_lists_are_one_line_errors_and_no_json_is_written(tmp_path, capsys, monkeypatch):
+def test_bad_price_lists_are_one_line_errors_and_no_json_is_written(energy, tmp_path):
     out_json = tmp_path / "r.json"
     for name, (path, words) in _tables(tmp_path).items():
-        code, out, err = run(capsys, monkeypatch, "lenet5_bn", "--table", str(path), "--json", str(out_json))
+        code, out, err = energy("lenet5_bn", "--table", str(path), "--json", str(out_json))
         _one_line_error(code, out, err, words)
         assert not out_json.exists(), name
 
 
 @pytest.mark.parametrize("scale", ["nan", "inf", "0", "-2"])
-def test_non_finite_energy_scale_is_refused(scale, capsys, monkeypatch):
-    code, out, err = run(capsys, monkeypatch, "lenet5_bn", "--energy-scale", scale)
+def test_non_finite_energy_scale_is_refused(energy, scale):
+    code, out, err = energy("lenet5_bn", "--energy-scale", scale)
     _one_line_error(code, out, err, "scale")
 
 
 @pytest.mark.parametrize("shape", ["1,3,99999999999999999999,2", "4294967296,4294967296,2"])
-def test_shapes_beyond_int64_are_one_line_errors(shape, capsys, monkeypatch):
-    code, out, err = run(capsys, monkeypatch, "lenet5_bn", "-s", shape)
+def test_shapes_beyond_int64_are_one_line_errors(energy, shape):
+    code, out, err = energy("lenet5_bn", "-s", shape)
     _one_line_error(code, out, err, "--input-shape")
 
 

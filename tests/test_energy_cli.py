@@ -12,24 +12,11 @@ import torch
 from adderconv.cli import main
 
 
-def run(capsys, monkeypatch, *args):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["adderconv", "energy", *args])
-    monkeypatch.setenv("COLUMNS", "100")
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_json_is_versioned_and_byte_for_byte_deterministic(tmp_path, capsys, monkeypatch):
+def test_json_is_versioned_and_byte_for_byte_deterministic(energy, tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    assert run(capsys, monkeypatch, "lenet5_bn_adder", "--json", str(a))[0] == 0
+    assert energy("lenet5_bn_adder", "--json", str(a))[0] == 0
     torch.manual_seed(1)                              # other weights: counts and energy must not change
-    assert run(capsys, monkeypatch, "lenet5_bn_adder", "--json", str(b))[0] == 0
+    assert energy("lenet5_bn_adder", "--json", str(b))[0] == 0
     assert a.read_bytes() == b.read_bytes()
     data = json.loads(a.read_text())
     assert data["schema"] == "adderconv.energy/2"
@@ -39,23 +26,23 @@ def test_json_is_versioned_and_byte_for_byte_deterministic(tmp_path, capsys, mon
     assert data["totals"]["add"] == sum(le["add"] for le in data["layers"])
 
 
-def test_gate_exit_codes(tmp_path, capsys, monkeypatch):
+def test_gate_exit_codes(energy, tmp_path):
     base = tmp_path / "base.json"
-    assert run(capsys, monkeypatch, "lenet5_bn_adder", "--json", str(base))[0] == 0
-    code, out, _ = run(capsys, monkeypatch, "lenet5_bn_adder", "--baseline", str(base), "--max-increase", "1%")
+    assert energy("lenet5_bn_adder", "--json", str(base))[0] == 0
+    code, out, _ = energy("lenet5_bn_adder", "--baseline", str(base), "--max-increase", "1%")
     assert code == 0 and "no regression" in out
     # the CNN has ~3.4x the adder net's multiplications: a regression, with a table of what grew
-    code, out, _ = run(capsys, monkeypatch, "lenet5_bn", "--baseline", str(base), "--max-increase", "1%")
+    code, out, _ = energy("lenet5_bn", "--baseline", str(base), "--max-increase", "1%")
     assert code == 1 and "regression" in out and "GREW" in out and "mul" in out
     # within a generous enough limit it passes (mul grew ~240%)
-    assert run(capsys, monkeypatch, "lenet5_bn", "--baseline", str(base), "--max-increase", "300%")[0] == 0
+    assert energy("lenet5_bn", "--baseline", str(base), "--max-increase", "300%")[0] == 0
     # usage errors: exit 2, one line on stderr
-    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--baseline", str(base), "--max-increase", "lots")
+    code, _, err = energy("lenet5_bn", "--baseline", str(base), "--max-increase", "lots")
     assert code == 2 and err.startswith("error: --max-increase")
-    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--baseline", str(tmp_path / "missing.json"))
+    code, _, err = energy("lenet5_bn", "--baseline", str(tmp_path / "missing.json"))
     assert code == 2 and "cannot read baseline" in err
     (tmp_path / "other.json").write_text('{"schema": "something/1"}')
-    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--baseline", str(tmp_path / "other.json"))
+    code, _, err = energy("lenet5_bn", "--baseline", str(tmp_path / "other.json"))
     assert code == 2 and "schema" in err
 
 
@@ -92,23 +79,23 @@ def cumsum_model(tmp_path, monkeypatch):
     return path
 
 
-def test_unsupported_ops_are_listed_and_strict_fails(cumsum_model, tmp_path, capsys, monkeypatch):
+def test_unsupported_ops_are_listed_and_strict_fails(energy, cumsum_model, tmp_path):
     js = tmp_path / "m.json"
-    code, out, _ = run(capsys, monkeypatch, str(cumsum_model), "--arch", "cummodel:make", "--input-shape", "2,4",
+    code, out, _ = energy(str(cumsum_model), "--arch", "cummodel:make", "--input-shape", "2,4",
                        "--json", str(js))
     assert code == 0 and "aten::cumsum x1" in out
     assert json.loads(js.read_text())["unsupported"] == {"aten::cumsum": 1}
-    code, out, _ = run(capsys, monkeypatch, str(cumsum_model), "--arch", "cummodel:make", "--input-shape", "2,4",
+    code, out, _ = energy(str(cumsum_model), "--arch", "cummodel:make", "--input-shape", "2,4",
                        "--strict")
     assert code == 1 and "--strict" in out
     # shapes: missing for a non-zoo model, and wrong
-    code, _, err = run(capsys, monkeypatch, str(cumsum_model), "--arch", "cummodel:make")
+    code, _, err = energy(str(cumsum_model), "--arch", "cummodel:make")
     assert code == 2 and "--input-shape" in err
-    code, _, err = run(capsys, monkeypatch, str(cumsum_model), "--arch", "cummodel:make", "--input-shape", "2,5")
+    code, _, err = energy(str(cumsum_model), "--arch", "cummodel:make", "--input-shape", "2,5")
     assert code == 2 and "does not run on an input of shape (2, 5)" in err
 
 
-def test_report_rendered_to_a_file_has_no_colour_codes_and_fits_a_narrow_terminal(tmp_path, capsys, monkeypatch):
+def test_report_rendered_to_a_file_has_no_colour_codes_and_fits_a_narrow_terminal(tmp_path, monkeypatch):
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     monkeypatch.setenv("TERM", "xterm-256color")
     report = tmp_path / "report.txt"
@@ -128,9 +115,9 @@ def test_report_rendered_to_a_file_has_no_colour_codes_and_fits_a_narrow_termina
         assert part in text, part
 
 
-def test_default_job_compares_resnet20_cnn_and_adder_at_fp32_and_int8(tmp_path, capsys, monkeypatch):
+def test_default_job_compares_resnet20_cnn_and_adder_at_fp32_and_int8(energy, tmp_path):
     md = tmp_path / "r.md"
-    code, out, _ = run(capsys, monkeypatch, "--markdown", str(md))
+    code, out, _ = energy("--markdown", str(md))
     assert code == 0
     assert "CNN vs AdderNet" in out and "energy fp32" in out and "energy int8" in out
     assert re.search(r"mul\s+41\.01M\s+643\.79k", out)
@@ -139,7 +126,7 @@ def test_default_job_compares_resnet20_cnn_and_adder_at_fp32_and_int8(tmp_path, 
     assert text.startswith("### Energy: `resnet20_adder`") and "| `resnet20` | `resnet20_adder` |" in text
 
 
-def test_onnx_file_and_all_layers(tmp_path, capsys, monkeypatch):
+def test_onnx_file_and_all_layers(energy, tmp_path):
     from onnx import TensorProto, helper, save
 
     node = helper.make_node("AdderConv2d", ["x", "w"], ["y"], name="adder", domain="ai.adderconv",
@@ -150,18 +137,18 @@ def test_onnx_file_and_all_layers(tmp_path, capsys, monkeypatch):
     path = tmp_path / "a.onnx"
     save(helper.make_model(g), str(path))
     js = tmp_path / "a.json"
-    code, out, _ = run(capsys, monkeypatch, str(path), "--input-shape", "2,2,4,4", "--all-layers", "--json", str(js))
+    code, out, _ = energy(str(path), "--input-shape", "2,2,4,4", "--all-layers", "--json", str(js))
     assert code == 0 and "front end onnx" in out and "execution order" in out
     assert json.loads(js.read_text())["totals"]["add"] == 2 * (2 * 3 * 16) * (2 * 9)
 
 
-def test_precisions_tables_and_per_layer_precision(tmp_path, capsys, monkeypatch):
+def test_precisions_tables_and_per_layer_precision(energy, tmp_path):
     js = tmp_path / "p.json"
     table = tmp_path / "t.toml"
     table.write_text('[compute.fp32]\nadd = { pj = 1.0, source = "test" }\nmul = { pj = 10.0, source = "test" }\n'
                      '[compute.int8]\nadd = { pj = 0.5, source = "test" }\nmul = { pj = 2.0, source = "test" }\n')
     classifier = ("12", "15")                         # lenet5_bn is a Sequential: its last two Linear layers
-    code, _, _ = run(capsys, monkeypatch, "lenet5_bn", "--table", str(table), "--layer-precision", "1[25]=int8",
+    code, _, _ = energy("lenet5_bn", "--table", str(table), "--layer-precision", "1[25]=int8",
                      "--json", str(js))
     assert code == 0
     data = json.loads(js.read_text())
@@ -173,39 +160,39 @@ def test_precisions_tables_and_per_layer_precision(tmp_path, capsys, monkeypatch
         assert le["energy_pj"] == pytest.approx(priced), le["name"]    # cmp is unpriced in this table
     assert data["totals"]["unpriced"]["cmp"] > 0
     # a pattern that matches no layer is an error (it used to price everything at the global precision)
-    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--layer-precision", "fc*=int8", "--json", str(js))
+    code, _, err = energy("lenet5_bn", "--layer-precision", "fc*=int8", "--json", str(js))
     assert code == 2 and "'fc*' matches no layer" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--precision", "fp8")
+    code, _, err = energy("lenet5_bn", "--precision", "fp8")
     assert code == 2 and "unknown precision 'fp8'" in err
-    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--table", str(table), "--precision", "fp16")
+    code, _, err = energy("lenet5_bn", "--table", str(table), "--precision", "fp16")
     assert code == 2 and "no precision 'fp16'" in err
 
 
-def test_the_main_job_compiles_no_kernel_and_runs_nothing(capsys, monkeypatch):
+def test_the_main_job_compiles_no_kernel_and_runs_nothing(energy, monkeypatch):
     import adderconv.kernels as kernels
 
     def refuse(*a, **k):
         raise AssertionError("a kernel was asked for while counting")
 
     monkeypatch.setattr(kernels, "backend_for", refuse)
-    code, out, err = run(capsys, monkeypatch)
+    code, out, err = energy()
     assert code == 0 and "CNN vs AdderNet" in out and "(dispatch)" in out, err
 
 
-def test_training_and_captures_from_the_command_line(tmp_path, capsys, monkeypatch):
+def test_training_and_captures_from_the_command_line(energy, tmp_path):
     js = tmp_path / "t.json"
-    code, out, err = run(capsys, monkeypatch, "lenet5_bn_adder", "-s", "2,1,32,32", "--training", "--json", str(js))
+    code, out, err = energy("lenet5_bn_adder", "-s", "2,1,32,32", "--training", "--json", str(js))
     assert code == 0 and "training step" in out, err
     data = json.loads(js.read_text())
     assert data["training"] is True and data["optimizer"] == "sgd" and set(data["by_phase"]) == {
         "forward", "backward", "optimizer"}
     assert data["totals"]["mul"] == sum(sum(p["mul"] for p in le["phases"].values()) for le in data["layers"])
-    code, out, err = run(capsys, monkeypatch, "lenet5_bn", "--capture", "jit", "--json", str(js))
+    code, out, err = energy("lenet5_bn", "--capture", "jit", "--json", str(js))
     assert code == 0 and json.loads(js.read_text())["capture"] == "jit", err
-    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--capture", "trace")
+    code, _, err = energy("lenet5_bn", "--capture", "trace")
     assert code == 2 and err.startswith("error: --capture") and len(err.strip().splitlines()) == 1
-    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--training", "--optimizer", "rmsprop")
+    code, _, err = energy("lenet5_bn", "--training", "--optimizer", "rmsprop")
     assert code == 2 and "--optimizer" in err
     # BatchNorm cannot train on one sample: one line naming the shape, not a traceback
-    code, _, err = run(capsys, monkeypatch, "lenet5_bn", "--training")
+    code, _, err = energy("lenet5_bn", "--training")
     assert code == 2 and "training mode" in err and len(err.strip().splitlines()) == 1

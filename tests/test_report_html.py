@@ -14,18 +14,6 @@ from adderconv.cli import main
 pytest.importorskip("matplotlib")
 
 
-def run(capsys, monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["adderconv", "energy", *args])
-    monkeypatch.setenv("COLUMNS", "100")
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 class Page(HTMLParser):
     """Every tag with its attributes, the text of <style>, and the layer table's rows (cell texts)."""
 
@@ -88,9 +76,9 @@ def assert_self_contained(text: str) -> None:
     assert not re.search(r"url\(\s*['\"]?\s*https?:", text, re.I)
 
 
-def test_compare_page_is_self_contained_and_lists_every_layer_of_the_json(tmp_path, capsys, monkeypatch):
+def test_compare_page_is_self_contained_and_lists_every_layer_of_the_json(energy, tmp_path):
     page, js = tmp_path / "r.html", tmp_path / "r.json"
-    code, _, _ = run(capsys, monkeypatch, "lenet5_bn_adder", "--compare", "lenet5_bn", "--memory", "sram_8kb",
+    code, _, _ = energy("lenet5_bn_adder", "--compare", "lenet5_bn", "--memory", "sram_8kb",
                      "--html", str(page), "--json", str(js))
     assert code == 0
     text = page.read_text(encoding="utf-8")
@@ -110,9 +98,9 @@ def test_compare_page_is_self_contained_and_lists_every_layer_of_the_json(tmp_pa
     assert text.count("<svg") == 3                         # layers, operator classes, compute vs memory
 
 
-def test_default_job_page_shows_the_demo_at_two_precisions(tmp_path, capsys, monkeypatch):
+def test_default_job_page_shows_the_demo_at_two_precisions(energy, tmp_path):
     page = tmp_path / "r.html"
-    assert run(capsys, monkeypatch, "--html", str(page))[0] == 0
+    assert energy("--html", str(page))[0] == 0
     text = page.read_text(encoding="utf-8")
     assert_self_contained(text)
     assert "ResNet-20 on CIFAR: CNN vs AdderNet" in text and "energy fp32" in text and "energy int8" in text
@@ -141,9 +129,9 @@ def cumsum_model(tmp_path, monkeypatch):
     return path
 
 
-def test_unsupported_and_ignored_ops_come_before_the_charts(cumsum_model, tmp_path, capsys, monkeypatch):
+def test_unsupported_and_ignored_ops_come_before_the_charts(energy, cumsum_model, tmp_path):
     page, js = tmp_path / "m.html", tmp_path / "m.json"
-    code, _, _ = run(capsys, monkeypatch, str(cumsum_model), "--arch", "cummodel_html:make", "--input-shape", "2,4",
+    code, _, _ = energy(str(cumsum_model), "--arch", "cummodel_html:make", "--input-shape", "2,4",
                      "--html", str(page), "--json", str(js))
     assert code == 0
     text = page.read_text(encoding="utf-8")
@@ -158,17 +146,17 @@ def test_unsupported_and_ignored_ops_come_before_the_charts(cumsum_model, tmp_pa
     assert "aten::cumsum" in row[-1]
 
 
-def test_page_is_deterministic(tmp_path, capsys, monkeypatch):
+def test_page_is_deterministic(energy, tmp_path):
     a, b = tmp_path / "a.html", tmp_path / "b.html"
-    assert run(capsys, monkeypatch, "lenet5_bn_adder", "--html", str(a))[0] == 0
-    assert run(capsys, monkeypatch, "lenet5_bn_adder", "--html", str(b))[0] == 0
+    assert energy("lenet5_bn_adder", "--html", str(a))[0] == 0
+    assert energy("lenet5_bn_adder", "--html", str(b))[0] == 0
     assert a.read_bytes() == b.read_bytes()
 
 
-def test_missing_matplotlib_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
+def test_missing_matplotlib_is_one_line_naming_the_extra(energy, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)       # import matplotlib -> ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    code, out, err = run(capsys, monkeypatch, "lenet5_bn", "--html", str(tmp_path / "x.html"))
+    code, out, err = energy("lenet5_bn", "--html", str(tmp_path / "x.html"))
     assert code == 2 and not (tmp_path / "x.html").exists()
     assert err.startswith("error: ") and err.count("\n") == 1 and "pip install 'adderconv[report]'" in err
     assert out == ""                                           # it failed before any work was printed

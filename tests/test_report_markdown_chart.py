@@ -2,23 +2,8 @@
 `--baseline` a "what grew" section comes first."""
 import math
 import re
-import sys
 
 import pytest
-
-from adderconv.cli import main
-
-
-def run(capsys, monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["adderconv", "energy", *args])
-    monkeypatch.setenv("COLUMNS", "100")
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 _STRING = r'"[^"\n]*"'
@@ -69,9 +54,9 @@ def mermaid_blocks(markdown: str) -> list[str]:
     return blocks
 
 
-def test_default_job_chart_is_before_bars_and_after_line(tmp_path, capsys, monkeypatch):
+def test_default_job_chart_is_before_bars_and_after_line(energy, tmp_path):
     md = tmp_path / "r.md"
-    assert run(capsys, monkeypatch, "--markdown", str(md))[0] == 0
+    assert energy("--markdown", str(md))[0] == 0
     text = md.read_text()
     assert text.startswith("### Energy: `resnet20_adder`")             # no baseline: no "what grew" section
     (block,) = mermaid_blocks(text)
@@ -83,11 +68,11 @@ def test_default_job_chart_is_before_bars_and_after_line(tmp_path, capsys, monke
     assert 1 <= len(chart["x"]) <= 8 and all(name.startswith("layer") for name in chart["x"])
 
 
-def test_single_model_chart_and_its_numbers_match_the_layers(tmp_path, capsys, monkeypatch):
+def test_single_model_chart_and_its_numbers_match_the_layers(energy, tmp_path):
     from adderconv.analysis import analyze
 
     md = tmp_path / "r.md"
-    assert run(capsys, monkeypatch, "lenet5_bn", "--markdown", str(md))[0] == 0
+    assert energy("lenet5_bn", "--markdown", str(md))[0] == 0
     (block,) = mermaid_blocks(md.read_text())
     chart = parse_xychart(block)
     assert [k for k, _ in chart["series"]] == ["bar"]
@@ -98,10 +83,10 @@ def test_single_model_chart_and_its_numbers_match_the_layers(tmp_path, capsys, m
     assert sorted(chart["series"][0][1], reverse=True) == pytest.approx(top, abs=6e-4)
 
 
-def test_baseline_puts_what_grew_first_and_charts_baseline_vs_now(tmp_path, capsys, monkeypatch):
+def test_baseline_puts_what_grew_first_and_charts_baseline_vs_now(energy, tmp_path):
     base, md = tmp_path / "base.json", tmp_path / "r.md"
-    assert run(capsys, monkeypatch, "lenet5_bn_adder", "--json", str(base))[0] == 0
-    code, _, _ = run(capsys, monkeypatch, "lenet5_bn", "--baseline", str(base), "--markdown", str(md))
+    assert energy("lenet5_bn_adder", "--json", str(base))[0] == 0
+    code, _, _ = energy("lenet5_bn", "--baseline", str(base), "--markdown", str(md))
     assert code == 1
     text = md.read_text()
     assert text.startswith("### What grew against the baseline")
@@ -112,7 +97,7 @@ def test_baseline_puts_what_grew_first_and_charts_baseline_vs_now(tmp_path, caps
     chart = parse_xychart(block)
     assert "bars baseline, line lenet5_bn" in chart["title"]
     # within the limit: the same section says so
-    code, _, _ = run(capsys, monkeypatch, "lenet5_bn_adder", "--baseline", str(base), "--markdown", str(md))
+    code, _, _ = energy("lenet5_bn_adder", "--baseline", str(base), "--markdown", str(md))
     assert code == 0
     text = md.read_text()
     assert text.startswith("### What grew") and "**No regression**" in text and "No layer's energy grew" in text
