@@ -75,6 +75,16 @@ def _libraries(build: Path, name: str) -> list[Path]:
     return [*build.glob(f"{name}*.so"), *build.glob(f"{name}*.pyd")]
 
 
+def _stamp(build: Path, name: str) -> tuple[int, int] | None:
+    """(size, mtime) of the cached library: unchanged after the load means it was not relinked (no second hash
+    at every start-up)."""
+    libs = _libraries(build, name)
+    if not libs:
+        return None
+    st = libs[0].stat()
+    return st.st_size, st.st_mtime_ns
+
+
 def _intact(build: Path, name: str) -> bool | None:
     """True/False for a cached library that matches / does not match its record; None when there is none."""
     libs = _libraries(build, name)
@@ -108,11 +118,12 @@ def load_extension(name: str, sources: Sequence[Path], *, cflags: Sequence[str],
                 if f.name != "lock":
                     shutil.rmtree(f) if f.is_dir() else f.unlink()
             state = None
+        checked = _stamp(build, name) if state else None      # the intact library, as we hashed it
     start = time.perf_counter()
     ext = cpp_extension.load(name, [str(s) for s in sources], build_directory=str(build), verbose=False,
                              extra_cflags=list(cflags), extra_ldflags=list(ldflags))
     libs = _libraries(build, name)
-    if libs and _intact(build, name) is not True:
+    if libs and _stamp(build, name) != checked and _intact(build, name) is not True:
         # Just built, or rebuilt by cpp_extension itself (its build file names the source's path, so a second
         # checkout with the same source relinks): record what is there now, after it loaded.
         tmp = build / f".{name}.sha256.{os.getpid()}.tmp"
