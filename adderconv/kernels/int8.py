@@ -1,12 +1,14 @@
 """int8 adder kernels: a C++ extension (SAD instructions) built on this machine at first use.
 
-The extension is built from ``int8_kernels.cpp`` without ``-march=native``: each vector path (AVX-512BW,
-AVX2, SSE2, generic C++ for every other CPU, NEON machines included) carries its own target attribute and the
-fastest one this CPU supports is chosen at run time, so a build never runs instructions the CPU lacks and
-every path can be tested on one machine. ``ADDERCONV_INT8_ISA=avx512|avx2|sse2|generic`` forces a path (it
-must be one this CPU has); :func:`set_isa` does the same in process. Built once per machine (cached beside
-the float kernels, keyed by source, torch, Python and CPU); if there is no compiler, :func:`available` is
-False and the op runs :mod:`adderconv.kernels.int8_portable` (pure PyTorch, same integers).
+The extension is built from ``int8_kernels.cpp`` (its micro-kernels in ``int8_sad.h``) without
+``-march=native``: each vector path (AVX-512BW, AVX2, SSE2 on x86, NEON on AArch64, generic C++ everywhere)
+carries its own target attribute or preprocessor guard and the fastest one this CPU supports is chosen at run
+time, so a build never runs instructions the CPU lacks and every x86 path can be tested on one machine (the NEON
+one is tested in an AArch64 emulator: tests/test_int8_neon.py).
+``ADDERCONV_INT8_ISA=avx512|avx2|sse2|neon|generic`` forces a path (it must be one this CPU has);
+:func:`set_isa` does the same in process. Built once per machine (cached beside the float kernels, keyed by
+source, torch, Python and CPU); if there is no compiler, :func:`available` is False and the op runs
+:mod:`adderconv.kernels.int8_portable` (pure PyTorch, same integers).
 
 >>> from adderconv.kernels import int8
 >>> int8.isa_name() in ISAS  # doctest: +SKIP
@@ -24,16 +26,18 @@ from torch import Tensor
 
 from .build import Extension, build_key, cpu_fingerprint
 
-__all__ = ["ISAS", "available", "extension", "isa", "isa_name", "set_isa", "best_isa", "lanes", "pack"]
+__all__ = ["ISAS", "available", "extension", "isa", "isa_name", "set_isa", "best_isa", "supported_isas", "lanes",
+           "pack"]
 
-ISAS = ("generic", "sse2", "avx2", "avx512")   # index = the extension's ISA code
+ISAS = ("generic", "sse2", "avx2", "avx512", "neon")   # index = the extension's ISA code
 _SOURCE = Path(__file__).with_name("int8_kernels.cpp")
+_HEADER = Path(__file__).with_name("int8_sad.h")
 _ext: ModuleType | None = None
 
 
 def extension_name() -> str:
-    return build_key("adderconv_int8", _SOURCE.read_text(), torch.__version__, sys.version, cpu_fingerprint(),
-                     "openmp")
+    return build_key("adderconv_int8", _SOURCE.read_text(), _HEADER.read_text(), torch.__version__, sys.version,
+                     cpu_fingerprint(), "openmp")
 
 
 # No -march=native: the vector paths choose themselves at run time. No FP contraction: the fused epilogue must
@@ -82,6 +86,11 @@ def best_isa() -> str:
     return ISAS[int(extension().best_isa())]
 
 
+def supported_isas() -> list[str]:
+    """Every path this CPU can run, generic first and the widest last."""
+    return [name for i, name in enumerate(ISAS) if extension().supports_isa(i)]
+
+
 def set_isa(name: str) -> None:
     """Use vector path ``name`` (one this CPU supports) from now on; packed weights follow automatically."""
     if name not in ISAS:
@@ -90,7 +99,7 @@ def set_isa(name: str) -> None:
 
 
 def lanes(isa_index: int | None = None) -> int:
-    """Output channels per vector of a path: 8 (AVX-512), 4 (AVX2), 2 (SSE2), 1 (generic)."""
+    """Output channels per vector of a path: 8 (AVX-512), 4 (AVX2), 2 (SSE2, NEON), 1 (generic)."""
     return int(extension().lanes(isa() if isa_index is None else isa_index))
 
 

@@ -2,13 +2,13 @@
 //
 // Built on the user's machine at first use (adderconv/kernels/int8.py) WITHOUT -march=native: every vector
 // path carries its own target attribute and the path is chosen at run time from the CPU (cpuid), so one
-// build serves AVX-512BW, AVX2, SSE2 and generic (scalar, portable C++: NEON machines run this one) and
-// tests can force each path on one machine (set_isa).
+// build serves AVX-512BW, AVX2, SSE2 and generic (scalar, portable C++) on x86, NEON and generic on AArch64,
+// and tests can force each path on one machine (set_isa). The micro-kernels themselves are in int8_sad.h.
 //
 // Layout. The input is channels-last uint8 (N, H, W, C), padded here once with the zero point (a padded tap
 // then contributes |z - w|, which is what zero padding means on the shared grid). The reduction index
 // j = (kh, kw, c) runs along contiguous bytes. Weights are packed [G][O-block][T][L][8]: T = ceil(K / 8)
-// chunks of 8 reduction bytes, L output channels per vector (8 for 64-byte vectors, 4, 2, 1), tails and
+// chunks of 8 reduction bytes, L output channels per vector (8 for 64-byte vectors, 4, 2 (SSE2, NEON), 1), tails and
 // missing channels filled with the zero point. One vpsadbw of a broadcast 8-byte input chunk against one
 // packed weight vector gives L partial sums, one per output channel, in separate 64-bit lanes: nothing is
 // reduced horizontally, and the lanes hold the final per-channel sums when the chunks are done.
@@ -27,152 +27,11 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define ADDERCONV_X86 1
-#endif
+#include "int8_sad.h"
 
 namespace {
 
-enum Isa : int { GENERIC = 0, SSE2 = 1, AVX2 = 2, AVX512 = 3 };
-
-int detect_isa() {
-#if defined(ADDERCONV_X86)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512f")) return AVX512;
-    if (__builtin_cpu_supports("avx2")) return AVX2;
-    if (__builtin_cpu_supports("sse2")) return SSE2;
-#endif
-    return GENERIC;
-}
-
 int g_isa = detect_isa();
-
-int lanes_of(int isa) { return isa == AVX512 ? 8 : isa == AVX2 ? 4 : isa == SSE2 ? 2 : 1; }
-
-inline uint64_t load8(const uint8_t* p) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    return v;
-}
-
-// One micro-kernel call: P output positions (input pointers xp[p]) x B weight blocks of L channels each.
-// out[p * ostride + b * L + l] = sum over the T chunks.
-using MicroFn = void (*)(const uint8_t* const* xp, const int64_t* offs, int64_t T, const uint8_t* w,
-                         int32_t* out, int64_t ostride);
-
-#if defined(ADDERCONV_X86)
-template <int P, int B>
-__attribute__((target("avx512f,avx512bw"))) void micro_avx512(const uint8_t* const* xp, const int64_t* offs,
-                                                               int64_t T, const uint8_t* w, int32_t* out,
-                                                               int64_t ostride) {
-    __m512i acc[P][B];
-    for (int p = 0; p < P; ++p)
-        for (int b = 0; b < B; ++b) acc[p][b] = _mm512_setzero_si512();
-    for (int64_t t = 0; t < T; ++t) {
-        const int64_t off = offs[t];
-        __m512i xv[P];
-        for (int p = 0; p < P; ++p) xv[p] = _mm512_set1_epi64(static_cast<long long>(load8(xp[p] + off)));
-        for (int b = 0; b < B; ++b) {
-            const __m512i wv = _mm512_loadu_si512(reinterpret_cast<const void*>(w + (b * T + t) * 64));
-            for (int p = 0; p < P; ++p) acc[p][b] = _mm512_add_epi64(acc[p][b], _mm512_sad_epu8(xv[p], wv));
-        }
-    }
-    for (int p = 0; p < P; ++p)
-        for (int b = 0; b < B; ++b)
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + p * ostride + b * 8), _mm512_cvtepi64_epi32(acc[p][b]));
-}
-
-template <int P, int B>
-__attribute__((target("avx2"))) void micro_avx2(const uint8_t* const* xp, const int64_t* offs, int64_t T,
-                                                const uint8_t* w, int32_t* out, int64_t ostride) {
-    __m256i acc[P][B];
-    for (int p = 0; p < P; ++p)
-        for (int b = 0; b < B; ++b) acc[p][b] = _mm256_setzero_si256();
-    for (int64_t t = 0; t < T; ++t) {
-        const int64_t off = offs[t];
-        __m256i xv[P];
-        for (int p = 0; p < P; ++p) xv[p] = _mm256_set1_epi64x(static_cast<long long>(load8(xp[p] + off)));
-        for (int b = 0; b < B; ++b) {
-            const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (b * T + t) * 32));
-            for (int p = 0; p < P; ++p) acc[p][b] = _mm256_add_epi64(acc[p][b], _mm256_sad_epu8(xv[p], wv));
-        }
-    }
-    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-    for (int p = 0; p < P; ++p)
-        for (int b = 0; b < B; ++b)
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + p * ostride + b * 4),
-                             _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(acc[p][b], even)));
-}
-
-template <int P, int B>
-__attribute__((target("sse2"))) void micro_sse2(const uint8_t* const* xp, const int64_t* offs, int64_t T,
-                                                const uint8_t* w, int32_t* out, int64_t ostride) {
-    __m128i acc[P][B];
-    for (int p = 0; p < P; ++p)
-        for (int b = 0; b < B; ++b) acc[p][b] = _mm_setzero_si128();
-    for (int64_t t = 0; t < T; ++t) {
-        const int64_t off = offs[t];
-        __m128i xv[P];
-        for (int p = 0; p < P; ++p) xv[p] = _mm_set1_epi64x(static_cast<long long>(load8(xp[p] + off)));
-        for (int b = 0; b < B; ++b) {
-            const __m128i wv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (b * T + t) * 16));
-            for (int p = 0; p < P; ++p) acc[p][b] = _mm_add_epi64(acc[p][b], _mm_sad_epu8(xv[p], wv));
-        }
-    }
-    for (int p = 0; p < P; ++p)
-        for (int b = 0; b < B; ++b)
-            _mm_storel_epi64(reinterpret_cast<__m128i*>(out + p * ostride + b * 2),
-                             _mm_shuffle_epi32(acc[p][b], _MM_SHUFFLE(3, 1, 2, 0)));
-}
-#endif
-
-// Scalar, portable C++ (L = 1: the packed row of a channel is its K bytes plus the zero-point tail).
-template <int P, int B>
-void micro_generic(const uint8_t* const* xp, const int64_t* offs, int64_t T, const uint8_t* w, int32_t* out,
-                   int64_t ostride) {
-    for (int p = 0; p < P; ++p)
-        for (int b = 0; b < B; ++b) {
-            const uint8_t* wb = w + b * T * 8;
-            int32_t s = 0;
-            for (int64_t t = 0; t < T; ++t) {
-                const uint8_t* xc = xp[p] + offs[t];
-                for (int k = 0; k < 8; ++k) {
-                    const int d = int(xc[k]) - int(wb[t * 8 + k]);
-                    s += d < 0 ? -d : d;
-                }
-            }
-            out[p * ostride + b] = s;
-        }
-}
-
-constexpr int PMAX = 8, BMAX = 4;
-
-#define ADDERCONV_ROW(F, P) {&F<P, 1>, &F<P, 2>, &F<P, 3>, &F<P, 4>}
-#define ADDERCONV_TABLE(F)                                                                              \
-    {ADDERCONV_ROW(F, 1), ADDERCONV_ROW(F, 2), ADDERCONV_ROW(F, 3), ADDERCONV_ROW(F, 4),                \
-     ADDERCONV_ROW(F, 5), ADDERCONV_ROW(F, 6), ADDERCONV_ROW(F, 7), ADDERCONV_ROW(F, 8)}
-
-const MicroFn kGeneric[PMAX][BMAX] = ADDERCONV_TABLE(micro_generic);
-#if defined(ADDERCONV_X86)
-const MicroFn kSse2[PMAX][BMAX] = ADDERCONV_TABLE(micro_sse2);
-const MicroFn kAvx2[PMAX][BMAX] = ADDERCONV_TABLE(micro_avx2);
-const MicroFn kAvx512[PMAX][BMAX] = ADDERCONV_TABLE(micro_avx512);
-#endif
-
-struct Plan {
-    const MicroFn (*table)[BMAX];
-    int accumulators;   // P * B at most: what the register file holds beside the operands
-};
-
-Plan plan_for(int isa) {
-#if defined(ADDERCONV_X86)
-    if (isa == AVX512) return {kAvx512, 16};   // 32 zmm: 16 accumulators + up to 8 broadcasts + 1 weight
-    if (isa == AVX2) return {kAvx2, 8};        // 16 ymm
-    if (isa == SSE2) return {kSse2, 8};        // 16 xmm
-#endif
-    return {kGeneric, 8};
-}
 
 struct Geo {
     int64_t N, H, W, C, O, KH, KW, SH, SW, PH, PW, DH, DW, G, HO, WO, CG, OG, K, T, L, NB, Hp, Wp;
@@ -560,10 +419,11 @@ at::Tensor quantize(const at::Tensor& x, double scale, int64_t z, int64_t lo) {
 
 int64_t get_isa() { return g_isa; }
 void set_isa(int64_t isa) {
-    TORCH_CHECK(isa >= 0 && isa <= detect_isa(), "set_isa: this CPU does not support vector path ", isa);
+    TORCH_CHECK(supports(static_cast<int>(isa)), "set_isa: this CPU does not support vector path ", isa);
     g_isa = static_cast<int>(isa);
 }
 int64_t best_isa() { return detect_isa(); }
+bool supports_isa(int64_t isa) { return supports(static_cast<int>(isa)); }
 int64_t lanes(int64_t isa) { return lanes_of(static_cast<int>(isa)); }
 
 }  // namespace
@@ -576,5 +436,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("get_isa", &get_isa);
     m.def("set_isa", &set_isa);
     m.def("best_isa", &best_isa);
+    m.def("supports_isa", &supports_isa);
     m.def("lanes", &lanes);
 }
