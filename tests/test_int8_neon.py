@@ -24,7 +24,7 @@ pytest.importorskip("ziglang", reason="dev dependency: pip install -e '.[dev]'")
 from unicorn import arm64_const as arm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-NEON, GENERIC, AVX2 = int8.ISAS.index("neon"), int8.ISAS.index("generic"), int8.ISAS.index("avx2")
+NEON, GENERIC, AVX2, VNNI = (int8.ISAS.index(n) for n in ("neon", "generic", "avx2", "avx512vnni"))
 _ARGS = struct.Struct("<QQQQqqiiiiii")   # the harness's Args (LP64)
 _DATA, _STACK, _STOP, _SIZE = 0x4000_0000, 0x6000_0000, 0x7000_0000, 1 << 24
 
@@ -121,7 +121,7 @@ def case(cpu: AArch64, isa: int, rng: np.random.Generator, P: int, B: int, T: in
 def test_an_aarch64_cpu_gets_the_neon_path(cpu):
     rng = np.random.default_rng(0)
     xs, offs, w = [np.zeros(8, np.uint8)], np.zeros(1, np.int64), np.zeros(16, np.uint8)
-    for isa, lanes, ok in [(NEON, 2, 1), (GENERIC, 1, 1), (AVX2, 4, 0)]:
+    for isa, lanes, ok in [(NEON, 2, 1), (GENERIC, 1, 1), (AVX2, 4, 0), (VNNI, 8, 0)]:
         _, fields = cpu.run(isa, xs, offs, w, 2, 2, 0)   # B = 0: answer the questions, run nothing
         assert fields == (NEON, lanes, ok)
     case(cpu, NEON, rng, 1, 1, 1, 0)

@@ -1,11 +1,11 @@
 """int8 adder kernels: a C++ extension (SAD instructions) built on this machine at first use.
 
 The extension is built from ``int8_kernels.cpp`` (its micro-kernels in ``int8_sad.h``) without
-``-march=native``: each vector path (AVX-512BW, AVX2, SSE2 on x86, NEON on AArch64, generic C++ everywhere)
-carries its own target attribute or preprocessor guard and the fastest one this CPU supports is chosen at run
-time, so a build never runs instructions the CPU lacks and every x86 path can be tested on one machine (the NEON
-one is tested in an AArch64 emulator: tests/test_int8_neon.py).
-``ADDERCONV_INT8_ISA=avx512|avx2|sse2|neon|generic`` forces a path (it must be one this CPU has);
+``-march=native``: each vector path (AVX-512BW with and without VNNI, AVX2, SSE2 on x86, NEON on AArch64,
+generic C++ everywhere) carries its own target attribute or preprocessor guard, and the fastest one this CPU
+supports is chosen at run time, so a build never runs instructions the CPU lacks and every x86 path can be
+tested on one machine (the NEON one runs in an AArch64 emulator: tests/test_int8_neon.py).
+``ADDERCONV_INT8_ISA=avx512vnni|avx512|avx2|sse2|neon|generic`` forces a path (it must be one this CPU has);
 :func:`set_isa` does the same in process. Built once per machine (cached beside the float kernels, keyed by
 source, torch, Python and CPU); if there is no compiler, :func:`available` is False and the op runs
 :mod:`adderconv.kernels.int8_portable` (pure PyTorch, same integers).
@@ -29,7 +29,7 @@ from .build import Extension, build_key, cpu_fingerprint
 __all__ = ["ISAS", "available", "extension", "isa", "isa_name", "set_isa", "best_isa", "supported_isas", "lanes",
            "pack"]
 
-ISAS = ("generic", "sse2", "avx2", "avx512", "neon")   # index = the extension's ISA code
+ISAS = ("generic", "sse2", "avx2", "avx512", "neon", "avx512vnni")   # index = the extension's ISA code
 _SOURCE = Path(__file__).with_name("int8_kernels.cpp")
 _HEADER = Path(__file__).with_name("int8_sad.h")
 _ext: ModuleType | None = None

@@ -2,7 +2,7 @@
 //
 // Built on the user's machine at first use (adderconv/kernels/int8.py) WITHOUT -march=native: every vector
 // path carries its own target attribute and the path is chosen at run time from the CPU (cpuid), so one
-// build serves AVX-512BW, AVX2, SSE2 and generic (scalar, portable C++) on x86, NEON and generic on AArch64,
+// build serves AVX-512BW (with or without VNNI), AVX2, SSE2 and generic (scalar, portable C++) on x86, NEON and generic on AArch64,
 // and tests can force each path on one machine (set_isa). The micro-kernels themselves are in int8_sad.h.
 //
 // Layout. The input is channels-last uint8 (N, H, W, C), padded here once with the zero point (a padded tap
@@ -244,7 +244,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void epilogue_avx512(const 
 
 void epilogue(const Epi& e, int isa) {
 #if defined(ADDERCONV_X86)
-    if (isa == AVX512) return epilogue_avx512(e);
+    if (isa == AVX512 || isa == AVX512VNNI) return epilogue_avx512(e);
     if (isa == AVX2) return epilogue_avx2(e);
 #endif
     epilogue_generic(e);
@@ -409,7 +409,7 @@ at::Tensor quantize(const at::Tensor& x, double scale, int64_t z, int64_t lo) {
     const int isa = g_isa;
     at::parallel_for(0, xc.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
 #if defined(ADDERCONV_X86)
-        if (isa == AVX512) return quantize_avx512(src + begin, dst + begin, end - begin, sc, fz, flo);
+        if (isa == AVX512 || isa == AVX512VNNI) return quantize_avx512(src + begin, dst + begin, end - begin, sc, fz, flo);
         if (isa == AVX2) return quantize_avx2(src + begin, dst + begin, end - begin, sc, fz, flo);
 #endif
         quantize_generic(src + begin, dst + begin, end - begin, sc, fz, flo);
