@@ -2,14 +2,15 @@
 //
 // Built on the user's machine at first use (adderconv/kernels/int8.py) WITHOUT -march=native: every vector
 // path carries its own target attribute and the path is chosen at run time from the CPU (cpuid), so one
-// build serves AVX-512BW (with or without VNNI), AVX2, SSE2 and generic (scalar, portable C++) on x86, NEON and generic on AArch64,
-// and tests can force each path on one machine (set_isa). The micro-kernels themselves are in int8_sad.h.
+// build serves AVX-512BW (with or without VNNI), AVX2, SSE2 and generic (scalar, portable C++) on x86, NEON
+// and generic on AArch64, and tests can force each path on one machine (set_isa). The micro-kernels are in
+// int8_sad.h.
 //
 // Layout. The input is channels-last uint8 (N, H, W, C), padded here once with the zero point (a padded tap
 // then contributes |z - w|, which is what zero padding means on the shared grid). The reduction index
 // j = (kh, kw, c) runs along contiguous bytes. Weights are packed [G][O-block][T][L][8]: T = ceil(K / 8)
-// chunks of 8 reduction bytes, L output channels per vector (8 for 64-byte vectors, 4, 2 (SSE2, NEON), 1), tails and
-// missing channels filled with the zero point. One vpsadbw of a broadcast 8-byte input chunk against one
+// chunks of 8 reduction bytes, L output channels per vector (8 for 64-byte vectors, 4, 2 (SSE2, NEON), 1),
+// tails and missing channels filled with the zero point. One vpsadbw of a broadcast 8-byte input chunk against one
 // packed weight vector gives L partial sums, one per output channel, in separate 64-bit lanes: nothing is
 // reduced horizontally, and the lanes hold the final per-channel sums when the chunks are done.
 // When the channels of a group are a multiple of 8 the chunks are read straight from the padded input;

@@ -45,7 +45,6 @@ bool supports(int isa) {
     return isa >= SSE2 && isa <= (best == AVX512VNNI ? AVX512 : best);
 }
 
-
 int lanes_of(int isa) {
     return isa == AVX512 || isa == AVX512VNNI ? 8 : isa == AVX2 ? 4 : isa == SSE2 || isa == NEON ? 2 : 1;
 }
@@ -85,8 +84,9 @@ __attribute__((target("avx512f,avx512bw"))) void micro_avx512(const uint8_t* con
 
 // The same with VNNI's vpdpwssd as the accumulation: a SAD lane holds its sum (< 2^11) in its low 16-bit word and
 // zeros above, so multiplying the words by 1 and adding pairs into the dword lanes adds the sum to each 64-bit
-// lane's low dword and 0 to its high one, as vpaddq did. It runs on a port vpsadbw does not use (vpaddq
-// competes for vpsadbw's), which is 10-13% per layer on a Sapphire Rapids core (benchmarks/int8.py).
+// lane's low dword and 0 to its high one, as vpaddq did (vpdpwssd does not saturate; the sums stay far below
+// 2^31). It runs on a port vpsadbw does not use, where vpaddq competes for vpsadbw's: about 5-10% less time per
+// layer on a Sapphire Rapids core, side by side (README, "int8 adder inference").
 template <int P, int B>
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void micro_avx512vnni(const uint8_t* const* xp,
                                                                            const int64_t* offs, int64_t T,
