@@ -50,16 +50,14 @@ class AArch64:
     def run(self, isa: int, xs: list[np.ndarray], offs: np.ndarray, w: np.ndarray, n_out: int,
             ostride: int, blocks: int) -> tuple[np.ndarray, tuple[int, int, int]]:
         """Micro-kernel ``isa`` over P = len(xs) inputs and ``blocks`` weight blocks: (out, (detected, lanes, ok))."""
-        blobs, at = [], _DATA + 4096
-        addrs = []
-        for blob in [*xs, offs.astype("<i8"), w]:
+        addrs, at = [], _DATA + 4096
+        for blob in [*xs, offs.astype("<i8"), w]:   # each 64-byte aligned, with 64 bytes of slack after it
+            data = np.ascontiguousarray(blob).tobytes()
+            self.uc.mem_write(at, data)
             addrs.append(at)
-            blobs.append((at, np.ascontiguousarray(blob).tobytes()))
-            at += (blobs[-1][1].__len__() + 64 + 63) & ~63
+            at += (len(data) + 127) & ~63
         xp_at, out_at = at, at + 8 * len(xs) + 64
         self.uc.mem_write(xp_at, struct.pack(f"<{len(xs)}Q", *addrs[:len(xs)]))
-        for addr, data in blobs:
-            self.uc.mem_write(addr, data)
         self.uc.mem_write(out_at, b"\xff" * 4 * n_out)   # anything the kernel does not write shows
         self.uc.mem_write(_DATA, _ARGS.pack(xp_at, addrs[-2], addrs[-1], out_at, len(offs), ostride, isa, len(xs),
                                             blocks, -1, -1, -1))
