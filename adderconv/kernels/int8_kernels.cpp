@@ -10,8 +10,8 @@
 // then contributes |z - w|, which is what zero padding means on the shared grid). The reduction index
 // j = (kh, kw, c) runs along contiguous bytes. Weights are packed [G][O-block][T][L][8]: T = ceil(K / 8)
 // chunks of 8 reduction bytes, L output channels per vector (8 for 64-byte vectors, 4, 2 (SSE2, NEON), 1),
-// tails and missing channels filled with the zero point. One vpsadbw of a broadcast 8-byte input chunk against one
-// packed weight vector gives L partial sums, one per output channel, in separate 64-bit lanes: nothing is
+// tails and missing channels filled with the zero point. One vpsadbw of a broadcast 8-byte input chunk against
+// one packed weight vector gives L partial sums, one per output channel, in separate 64-bit lanes: nothing is
 // reduced horizontally, and the lanes hold the final per-channel sums when the chunks are done.
 // When the channels of a group are a multiple of 8 the chunks are read straight from the padded input;
 // otherwise (odd channel counts, depthwise) each output row's patches are gathered first.
@@ -245,7 +245,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void epilogue_avx512(const 
 
 void epilogue(const Epi& e, int isa) {
 #if defined(ADDERCONV_X86)
-    if (isa == AVX512 || isa == AVX512VNNI) return epilogue_avx512(e);
+    if (is_avx512(isa)) return epilogue_avx512(e);
     if (isa == AVX2) return epilogue_avx2(e);
 #endif
     epilogue_generic(e);
@@ -410,7 +410,7 @@ at::Tensor quantize(const at::Tensor& x, double scale, int64_t z, int64_t lo) {
     const int isa = g_isa;
     at::parallel_for(0, xc.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
 #if defined(ADDERCONV_X86)
-        if (isa == AVX512 || isa == AVX512VNNI) return quantize_avx512(src + begin, dst + begin, end - begin, sc, fz, flo);
+        if (is_avx512(isa)) return quantize_avx512(src + begin, dst + begin, end - begin, sc, fz, flo);
         if (isa == AVX2) return quantize_avx2(src + begin, dst + begin, end - begin, sc, fz, flo);
 #endif
         quantize_generic(src + begin, dst + begin, end - begin, sc, fz, flo);

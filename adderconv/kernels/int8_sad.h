@@ -45,9 +45,10 @@ bool supports(int isa) {
     return isa >= SSE2 && isa <= (best == AVX512VNNI ? AVX512 : best);
 }
 
-int lanes_of(int isa) {
-    return isa == AVX512 || isa == AVX512VNNI ? 8 : isa == AVX2 ? 4 : isa == SSE2 || isa == NEON ? 2 : 1;
-}
+// Both AVX-512 paths share the layout, the epilogues and the quantiser; they differ in the accumulation only.
+inline bool is_avx512(int isa) { return isa == AVX512 || isa == AVX512VNNI; }
+
+int lanes_of(int isa) { return is_avx512(isa) ? 8 : isa == AVX2 ? 4 : isa == SSE2 || isa == NEON ? 2 : 1; }
 
 inline uint64_t load8(const uint8_t* p) {
     uint64_t v;
@@ -61,54 +62,41 @@ using MicroFn = void (*)(const uint8_t* const* xp, const int64_t* offs, int64_t 
                          int32_t* out, int64_t ostride);
 
 #if defined(ADDERCONV_X86)
-template <int P, int B>
-__attribute__((target("avx512f,avx512bw"))) void micro_avx512(const uint8_t* const* xp, const int64_t* offs,
-                                                               int64_t T, const uint8_t* w, int32_t* out,
-                                                               int64_t ostride) {
-    __m512i acc[P][B];
-    for (int p = 0; p < P; ++p)
-        for (int b = 0; b < B; ++b) acc[p][b] = _mm512_setzero_si512();
-    for (int64_t t = 0; t < T; ++t) {
-        const int64_t off = offs[t];
-        __m512i xv[P];
-        for (int p = 0; p < P; ++p) xv[p] = _mm512_set1_epi64(static_cast<long long>(load8(xp[p] + off)));
-        for (int b = 0; b < B; ++b) {
-            const __m512i wv = _mm512_loadu_si512(reinterpret_cast<const void*>(w + (b * T + t) * 64));
-            for (int p = 0; p < P; ++p) acc[p][b] = _mm512_add_epi64(acc[p][b], _mm512_sad_epu8(xv[p], wv));
-        }
+// The AVX-512BW micro-kernel, defined once for its two accumulations (a macro, as a function's target
+// attribute cannot depend on a template argument, and an inlined helper would need the wider target):
+// ACCUMULATE(acc, sad) is vpaddq without VNNI, and with it vpdpwssd against ones. A SAD lane holds its sum
+// (< 2^11) in its low 16-bit word and zeros above, so multiplying the words by 1 and adding pairs into the dword
+// lanes adds the sum to each 64-bit lane's low dword and 0 to its high one, as vpaddq does (vpdpwssd does not
+// saturate; the sums stay far below 2^31). vpdpwssd runs on a port vpsadbw does not use, where vpaddq competes
+// for vpsadbw's: about 5-10% less time per layer on a Sapphire Rapids core, side by side (README, "int8 adder
+// inference").
+#define ADDERCONV_MICRO_AVX512(NAME, TARGET, ACCUMULATE)                                                        \
+    template <int P, int B>                                                                                     \
+    __attribute__((target(TARGET))) void NAME(const uint8_t* const* xp, const int64_t* offs, int64_t T,         \
+                                              const uint8_t* w, int32_t* out, int64_t ostride) {                \
+        __m512i acc[P][B];                                                                                      \
+        for (int p = 0; p < P; ++p)                                                                             \
+            for (int b = 0; b < B; ++b) acc[p][b] = _mm512_setzero_si512();                                     \
+        for (int64_t t = 0; t < T; ++t) {                                                                       \
+            const int64_t off = offs[t];                                                                        \
+            __m512i xv[P];                                                                                      \
+            for (int p = 0; p < P; ++p) xv[p] = _mm512_set1_epi64(static_cast<long long>(load8(xp[p] + off)));  \
+            for (int b = 0; b < B; ++b) {                                                                       \
+                const __m512i wv = _mm512_loadu_si512(reinterpret_cast<const void*>(w + (b * T + t) * 64));     \
+                for (int p = 0; p < P; ++p) acc[p][b] = ACCUMULATE(acc[p][b], _mm512_sad_epu8(xv[p], wv));      \
+            }                                                                                                   \
+        }                                                                                                       \
+        for (int p = 0; p < P; ++p)                                                                             \
+            for (int b = 0; b < B; ++b)                                                                         \
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + p * ostride + b * 8),                      \
+                                    _mm512_cvtepi64_epi32(acc[p][b]));                                          \
     }
-    for (int p = 0; p < P; ++p)
-        for (int b = 0; b < B; ++b)
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + p * ostride + b * 8), _mm512_cvtepi64_epi32(acc[p][b]));
-}
 
-// The same with VNNI's vpdpwssd as the accumulation: a SAD lane holds its sum (< 2^11) in its low 16-bit word and
-// zeros above, so multiplying the words by 1 and adding pairs into the dword lanes adds the sum to each 64-bit
-// lane's low dword and 0 to its high one, as vpaddq did (vpdpwssd does not saturate; the sums stay far below
-// 2^31). It runs on a port vpsadbw does not use, where vpaddq competes for vpsadbw's: about 5-10% less time per
-// layer on a Sapphire Rapids core, side by side (README, "int8 adder inference").
-template <int P, int B>
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void micro_avx512vnni(const uint8_t* const* xp,
-                                                                           const int64_t* offs, int64_t T,
-                                                                           const uint8_t* w, int32_t* out,
-                                                                           int64_t ostride) {
-    const __m512i ones = _mm512_set1_epi16(1);
-    __m512i acc[P][B];
-    for (int p = 0; p < P; ++p)
-        for (int b = 0; b < B; ++b) acc[p][b] = _mm512_setzero_si512();
-    for (int64_t t = 0; t < T; ++t) {
-        const int64_t off = offs[t];
-        __m512i xv[P];
-        for (int p = 0; p < P; ++p) xv[p] = _mm512_set1_epi64(static_cast<long long>(load8(xp[p] + off)));
-        for (int b = 0; b < B; ++b) {
-            const __m512i wv = _mm512_loadu_si512(reinterpret_cast<const void*>(w + (b * T + t) * 64));
-            for (int p = 0; p < P; ++p) acc[p][b] = _mm512_dpwssd_epi32(acc[p][b], _mm512_sad_epu8(xv[p], wv), ones);
-        }
-    }
-    for (int p = 0; p < P; ++p)
-        for (int b = 0; b < B; ++b)
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + p * ostride + b * 8), _mm512_cvtepi64_epi32(acc[p][b]));
-}
+#define ADDERCONV_DPWSSD_ONES(acc, sad) _mm512_dpwssd_epi32(acc, sad, _mm512_set1_epi16(1))
+ADDERCONV_MICRO_AVX512(micro_avx512, "avx512f,avx512bw", _mm512_add_epi64)
+ADDERCONV_MICRO_AVX512(micro_avx512vnni, "avx512f,avx512bw,avx512vnni", ADDERCONV_DPWSSD_ONES)
+#undef ADDERCONV_DPWSSD_ONES
+#undef ADDERCONV_MICRO_AVX512
 
 template <int P, int B>
 __attribute__((target("avx2"))) void micro_avx2(const uint8_t* const* xp, const int64_t* offs, int64_t T,
