@@ -54,6 +54,17 @@ def random_case(rng):
     return x, wt, int(rng.integers(0, 256)), s, p, d, g
 
 
+def wide_case(rng, o):
+    """A ResNet-like layer (16 channels in, 3x3, padding 1) with ``o`` outputs: the vector epilogues' full chunks of 8
+    or 16 channels, and with them a scalar tail when ``o`` is no multiple of 8."""
+    x = rng.integers(0, 256, (2, 6, 7, 16), dtype=np.uint8)
+    return x, rng.integers(0, 256, (o, 16, 3, 3), dtype=np.uint8), int(rng.integers(0, 256)), [1, 1], [1, 1], [1, 1], 1
+
+
+def epilogue_cases(rng):
+    return [random_case(rng) for _ in range(6)] + [wide_case(rng, 16), wide_case(rng, 21)]
+
+
 def supported_isas():
     return int8.supported_isas()
 
@@ -91,8 +102,7 @@ def test_fused_epilogue_bit_identical_to_fallback(mode, restore_isa):
     gen = torch.Generator().manual_seed(0)
     for isa in supported_isas():
         int8.set_isa(isa)
-        for _ in range(6):
-            x, w, z, s, p, d, g = random_case(rng)
+        for x, w, z, s, p, d, g in epilogue_cases(rng):
             o = w.shape[0]
             scale = (torch.rand(o, generator=gen) - 0.5) * 0.05
             shift = torch.randn(o, generator=gen) * 40 + 100
@@ -111,8 +121,7 @@ def test_residual_epilogue_bit_identical_to_unfused_ops(relu, restore_isa):
     gen = torch.Generator().manual_seed(1)
     for isa in supported_isas():
         int8.set_isa(isa)
-        for _ in range(6):
-            x, w, z, s, p, d, g = random_case(rng)
+        for x, w, z, s, p, d, g in epilogue_cases(rng):
             o = w.shape[0]
             scale = (torch.rand(o, generator=gen) - 0.5) * 0.05
             shift = torch.randn(o, generator=gen) * 4
