@@ -190,17 +190,12 @@ __attribute__((always_inline)) inline void epilogue_body(const Epi& epi) {
 void epilogue_generic(const Epi& e) { epilogue_body(e); }
 #if defined(ADDERCONV_X86)
 // AVX2: the requantising and residual epilogues written out, 8 channels at a time (GCC's version of epilogue_body
-// runs 16-byte vectors and blends, a quarter of a 16-channel layer's time); the same float32 operations in the same
-// order as epilogue_body, whose scalar code takes the last OG % 8 channels.
-__attribute__((target("avx2"))) inline __m256 codes8(__m256 v, __m256 fz, __m256 lo) {   // quantize_one after v / scale
-    v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-1024.0f)), _mm256_set1_ps(1024.0f));
-    v = _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(v, _mm256_set1_ps(kMagic)), _mm256_set1_ps(kMagic)), fz);
-    return _mm256_min_ps(_mm256_max_ps(v, lo), _mm256_set1_ps(255.0f));
-}
-
-__attribute__((target("avx2"))) inline void store8_u8(uint8_t* p, __m256 codes) {
-    const __m256i i = _mm256_cvttps_epi32(codes);
-    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+// runs 16-byte vectors and blends, a quarter of a 16-channel layer's time). The same float32 operations in the same
+// order as epilogue_body, whose scalar code takes the last OG % 8 channels; the rounding is vcvtps2dq's (half to even,
+// the default MXCSR mode the magic-number rounding assumes too), with the clamps moved where they give the same
+// integers: clamping to integer bounds commutes with rounding, and adding the integer zero point after it is exact.
+__attribute__((target("avx2"))) inline void store8_u8(uint8_t* p, __m256i codes) {   // saturates to [0, 255]
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(codes), _mm256_extracti128_si256(codes, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(w, w));
 }
 
@@ -208,7 +203,9 @@ __attribute__((target("avx2"))) void epilogue_avx2(const Epi& e) {
     const int64_t o8 = e.OG & ~int64_t(7);
     if ((e.mode != 2 && e.mode != 3) || o8 == 0) return epilogue_body(e);
     const __m256 zero = _mm256_setzero_ps(), lo = _mm256_set1_ps(static_cast<float>(e.lo));
-    const __m256 qs = _mm256_set1_ps(e.qs), qz = _mm256_set1_ps(e.qz);
+    const __m256 hi = _mm256_set1_ps(255.0f), cmin = _mm256_set1_ps(-1024.0f), cmax = _mm256_set1_ps(1024.0f);
+    const __m256 qs = _mm256_set1_ps(e.qs);
+    const __m256i qz = _mm256_set1_epi32(static_cast<int32_t>(e.qz));
     const float* a = e.a + e.o0;
     const float* b = e.b + e.o0;
     for (int64_t w = 0; w < e.WO; ++w) {
@@ -218,13 +215,17 @@ __attribute__((target("avx2"))) void epilogue_avx2(const Epi& e) {
             const __m256 sv = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + o)));
             __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + o), sv), _mm256_loadu_ps(b + o));
             if (e.mode == 2) {
-                store8_u8(static_cast<uint8_t*>(e.out_row) + at + o, codes8(v, zero, lo));
+                store8_u8(static_cast<uint8_t*>(e.out_row) + at + o,
+                          _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi)));
                 continue;
             }
             v = _mm256_add_ps(v, _mm256_loadu_ps(e.res + at + o));
             if (e.relu) v = _mm256_blendv_ps(v, zero, _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
             _mm256_storeu_ps(static_cast<float*>(e.out_row) + at + o, v);
-            if (e.codes_row) store8_u8(e.codes_row + at + o, codes8(_mm256_div_ps(v, qs), qz, zero));
+            if (e.codes_row) {
+                const __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(v, qs), cmin), cmax);
+                store8_u8(e.codes_row + at + o, _mm256_add_epi32(_mm256_cvtps_epi32(q), qz));
+            }
         }
     }
     if (o8 < e.OG) {
@@ -235,6 +236,7 @@ __attribute__((target("avx2"))) void epilogue_avx2(const Epi& e) {
         epilogue_body(tail);
     }
 }
+
 // The residual epilogue for AVX-512: the same float32 operations in the same order as epilogue_body's mode 3.
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void epilogue_residual_avx512(const Epi& e) {
     const __m512 magic = _mm512_set1_ps(kMagic), zero = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);

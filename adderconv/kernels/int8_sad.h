@@ -113,11 +113,21 @@ __attribute__((target("avx2"))) void micro_avx2(const uint8_t* const* xp, const 
             for (int p = 0; p < P; ++p) acc[p][b] = _mm256_add_epi64(acc[p][b], _mm256_sad_epu8(xv[p], wv));
         }
     }
+    // The sums sit in the low dwords of the 64-bit lanes: two blocks' 8 sums go out in one store (shufps picks the
+    // low dwords of both, vpermq puts their halves in order), an odd last block alone.
     const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-    for (int p = 0; p < P; ++p)
-        for (int b = 0; b < B; ++b)
+    for (int p = 0; p < P; ++p) {
+        int b = 0;
+        for (; b + 1 < B; b += 2) {
+            const __m256 lo = _mm256_shuffle_ps(_mm256_castsi256_ps(acc[p][b]), _mm256_castsi256_ps(acc[p][b + 1]),
+                                                _MM_SHUFFLE(2, 0, 2, 0));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + p * ostride + b * 4),
+                                _mm256_permute4x64_epi64(_mm256_castps_si256(lo), _MM_SHUFFLE(3, 1, 2, 0)));
+        }
+        if (b < B)
             _mm_storeu_si128(reinterpret_cast<__m128i*>(out + p * ostride + b * 4),
                              _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(acc[p][b], even)));
+    }
 }
 
 template <int P, int B>
@@ -224,7 +234,7 @@ Plan plan_for(int isa) {
 #if defined(ADDERCONV_X86)
     if (isa == AVX512VNNI) return {kAvx512Vnni, 16};
     if (isa == AVX512) return {kAvx512, 16};   // 32 zmm: 16 accumulators + up to 8 broadcasts + 1 weight
-    if (isa == AVX2) return {kAvx2, 8};        // 16 ymm
+    if (isa == AVX2) return {kAvx2, 12};       // 16 ymm: 12 accumulators + 3 broadcasts + 1 weight (P = 3, B = 4)
     if (isa == SSE2) return {kSse2, 8};        // 16 xmm
 #endif
 #if defined(ADDERCONV_NEON)
