@@ -35,17 +35,21 @@ _HEADER = Path(__file__).with_name("int8_sad.h")
 _ext: ModuleType | None = None
 
 
-def extension_name() -> str:
-    return build_key("adderconv_int8", _SOURCE.read_text(), _HEADER.read_text(), torch.__version__, sys.version,
-                     cpu_fingerprint(), "openmp")
-
-
 # No -march=native: the vector paths choose themselves at run time. No FP contraction: the fused epilogue must
 # round exactly as the PyTorch float simulation does. -fno-trapping-math lets GCC turn the epilogue's and the
-# quantiser's clamps into vector selects (nothing here reads FP exception flags; results are unchanged). -fopenmp: at::parallel_for's inline OpenMP region is
-# compiled here; without it the kernels run serially.
-_EXTENSION = Extension(extension_name, [_SOURCE], cflags=["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp"],
-                       ldflags=["-fopenmp"], what="int8 adder kernels")
+# quantiser's clamps into vector selects (nothing here reads FP exception flags; results are unchanged).
+# -fopenmp: at::parallel_for's inline OpenMP region is compiled here; without it the kernels run serially.
+_CFLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp")
+
+
+def extension_name() -> str:
+    # the flags are part of the key: a build with other flags is another build
+    return build_key("adderconv_int8", _SOURCE.read_text(), _HEADER.read_text(), torch.__version__, sys.version,
+                     cpu_fingerprint(), *_CFLAGS)
+
+
+_EXTENSION = Extension(extension_name, [_SOURCE], cflags=list(_CFLAGS), ldflags=["-fopenmp"],
+                       what="int8 adder kernels")
 
 
 def extension() -> ModuleType:
