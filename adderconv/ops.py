@@ -125,21 +125,22 @@ def _macs(x, weight, out) -> int:   # one |x - w| per output element and recepti
 
 @_register_count(torch.ops.adderconv.adder_conv2d, category="adder")
 def _count_forward(outs, x, weight):
-    return _Tally(add=2 * _macs(x, weight, outs[0]))    # |x - w| and the accumulation: 2 add, 0 mul
+    macs = _macs(x, weight, outs[0])
+    return _Tally(add=macs, acc=macs)    # |x - w| (an add), then the accumulation (acc); 0 mul
 
 
 @_register_count(torch.ops.adderconv.adder_conv2d_grad_weight, category="adder")
 def _count_grad_weight(outs, grad, x, weight):
-    # (g @ X_col^T) - W * sum_p g: a GEMM (1 mul + 1 add per MAC) plus the rank-1 term (the sums, W * s, -)
+    # (g @ X_col^T) - W * sum_p g: a GEMM (1 mul + 1 acc per MAC) plus the rank-1 term (the sums, W * s, -)
     macs, g = _macs(x, weight, grad), math.prod(grad)
-    return _Tally(mul=macs + math.prod(weight), add=macs + g - grad[1] + math.prod(weight))
+    return _Tally(mul=macs + math.prod(weight), acc=macs, add=g - grad[1] + math.prod(weight))
 
 
 @_register_count(torch.ops.adderconv.adder_conv2d_grad_input, category="adder")
 def _count_grad_input(outs, grad, x, weight):
     # sum_o g * clamp(W - X, -1, 1): per MAC a subtraction, two comparisons, a product and the accumulation
     macs = _macs(x, weight, grad)
-    return _Tally(mul=macs, add=2 * macs, cmp=2 * macs)
+    return _Tally(mul=macs, add=macs, acc=macs, cmp=2 * macs)
 
 
 def _triple(v: int | Sequence[int], name: str) -> tuple[int, int, int]:

@@ -1,22 +1,30 @@
 """Counts are facts about a model: per layer and per operator, a tally of arithmetic operations by kind.
 
-Kinds are named exactly: ``mul`` and ``add`` (a subtraction is an ``add``), ``cmp`` (comparisons, max/min,
-ReLU), ``div``, ``exp`` (exp, tanh, erf and other transcendental functions), ``log``, ``sqrt``. A MAC is
-1 ``mul`` + 1 ``add``; an adder-layer MAC (|x - w| + accumulate) is 2 ``add``.
+Kinds are named exactly: ``mul`` and ``add`` (a subtraction is an ``add``), ``acc`` (an addition into an
+accumulator: the accumulation of a multiply-accumulate, and a bias added to it), ``cmp`` (comparisons,
+max/min, ReLU), ``div``, ``exp`` (exp, tanh, erf and other transcendental functions), ``log``, ``sqrt``.
+A MAC is 1 ``mul`` + 1 ``acc``; an adder-layer MAC (|x - w|, then accumulate) is 1 ``add`` + 1 ``acc``.
+``acc`` is its own kind because hardware accumulates wider than it multiplies (int8 operands, an int32
+accumulator); the papers' "#Add" is ``add + acc`` (:func:`additions`).
 
->>> t = Tally(mul=3, add=3) + Tally(add=2)
->>> t["add"], t["mul"], t["div"]
-(5, 3, 0)
+>>> t = Tally(mul=3, acc=3) + Tally(add=2)
+>>> t["add"], t["acc"], t["mul"], t["div"], additions(t)
+(2, 3, 3, 0, 5)
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["KINDS", "Tally", "OpCount", "LayerCounts", "ModelCounts"]
+__all__ = ["KINDS", "additions", "Tally", "OpCount", "LayerCounts", "ModelCounts"]
 
 #: Known kinds, in display order; a handle may use only these.
-KINDS: tuple[str, ...] = ("mul", "add", "cmp", "div", "exp", "log", "sqrt")
+KINDS: tuple[str, ...] = ("mul", "add", "acc", "cmp", "div", "exp", "log", "sqrt")
+
+
+def additions(t: Mapping[str, int]) -> int:
+    """Additions as the papers count them (AdderNet's #Add): the operand adds and the accumulations."""
+    return t.get("add", 0) + t.get("acc", 0)
 
 
 class Tally(Mapping[str, int]):

@@ -1,15 +1,25 @@
-"""Energy is a price list applied to counts: compute energy per layer, optional memory energy, totals.
+"""Energy is a price list applied to counts: compute energy per layer, optional memory energy, totals, and
+the silicon area of each layer's processing element.
 
-Compute energy = sum over kinds of count x price(precision, kind). Kinds the table does not price (e.g.
-``exp``) are reported as unpriced, never silently priced at zero. Memory energy (optional, reported
-separately) follows a simple stated model: every leaf layer reads its weights and its input activations
-once and writes its outputs once, at the chosen memory level, packed into words of the table's width.
+Compute energy = sum over kinds of count x price(precision, kind), where an accumulation (``acc``) is priced
+at the layer's *accumulator* precision and every other kind at its *operand* precision. The ``hardware``
+convention (the default) accumulates as datapaths do (:data:`ACCUMULATOR`: int8/int16 into int32, fp16/bf16
+into fp32); the ``papers`` convention prices everything at the operand precision, as AdderNet and the energy
+papers do. Kinds the table does not price (e.g. ``exp``) are reported as unpriced, never silently priced at
+zero. Memory energy (optional, reported separately) is the quick estimate: every leaf layer reads its weights
+and its input activations once and writes its outputs once, at one memory level, packed into words of the
+table's width (no reuse, no hierarchy; ``--engine zigzag`` models that).
 
 >>> from .counts import LayerCounts, ModelCounts, OpCount, Tally
->>> op = OpCount("aten::_convolution", "conv", Tally(mul=10, add=10))
+>>> op = OpCount("aten::_convolution", "conv", Tally(mul=10, acc=10))
 >>> counts = ModelCounts([LayerCounts("conv", "Conv2d", [op])])
->>> price(counts, precision="fp32").totals.energy_pj
+>>> price(counts, precision="fp32").totals.energy_pj          # 10 x 3.7 + 10 x 0.9
 46.0
+>>> r = price(counts, precision="int8")                         # 10 x 0.2 + 10 x 0.1 (int32 accumulator)
+>>> round(r.totals.energy_pj, 6), r.layers[0].accumulator, r.layers[0].unit, r.layers[0].unit_um2
+(3.0, 'int32', 'MAC', 419.0)
+>>> round(price(counts, precision="int8", pricing="papers").totals.energy_pj, 6)   # 10 x 0.2 + 10 x 0.03
+2.3
 """
 from __future__ import annotations
 
@@ -19,14 +29,23 @@ from dataclasses import dataclass, field
 
 from adderconv.errors import AdderconvError
 
-from .counts import KINDS, ModelCounts, Tally
+from .counts import KINDS, LayerCounts, ModelCounts, Tally, additions
 from .tables import BYTES_PER_ELEMENT, PRECISIONS, PriceTable, load_table
 
-__all__ = ["LayerEnergy", "Totals", "EnergyReport", "price", "CONVENTIONS"]
+__all__ = ["LayerEnergy", "Totals", "Unit", "EnergyReport", "price", "accumulator_for", "CONVENTIONS",
+           "PRICINGS", "ACCUMULATOR"]
+
+#: How accumulations are priced: ``hardware`` at the accumulator's width, ``papers`` at the operand's.
+PRICINGS: tuple[str, ...] = ("hardware", "papers")
+
+#: The accumulator a datapath uses for each operand precision (int8 MACs sum into int32: a 3x3x64 adder
+#: layer sums 576 terms of up to 255, 18 bits; tensor cores accumulate fp16/bf16 products in fp32).
+ACCUMULATOR: dict[str, str] = {"int8": "int32", "int16": "int32", "int32": "int32",
+                               "fp16": "fp32", "bf16": "fp32", "fp32": "fp32"}
 
 CONVENTIONS: tuple[str, ...] = (
-    "conv/linear/matmul: one multiply-accumulate = 1 mul + 1 add; a bias is 1 add per output",
-    "adder layer: |x - w| and the accumulation = 2 add per MAC, 0 mul (AdderNet's convention)",
+    "conv/linear/matmul: one multiply-accumulate = 1 mul + 1 acc (the accumulation); a bias is 1 acc per output",
+    "adder layer: |x - w| = 1 add, then 1 acc per MAC, 0 mul (AdderNet's 2 add: its #Add is add + acc)",
     "BatchNorm (eval) is counted, not assumed folded: 1 mul + 1 add per element (after an adder layer it "
     "cannot be folded)",
     "ReLU/max-pool are comparisons (cmp), priced as an add; transcendental functions are their own kinds",
@@ -35,7 +54,8 @@ CONVENTIONS: tuple[str, ...] = (
 
 
 class _MulAdd:
-    """``.mul`` and ``.add`` read from ``.counts`` (the two kinds every report leads with)."""
+    """``.mul`` and ``.add`` read from ``.counts``: the two figures every report leads with; ``.add`` counts
+    additions as the papers do (``add + acc``)."""
 
     counts: Tally
 
@@ -45,7 +65,7 @@ class _MulAdd:
 
     @property
     def add(self) -> int:
-        return self.counts["add"]
+        return additions(self.counts)
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,26 @@ class LayerEnergy(_MulAdd):
     unsupported: Mapping[str, int] = field(default_factory=dict)
     precision_from: str = "global"         # "global", "pattern" (--layer-precision) or "declared" (the layer's own)
     phases: Mapping[str, Tally] = field(default_factory=dict)   # forward / backward / optimizer (training)
+    accumulator: str = ""                  # the precision its accumulations (acc) are priced at
+    unit: str = ""                         # its processing element: "MAC", "SAD" (adder) or "" (no accumulations)
+    unit_um2: float | None = None          # that element's area (operand operator + accumulator adder); None: unknown
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One kind of processing element a model's datapath needs: a MAC (multiplier + accumulator adder) or a SAD
+    unit (subtractor with absolute value + accumulator adder), at its widths, and the work it does."""
+
+    unit: str
+    precision: str
+    accumulator: str
+    um2: float | None
+    macs: int                              # accumulations it performs (forward)
+    layers: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.unit} {self.precision}/{self.accumulator}"
 
 
 @dataclass(frozen=True)
@@ -92,6 +132,23 @@ class EnergyReport:
     optimizer: str | None = None
     by_phase: dict[str, Tally] = field(default_factory=dict)
     source_notes: tuple[str, ...] = ()             # what loading the model said (random weights, a remapped file)
+    pricing: str = "hardware"                      # see PRICINGS
+    accumulator: str | None = None                 # an explicit accumulator for every layer (None: ACCUMULATOR)
+    units: tuple[Unit, ...] = ()                   # the processing elements, most work first
+
+    @property
+    def main_unit(self) -> Unit | None:
+        """The processing element doing most of the accumulations (the datapath's area argument)."""
+        return self.units[0] if self.units else None
+
+    @property
+    def widths(self) -> str:
+        """The operand/accumulator widths the report used, in words (every report states them)."""
+        pairs = sorted({(le.precision, le.accumulator) for le in self.layers if le.accumulator})
+        if self.pricing == "papers":
+            return "papers' convention: every operation at its operand precision (" + \
+                ", ".join(p for p, _ in pairs) + ")"
+        return "operands / accumulator: " + ", ".join(f"{p} / {a}" for p, a in pairs)
 
     @property
     def declared(self) -> list[str]:
@@ -115,10 +172,54 @@ def _layer_precision(name: str, declared: str | None, default: str,
     return default, "global", None
 
 
+def accumulator_for(precision: str, *, pricing: str = "hardware", accumulator: str | None = None) -> str:
+    """The precision accumulations are priced at for operands of ``precision``.
+
+    >>> accumulator_for("int8"), accumulator_for("bf16"), accumulator_for("int8", pricing="papers")
+    ('int32', 'fp32', 'int8')
+    """
+    if pricing not in PRICINGS:
+        raise AdderconvError(f"unknown pricing convention {pricing!r}; choose one of {', '.join(PRICINGS)}")
+    if pricing == "papers":
+        if accumulator is not None:
+            raise AdderconvError("the papers' convention prices accumulations at the operand precision; "
+                                 "an explicit accumulator contradicts it")
+        return precision
+    if accumulator is not None:
+        if accumulator not in PRECISIONS:
+            raise AdderconvError(f"unknown accumulator precision {accumulator!r}; choose one of {', '.join(PRECISIONS)}")
+        return accumulator
+    return ACCUMULATOR[precision]
+
+
+def _unit(lc: LayerCounts) -> tuple[str, int]:
+    """The layer's processing element and its forward accumulations: a SAD unit for adder ops, a MAC otherwise."""
+    sad = sum(o.tally["acc"] for o in lc.ops if o.phase == "forward" and o.category == "adder")
+    mac = sum(o.tally["acc"] for o in lc.ops if o.phase == "forward" and o.category != "adder")
+    if not (sad or mac):
+        return "", 0
+    return ("SAD", sad) if sad >= mac else ("MAC", mac)
+
+
+def _unit_area(table: PriceTable, unit: str, p: str, acc: str, estimates: set[str]) -> float | None:
+    """Operand operator (a multiplier; for SAD a subtractor, its absolute value a sign flip not priced, as in
+    the energy) plus the accumulator's adder."""
+    parts = [(p, "mul" if unit == "MAC" else "add"), (acc, "add")]
+    entries = [table.area(q, k) for q, k in parts]
+    if any(e is None for e in entries):
+        return None
+    for (q, k), e in zip(parts, entries):
+        if e.estimate:
+            estimates.add(f"{q} {k} area: {e.source}")
+    return sum(e.value for e in entries)
+
+
 def price(counts: ModelCounts, *, precision: str = "fp32", table: PriceTable | None = None,
           layer_precision: Mapping[str, str] | None = None, memory: str | None = None,
-          model: str = "model", input_shape: tuple[int, ...] | None = None) -> EnergyReport:
-    """Turn counts into an :class:`EnergyReport` at ``precision`` (per-layer overrides by glob pattern)."""
+          model: str = "model", input_shape: tuple[int, ...] | None = None, pricing: str = "hardware",
+          accumulator: str | None = None) -> EnergyReport:
+    """Turn counts into an :class:`EnergyReport` at operand ``precision`` (per-layer overrides by glob pattern),
+    accumulations at each layer's accumulator (``pricing``, ``accumulator``: see :func:`accumulator_for`)."""
     table = table or load_table()
     declared = {lc.name: lc.precision for lc in counts.layers if lc.precision is not None}
     for p in {precision, *(layer_precision or {}).values(), *declared.values()}:
@@ -127,28 +228,37 @@ def price(counts: ModelCounts, *, precision: str = "fp32", table: PriceTable | N
             raise AdderconvError(f"unknown precision {p!r}{f' (declared by layer {who[0]!r})' if who else ''}; "
                                  f"choose one of {', '.join(PRECISIONS)}")
         table.entry(p, "add")                       # a precision the table lacks fails here, clearly
+        table.entry(accumulator_for(p, pricing=pricing, accumulator=accumulator), "add")
     mem_pj = table.memory_price(memory) if memory else 0.0
     layers, by_kind, unpriced, estimates = [], {}, {}, set()
     matched: set[str] = set()
+    units: dict[tuple[str, str, str], list] = {}
     for lc in counts.layers:
         p, source, pattern = _layer_precision(lc.name, lc.precision, precision, layer_precision)
         if pattern is not None:
             matched.add(pattern)
+        acc = accumulator_for(p, pricing=pricing, accumulator=accumulator)
         tally, energy = lc.tally, 0.0
         for kind, n in tally.items():
-            e = table.entry(p, kind)
+            at = acc if kind == "acc" else p
+            e = table.entry(at, kind)
             if e is None:
                 unpriced[kind] = unpriced.get(kind, 0) + n
                 continue
             if e.estimate:
-                estimates.add(f"{p} {kind}: {e.source}")
+                estimates.add(f"{at} {kind}: {e.source}")
             pj = n * e.pj * table.scale
             energy += pj
             c, s = by_kind.get(kind, (0, 0.0))
             by_kind[kind] = (c + n, s + pj)
         words = (lc.weights + lc.act_in + lc.act_out) * BYTES_PER_ELEMENT[p] * 8 / table.word_bits
+        unit, macs = _unit(lc)
+        um2 = _unit_area(table, unit, p, acc, estimates) if unit else None
+        if unit:
+            u = units.setdefault((unit, p, acc), [um2, 0, 0])
+            u[1], u[2] = u[1] + macs, u[2] + 1
         layers.append(LayerEnergy(lc.name, lc.type, p, tally, energy, words * mem_pj, dict(lc.unsupported),
-                                  source, lc.by_phase() if counts.training else {}))
+                                  source, lc.by_phase() if counts.training else {}, acc, unit, um2))
     unmatched = [pat for pat in (layer_precision or {}) if pat not in matched]
     if unmatched:   # a typo would price every layer at the global precision without a word: refuse
         names = ", ".join(repr(lc.name) for lc in counts.layers[:5] if lc.name)
@@ -165,4 +275,7 @@ def price(counts: ModelCounts, *, precision: str = "fp32", table: PriceTable | N
                         by_category=counts.by_category(), unsupported=counts.unsupported,
                         ignored=dict(counts.ignored), estimates=sorted(estimates), frontend=counts.frontend,
                         capture=counts.capture, training=counts.training, optimizer=counts.optimizer,
-                        by_phase=counts.by_phase() if counts.training else {})
+                        by_phase=counts.by_phase() if counts.training else {}, pricing=pricing,
+                        accumulator=accumulator,
+                        units=tuple(sorted((Unit(k[0], k[1], k[2], *v) for k, v in units.items()),
+                                           key=lambda u: (-u.macs, u.label))))

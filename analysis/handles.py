@@ -5,13 +5,14 @@ captures use them: the dispatch capture sees the ATen ops a model really dispatc
 ``addmm``, ``native_batch_norm``, their backward ops), the TorchScript tracer sees the composite ones above
 them (``_convolution``, ``linear``, ``batch_norm``); each has its handle, with one formula behind them.
 
-Conventions: a conv/linear/matmul MAC is 1 mul + 1 add, bias is 1 add per output; an adder MAC is 2 add;
+Conventions: a conv/linear/matmul MAC is 1 mul + 1 acc (the accumulation), bias is 1 acc per output (it is
+added into the accumulator); an adder MAC is 1 add (|x - w|) + 1 acc;
 BatchNorm in eval is an affine map (1 mul + 1 add per element, its statistics precomputed; it is counted,
 not assumed folded, because BatchNorm after an adder layer cannot be folded).
 
 >>> import torch
 >>> HANDLES[torch.ops.aten.mm].fn([(4, 5)], self=(4, 3))
-Tally(mul=60, add=60)
+Tally(mul=60, acc=60)
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def conv_macs(x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Sequenc
 
 def _conv(x: Any, w: Any, bias: Any, out: Any, transposed: bool) -> Tally:
     macs = conv_macs(_shape(x, "input"), _shape(w, "weight"), _shape(out, "output"), transposed)
-    return Tally(mul=macs, add=macs + (_numel(out) if bias is not None else 0))
+    return Tally(mul=macs, acc=macs + (_numel(out) if bias is not None else 0))
 
 
 @register(aten._convolution, aten.convolution, category="conv")
@@ -85,7 +86,7 @@ def _convolution_backward(outs, grad_output, input, weight, transposed, output_m
     macs = conv_macs(_shape(input, "input"), _shape(weight, "weight"), g, bool(transposed))
     n_grads = int(bool(output_mask[0])) + int(bool(output_mask[1]))
     bias = _numel(g) - g[1] if output_mask[2] else 0
-    return Tally(mul=n_grads * macs, add=n_grads * macs + bias)
+    return Tally(mul=n_grads * macs, acc=n_grads * macs + bias)
 
 
 def _mm(a: tuple[int, ...], out: tuple[int, ...]) -> int:
@@ -97,37 +98,37 @@ def _mm(a: tuple[int, ...], out: tuple[int, ...]) -> int:
 @register(aten.linear, category="linear")
 def _linear(outs, input, weight, bias=None):
     macs = _mm(_shape(input, "input"), _shape(outs[0], "output"))
-    return Tally(mul=macs, add=macs + (_out(outs) if bias is not None else 0))
+    return Tally(mul=macs, acc=macs + (_out(outs) if bias is not None else 0))
 
 
 @register(aten.addmm, category="linear")
 def _addmm(outs, mat1):   # bias + a @ b
     macs = _mm(_shape(mat1, "mat1"), _shape(outs[0], "output"))
-    return Tally(mul=macs, add=macs + _out(outs))
+    return Tally(mul=macs, acc=macs + _out(outs))
 
 
 @register(aten.baddbmm, category="linear")
 def _baddbmm(outs, batch1):
     macs = _mm(_shape(batch1, "batch1"), _shape(outs[0], "output"))
-    return Tally(mul=macs, add=macs + _out(outs))
+    return Tally(mul=macs, acc=macs + _out(outs))
 
 
 @register(aten.addmv, category="linear")
 def _addmv(outs, mat):
     macs = _mm(_shape(mat, "mat"), _shape(outs[0], "output"))
-    return Tally(mul=macs, add=macs + _out(outs))
+    return Tally(mul=macs, acc=macs + _out(outs))
 
 
 @register(aten.mm, aten.bmm, aten.mv, aten.dot, aten.vdot, category="matmul")
 def _mm_bmm(outs, self):
     macs = _mm(_shape(self, "self"), _shape(outs[0], "output"))
-    return Tally(mul=macs, add=macs)
+    return Tally(mul=macs, acc=macs)
 
 
 @register(aten.matmul, category="matmul")
 def _matmul(outs, self):
     macs = _mm(_shape(self, "self"), _shape(outs[0], "output"))
-    return Tally(mul=macs, add=macs)
+    return Tally(mul=macs, acc=macs)
 
 
 @register(aten.einsum, category="matmul")
@@ -141,13 +142,13 @@ def _einsum(outs, equation, tensors):
             raise ValueError(f"einsum {equation!r}: ellipsis is not counted")
         sizes.update(zip(letters, _shape(shape, "operand")))
     macs = _numel(sizes.values())   # every index combination is one product (two operands) or one sum
-    return Tally(mul=macs, add=macs) if len(tensors) == 2 else Tally(add=macs)
+    return Tally(mul=macs, acc=macs) if len(tensors) == 2 else Tally(add=macs)
 
 
 def attention_tally(scores: int, macs: int, masked: bool) -> Tally:
     """Attention over ``scores`` score elements with ``macs`` MACs in Q K^T and P V: scale (mul), optional
     mask (add), softmax over S: max (cmp), x - max and sum (2 add), exp, normalise (div)."""
-    return Tally(mul=macs + scores, add=macs + (scores if masked else 0) + 2 * scores, cmp=scores, exp=scores,
+    return Tally(mul=macs + scores, acc=macs, add=(scores if masked else 0) + 2 * scores, cmp=scores, exp=scores,
                  div=scores)
 
 
@@ -184,7 +185,7 @@ def _native_mha(outs, query, key, embed_dim, num_head, qkv_bias, proj_bias, mask
     bias = (batch * (length + 2 * source) * embed * (qkv_bias is not None)
             + batch * length * embed * (proj_bias is not None))
     scores = batch * heads * length * source
-    return attention_tally(scores, 2 * scores * (embed // heads), mask is not None) + Tally(mul=proj, add=proj + bias)
+    return attention_tally(scores, 2 * scores * (embed // heads), mask is not None) + Tally(mul=proj, acc=proj + bias)
 
 
 # --- normalisation ---------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Every (layer, direction) runs one step per row of the sequence: ``rows = T * B`` for a padded batch, the
 length of the packed data for a packed sequence (``sum(batch_sizes)``). Per row and per hidden unit:
 
-- projections: ``x W_ih^T`` and ``h W_hh^T`` (1 mul + 1 add per MAC), each bias 1 add, and 1 add to sum them
+- projections: ``x W_ih^T`` and ``h W_hh^T`` (1 mul + 1 acc per MAC), each bias 1 acc, and 1 acc to sum them
   per gate (G gates: LSTM 4, GRU 3, RNN 1); an LSTM projection (``proj_size``) adds ``h W_hr^T``;
 - LSTM cell: 3 sigmoids (i, f, o), tanh(g), ``c = f c + i g`` (2 mul, 1 add), ``h = o tanh(c)`` (1 mul, 1 tanh);
 - GRU cell: 2 sigmoids (r, z), ``n = tanh(x_n + r * h_n)`` (the product: 1 mul), ``h = n + z (h - n)``
@@ -16,7 +16,7 @@ A sigmoid is ``1 / (1 + e^-x)`` (exp, add, div), a tanh one exp, as for the acti
 >>> from adderconv.analysis.registry import HANDLES
 >>> HANDLES[torch.ops.aten.rnn_relu.input]([(5, 2, 3)], dict(input=(5, 2, 4), params=[(3, 4), (3, 3)],
 ...     has_biases=False, num_layers=1, bidirectional=False, batch_first=False))
-Tally(mul=210, add=240, cmp=30)
+Tally(mul=210, acc=240, cmp=30)
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def recurrent_tally(kind: str, rows: int, params: Sequence[Any], has_biases: boo
         adds = rows * gates * hidden * (1 + 2 * bool(has_biases))   # the gate sums, both biases
         if stride == per + 1:                  # LSTM projection h = (o tanh c) W_hr^T
             macs += rows * math.prod(params[g * stride + stride - 1])
-        total = total + Tally(mul=macs, add=macs + adds) + _CELL[kind] * (rows * hidden)
+        total = total + Tally(mul=macs, acc=macs + adds) + _CELL[kind] * (rows * hidden)
     return total
 
 

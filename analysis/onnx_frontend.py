@@ -13,8 +13,9 @@ when the exporter recorded it (``pkg.torch.onnx.name_scopes``), else by node nam
 >>> g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", T.FLOAT, [1, 4, 8, 8]),
 ...                       helper.make_tensor_value_info("w", T.FLOAT, [8, 4, 3, 3])],
 ...                       [helper.make_tensor_value_info("y", T.FLOAT, None)])
->>> count_onnx(helper.make_model(g)).total["add"]  # 2 x (1*8*8*8) x (4*3*3)
-36864
+>>> t = count_onnx(helper.make_model(g)).total  # (1*8*8*8) x (4*3*3) MACs: |x - w| (add), then acc
+>>> t["add"], t["acc"]
+(18432, 18432)
 """
 from __future__ import annotations
 
@@ -75,32 +76,32 @@ def _attr(node, name: str, default: Any = None) -> Any:
 @_reg("Conv", "conv")
 def _conv(node, i, o):
     macs = conv_macs(i[0], i[1], o[0], False)
-    return Tally(mul=macs, add=macs + (math.prod(o[0]) if len(i) > 2 and i[2] is not None else 0))
+    return Tally(mul=macs, acc=macs + (math.prod(o[0]) if len(i) > 2 and i[2] is not None else 0))
 
 
 @_reg("ConvTranspose", "conv")
 def _conv_t(node, i, o):
     macs = conv_macs(i[0], i[1], o[0], True)
-    return Tally(mul=macs, add=macs + (math.prod(o[0]) if len(i) > 2 and i[2] is not None else 0))
+    return Tally(mul=macs, acc=macs + (math.prod(o[0]) if len(i) > 2 and i[2] is not None else 0))
 
 
 @_reg(ADDER_OP, "adder")
 def _adder(node, i, o):
-    t = Tally(add=2 * conv_macs(i[0], i[1], o[0], False))
-    return t + Tally(add=math.prod(o[0])) if len(i) > 2 and i[2] is not None else t
+    macs = conv_macs(i[0], i[1], o[0], False)
+    return Tally(add=macs, acc=macs + (math.prod(o[0]) if len(i) > 2 and i[2] is not None else 0))
 
 
 @_reg("Gemm", "linear")
 def _gemm(node, i, o):
     k = i[0][0] if _attr(node, "transA", 0) else i[0][1]
     macs = math.prod(o[0]) * k
-    return Tally(mul=macs, add=macs + (math.prod(o[0]) if len(i) > 2 and i[2] is not None else 0))
+    return Tally(mul=macs, acc=macs + (math.prod(o[0]) if len(i) > 2 and i[2] is not None else 0))
 
 
 @_reg("MatMul", "matmul")
 def _matmul(node, i, o):
     macs = math.prod(o[0]) * i[0][-1]
-    return Tally(mul=macs, add=macs)
+    return Tally(mul=macs, acc=macs)
 
 
 @_reg("BatchNormalization", "norm")

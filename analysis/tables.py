@@ -1,11 +1,16 @@
-"""Price lists: energy per operation (and per memory word) by precision, read from TOML data files.
+"""Price lists: energy per operation (and per memory word) by precision, and the silicon area of each
+operator, read from TOML data files.
 
 A price list is data with sources, never code: the built-in one is ``tables/horowitz_45nm.toml``; users
-pass their own file in the same format (``--table my.toml``).
+pass their own file in the same format (``--table my.toml``). ``[compute.<precision>]`` gives picojoules
+per operation, ``[area.<precision>]`` square micrometres per operator (optional), ``[aliases]`` kinds priced
+as another kind of the same precision (``acc``, an accumulation, is an ``add`` at the accumulator's width).
 
 >>> t = load_table()
->>> t.price("fp32", "mul"), t.price("int8", "add"), t.price("fp32", "cmp")
-(3.7, 0.03, 0.9)
+>>> t.price("fp32", "mul"), t.price("int8", "add"), t.price("int32", "acc"), t.price("fp32", "cmp")
+(3.7, 0.03, 0.1, 0.9)
+>>> t.area("int8", "mul").value, t.area("int32", "acc").value
+(282.0, 137.0)
 """
 from __future__ import annotations
 
@@ -27,9 +32,13 @@ DEFAULT_TABLE = Path(__file__).resolve().parent / "tables" / "horowitz_45nm.toml
 
 @dataclass(frozen=True)
 class Entry:
-    pj: float
+    value: float            # pJ per operation (compute), per word (memory), or um^2 per operator (area)
     source: str
     estimate: bool = False
+
+    @property
+    def pj(self) -> float:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class PriceTable:
     memory: dict[str, Entry] = field(default_factory=dict)  # level -> entry per word
     word_bits: int = 32
     scale: float = 1.0                            # technology-node factor applied to every price
+    areas: dict[str, dict[str, Entry]] = field(default_factory=dict)   # precision -> kind -> um^2
 
     def entry(self, precision: str, kind: str) -> Entry | None:
         """The entry pricing ``kind`` at ``precision`` (through an alias), or None if unpriced."""
@@ -48,6 +58,12 @@ class PriceTable:
         if row is None:
             raise AdderconvError(f"price list {self.name!r} has no precision {precision!r}; "
                                  f"it has {', '.join(self.compute)}")
+        return row.get(kind) or row.get(self.aliases.get(kind, ""))
+
+    def area(self, precision: str, kind: str) -> Entry | None:
+        """The silicon area of one ``kind`` operator at ``precision`` (through an alias), or None if not listed
+        (areas are not scaled by ``scale``, an energy factor)."""
+        row = self.areas.get(precision, {})
         return row.get(kind) or row.get(self.aliases.get(kind, ""))
 
     def price(self, precision: str, kind: str) -> float | None:
@@ -65,18 +81,32 @@ class PriceTable:
         if not (math.isfinite(factor) and factor > 0):
             raise AdderconvError(f"energy scale factor must be a finite positive number, got {factor}")
         return PriceTable(self.name, self.description, self.compute, self.aliases, self.memory,
-                          self.word_bits, self.scale * factor)
+                          self.word_bits, self.scale * factor, self.areas)
 
 
-def _entry(raw: object, where: str) -> Entry:
-    if not isinstance(raw, dict) or isinstance(raw.get("pj"), bool) or not isinstance(raw.get("pj"), (int, float)) \
+def _entry(raw: object, where: str, key: str = "pj") -> Entry:
+    what = "an area" if key == "um2" else "the energy"
+    if not isinstance(raw, dict) or isinstance(raw.get(key), bool) or not isinstance(raw.get(key), (int, float)) \
             or not isinstance(raw.get("source"), str) or not raw["source"].strip():
-        raise AdderconvError(f"{where}: each price needs a number 'pj' and a non-empty 'source', got {raw!r}")
-    if not math.isfinite(raw["pj"]):
-        raise AdderconvError(f"{where}: the energy must be a finite number, got {raw['pj']}")
-    if raw["pj"] < 0:
-        raise AdderconvError(f"{where}: negative energy {raw['pj']}")
-    return Entry(float(raw["pj"]), raw["source"], bool(raw.get("estimate", False)))
+        raise AdderconvError(f"{where}: each entry needs a number {key!r} and a non-empty 'source', got {raw!r}")
+    if not math.isfinite(raw[key]):
+        raise AdderconvError(f"{where}: {what} must be a finite number, got {raw[key]}")
+    if raw[key] < 0:
+        raise AdderconvError(f"{where}: negative {what.split()[-1]} {raw[key]}")
+    return Entry(float(raw[key]), raw["source"], bool(raw.get("estimate", False)))
+
+
+def _rows(raw: dict, section: str, path: Path, key: str) -> dict[str, dict[str, Entry]]:
+    out: dict[str, dict[str, Entry]] = {}
+    for precision, row in (raw.get(section) or {}).items():
+        if not isinstance(row, dict):
+            raise AdderconvError(f"{path}: [{section}.{precision}] must be a table")
+        for kind, e in row.items():
+            if kind not in KINDS:
+                raise AdderconvError(f"{path}: unknown operation kind {kind!r} in [{section}.{precision}]; "
+                                     f"known: {', '.join(KINDS)}")
+            out.setdefault(precision, {})[kind] = _entry(e, f"{path} [{section}.{precision}] {kind}", key)
+    return out
 
 
 def load_table(path: str | Path | None = None) -> PriceTable:
@@ -90,18 +120,11 @@ def load_table(path: str | Path | None = None) -> PriceTable:
         raise AdderconvError(f"{path}: a price list must be UTF-8 text (TOML)") from None
     except tomllib.TOMLDecodeError as e:
         raise AdderconvError(f"{path}: not valid TOML ({e})") from None
-    for section in ("compute", "aliases", "memory", "table"):
+    for section in ("compute", "area", "aliases", "memory", "table"):
         if section in raw and not isinstance(raw[section], dict):
             raise AdderconvError(f"{path}: [{section}] must be a table, got {raw[section]!r}")
-    compute: dict[str, dict[str, Entry]] = {}
-    for precision, row in (raw.get("compute") or {}).items():
-        if not isinstance(row, dict):
-            raise AdderconvError(f"{path}: [compute.{precision}] must be a table")
-        for kind, e in row.items():
-            if kind not in KINDS:
-                raise AdderconvError(f"{path}: unknown operation kind {kind!r} in [compute.{precision}]; "
-                                     f"known: {', '.join(KINDS)}")
-            compute.setdefault(precision, {})[kind] = _entry(e, f"{path} [compute.{precision}] {kind}")
+    compute = _rows(raw, "compute", path, "pj")
+    areas = _rows(raw, "area", path, "um2")
     if not compute:
         raise AdderconvError(f"{path}: no [compute.<precision>] prices")
     aliases = {}
@@ -117,4 +140,4 @@ def load_table(path: str | Path | None = None) -> PriceTable:
     memory = {level: _entry(e, f"{path} [memory] {level}") for level, e in mem.items()}
     meta = raw.get("table") or {}
     return PriceTable(str(meta.get("name", path.stem)), str(meta.get("description", "")), compute, aliases,
-                      memory, word_bits)
+                      memory, word_bits, areas=areas)

@@ -203,12 +203,12 @@ from adderconv.analysis.registry import register as _register_count  # noqa: E40
 
 @_register_count(torch.ops.adderconv.adder_conv2d_int8, category="adder")
 def _count_int8(outs, x, weight, mode):
-    # as the float adder: |x - w| and the accumulation, 2 add per MAC (integer adds at int8/int32); the fused
+    # as the float adder: |x - w| (an int8 add) and the accumulation (an int32 acc) per MAC; the fused
     # epilogue is a per-output affine (1 mul + 1 add), plus rounding and the clamp when it requantises
     out = math.prod(outs[0])
     macs = out * math.prod(weight[1:])
     epilogue = _Tally() if mode == 0 else _Tally(mul=out, add=out, cmp=2 * out if mode == 2 else 0)
-    return _Tally(add=2 * macs) + epilogue
+    return _Tally(add=macs, acc=macs) + epilogue
 
 
 @_register_count(torch.ops.adderconv.adder_conv2d_int8_residual, category="adder")
@@ -217,7 +217,7 @@ def _count_int8_residual(outs, x, weight, relu, qscale):
     out = math.prod(outs[1]) if qscale > 0 else math.prod(outs[0])
     macs = out * math.prod(weight[1:])
     quant = _Tally(mul=out, add=out, cmp=2 * out) if qscale > 0 else _Tally()
-    return _Tally(add=2 * macs) + _Tally(mul=out, add=2 * out, cmp=out if relu else 0) + quant
+    return _Tally(add=macs, acc=macs) + _Tally(mul=out, add=2 * out, cmp=out if relu else 0) + quant
 
 
 @_register_count(torch.ops.adderconv.quantize_uint8, category="elementwise")
