@@ -172,6 +172,17 @@ def energy_cmd(
     training: Annotated[bool, typer.Option(help="Count a training step: forward, backward, optimizer "
                                                 "update.")] = False,
     optimizer: Annotated[str, typer.Option(help="With --training: sgd, adam or none.")] = "sgd",
+    pricing: Annotated[str, typer.Option(help="hardware: accumulations at the accumulator's width (int8 -> int32, "
+                                              "fp16/bf16 -> fp32); papers: everything at the operand precision, "
+                                              "as AdderNet's figures.")] = "hardware",
+    accumulator: Annotated[Optional[str], typer.Option(help="Accumulator precision for every layer (default: "
+                                                            "the hardware one for each operand precision).")] = None,
+    engine: Annotated[str, typer.Option(help="arithmetic, or zigzag: data movement through an accelerator's memory "
+                                             "hierarchy (needs adderconv[zigzag]).")] = "arithmetic",
+    accelerator: Annotated[str, typer.Option(help="With --engine zigzag: tpu_like, eyeriss_like, ... or a ZigZag "
+                                                  "accelerator YAML file.")] = "tpu_like",
+    same_area: Annotated[bool, typer.Option(help="With --engine zigzag: also run an adder net on an array with as "
+                                                 "many more units as its smaller SAD units buy.")] = False,
 ) -> None:
     """Count multiplications and additions per layer, price them at 45 nm, report, and gate CI."""
     args = dict(locals())           # each option once, under its field's name (tests/test_cli_options.py)

@@ -19,7 +19,7 @@ from adderconv.loading import open_model
 
 from .capture import CAPTURES, count_ops
 from .counts import ModelCounts
-from .energy import EnergyReport, price
+from .energy import ENGINES, EnergyReport, price
 from .tables import load_table
 from .training import OPTIMIZERS
 
@@ -85,32 +85,45 @@ def analyze(model: nn.Module | str | Path, input_shape: tuple[int, ...] | None =
             precision: str = "fp32", table: str | Path | None = None, arch: str | None = None,
             trust: bool = False, layer_precision: Mapping[str, str] | None = None, memory: str | None = None,
             energy_scale: float = 1.0, capture: str = "dispatch", training: bool = False,
-            optimizer: str | None = "sgd", handles: Mapping[object, object] | None = None) -> EnergyReport:
+            optimizer: str | None = "sgd", handles: Mapping[object, object] | None = None,
+            pricing: str = "hardware", accumulator: str | None = None, engine: str = "arithmetic",
+            accelerator: str = "tpu_like", same_area: bool = False) -> EnergyReport:
     """Count a model's operations and price them.
 
     ``model`` is an ``nn.Module``, a zoo name, an ``.onnx`` file (ONNX front end), or a state dict /
     safetensors file (+ ``arch``) or, with ``trust``, a pickled model (see :func:`adderconv.loading.load_model`).
     ``layer_precision`` maps glob patterns over layer names to precisions; ``memory`` names a memory level
     of the table (``sram_8kb``, ``sram_32kb``, ``sram_1mb``, ``dram``) to add memory energy; ``energy_scale``
-    multiplies every price (technology-node scaling). ``capture`` is ``dispatch`` (fake tensors: nothing is
-    computed), ``real`` or ``jit`` (see :mod:`.capture`); ``training`` counts a training step (forward,
-    backward, and ``optimizer``'s update, ``sgd``/``adam``/None); ``handles={op: fn}`` adds or overrides
+    multiplies every price (technology-node scaling). ``pricing`` and ``accumulator`` choose the width the
+    accumulations are priced at (:func:`.energy.accumulator_for`). ``engine="zigzag"`` adds ZigZag's
+    dataflow model on ``accelerator`` (a bundled name or a YAML file; ``same_area``: an array with as many
+    more units as the area a SAD unit saves buys; see :mod:`.dataflow`). ``capture`` is ``dispatch`` (fake
+    tensors: nothing is computed), ``real`` or ``jit`` (see :mod:`.capture`); ``training`` counts a training
+    step (forward, backward, and ``optimizer``'s update, ``sgd``/``adam``/None); ``handles={op: fn}`` adds or overrides
     counting handles for this call only. ``model`` may also be a ``torch.compile``-d module or a
     ``torch.export`` program (and, with ``trust``, a ``.pt2`` file).
     """
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise AdderconvError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if engine not in ENGINES:
+        raise AdderconvError(f"unknown energy engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine != "arithmetic":
+        from .dataflow import check_engine
+
+        check_engine(accelerator, training=training)      # before any counting: bad input fails fast
     prices = load_table(table)
     if energy_scale != 1.0:
         prices = prices.scaled(energy_scale)
     how = {"capture": capture, "training": training, "optimizer": optimizer, "handles": handles}
     notes: tuple[str, ...] = ()
+    module: nn.Module | None = None
     if isinstance(model, (nn.Module, torch.export.ExportedProgram)):
         name = type(model).__name__
         input_shape = input_shape or program_shape(model)
         if input_shape is None:
             raise AdderconvError(f"an input shape is needed to count {name}; pass `input_shape`, e.g. 1,3,224,224")
         counts = count_model(model, tuple(input_shape), **how)
+        module = model.module() if isinstance(model, torch.export.ExportedProgram) else model
     else:
         name = str(model)
         if not is_zoo_name(name) and Path(name).suffix == ".onnx":
@@ -130,6 +143,18 @@ def analyze(model: nn.Module | str | Path, input_shape: tuple[int, ...] | None =
                 raise AdderconvError(f"{name}: no default input shape for this model; pass `input_shape`, "
                                      f"e.g. 1,3,224,224")
             counts = count_model(opened.model, tuple(input_shape), **how)
+            module = opened.model
     report = price(counts, precision=precision, table=prices, layer_precision=layer_precision, memory=memory,
-                   model=name, input_shape=tuple(input_shape) if input_shape else None)
-    return dataclasses.replace(report, source_notes=notes) if notes else report
+                   model=name, input_shape=tuple(input_shape) if input_shape else None, pricing=pricing,
+                   accumulator=accumulator)
+    if notes:
+        report = dataclasses.replace(report, source_notes=notes)
+    if engine != "arithmetic":
+        from .dataflow import with_dataflow
+
+        if module is None:
+            raise AdderconvError(f"{name}: --engine zigzag builds its workload from a PyTorch model's layers; "
+                                 f"count the model itself (zoo name or model file), not its ONNX export")
+        report = with_dataflow(report, module, tuple(input_shape), accelerator=accelerator, table=prices,
+                               same_area=same_area)
+    return report

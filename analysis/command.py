@@ -51,6 +51,11 @@ class EnergyOptions:
     capture: str = "dispatch"
     training: bool = False
     optimizer: str | None = "sgd"
+    pricing: str = "hardware"
+    accumulator: str | None = None
+    engine: str = "arithmetic"
+    accelerator: str = "tpu_like"
+    same_area: bool = False
 
 
 def parse_layer_precision(items: Sequence[str]) -> dict[str, str]:
@@ -67,13 +72,16 @@ def parse_layer_precision(items: Sequence[str]) -> dict[str, str]:
 def _analyze(o: EnergyOptions, model: str, precision: str, shape: tuple[int, ...] | None) -> EnergyReport:
     return analyze(model, shape, precision=precision, table=o.table, arch=o.arch, trust=o.trust,
                    layer_precision=o.layer_precision, memory=o.memory, energy_scale=o.energy_scale,
-                   capture=o.capture, training=o.training, optimizer=o.optimizer)
+                   capture=o.capture, training=o.training, optimizer=o.optimizer, pricing=o.pricing,
+                   accumulator=o.accumulator, engine=o.engine, accelerator=o.accelerator, same_area=o.same_area)
 
 
 def _validate(o: EnergyOptions, baseline: dict | None) -> None:
     """Every option that can be checked without the model, checked before any work (the gate never runs on
-    bad input): the price list, precisions, memory level, scale, capture, optimizer, the baseline's kind."""
+    bad input): the price list, precisions and widths, memory level, scale, capture, optimizer, the engine and its
+    accelerator, the baseline's kind."""
     from .capture import CAPTURES
+    from .energy import ENGINES, accumulator_for
     from .tables import PRECISIONS, load_table
     from .training import OPTIMIZERS
 
@@ -82,6 +90,16 @@ def _validate(o: EnergyOptions, baseline: dict | None) -> None:
         if p not in PRECISIONS:
             raise AdderconvError(f"unknown precision {p!r}; choose one of {', '.join(PRECISIONS)}")
         prices.entry(p, "add")
+        prices.entry(accumulator_for(p, pricing=o.pricing, accumulator=o.accumulator), "add")
+    if o.engine not in ENGINES:
+        raise AdderconvError(f"unknown energy engine {o.engine!r}; choose one of {', '.join(ENGINES)}")
+    if o.engine != "arithmetic":
+        from .dataflow import check_engine
+
+        check_engine(o.accelerator, training=o.training)
+    elif o.same_area or o.accelerator != "tpu_like":
+        raise AdderconvError("an accelerator and the same-area comparison belong to the zigzag engine; "
+                             "add the engine choice (zigzag)")
     if o.memory:
         prices.memory_price(o.memory)
     if o.capture not in CAPTURES:

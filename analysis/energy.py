@@ -26,6 +26,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from adderconv.errors import AdderconvError
 
@@ -33,10 +34,14 @@ from .counts import KINDS, LayerCounts, ModelCounts, Tally, additions
 from .tables import BYTES_PER_ELEMENT, PRECISIONS, PriceTable, load_table
 
 __all__ = ["LayerEnergy", "Totals", "Unit", "EnergyReport", "price", "accumulator_for", "CONVENTIONS",
-           "PRICINGS", "ACCUMULATOR"]
+           "PRICINGS", "ENGINES", "ACCUMULATOR"]
 
 #: How accumulations are priced: ``hardware`` at the accumulator's width, ``papers`` at the operand's.
 PRICINGS: tuple[str, ...] = ("hardware", "papers")
+
+#: What models data movement: ``arithmetic`` (compute, plus the one-level memory estimate on request) or
+#: ``zigzag`` (ZigZag's mapping search through the accelerator's memory hierarchy, see :mod:`.dataflow`).
+ENGINES: tuple[str, ...] = ("arithmetic", "zigzag")
 
 #: The accumulator a datapath uses for each operand precision (int8 MACs sum into int32: a 3x3x64 adder
 #: layer sums 576 terms of up to 255, 18 bits; tensor cores accumulate fp16/bf16 products in fp32).
@@ -135,6 +140,8 @@ class EnergyReport:
     pricing: str = "hardware"                      # see PRICINGS
     accumulator: str | None = None                 # an explicit accumulator for every layer (None: ACCUMULATOR)
     units: tuple[Unit, ...] = ()                   # the processing elements, most work first
+    engine: str = "arithmetic"                     # see ENGINES
+    dataflow: Any = None                           # with engine "zigzag": a dataflow.Dataflow
 
     @property
     def main_unit(self) -> Unit | None:
@@ -187,7 +194,8 @@ def accumulator_for(precision: str, *, pricing: str = "hardware", accumulator: s
         return precision
     if accumulator is not None:
         if accumulator not in PRECISIONS:
-            raise AdderconvError(f"unknown accumulator precision {accumulator!r}; choose one of {', '.join(PRECISIONS)}")
+            raise AdderconvError(f"unknown accumulator precision {accumulator!r}; choose one of "
+                                 f"{', '.join(PRECISIONS)}")
         return accumulator
     return ACCUMULATOR[precision]
 

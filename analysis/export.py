@@ -3,7 +3,7 @@
 >>> from .api import analyze
 >>> text = to_json(analyze("lenet5_bn"))
 >>> json.loads(text)["schema"]
-'adderconv.energy/2'
+'adderconv.energy/3'
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from adderconv.errors import AdderconvError
 
 from .counts import KINDS
 from .energy import EnergyReport
-from .render import fmt_count, fmt_energy
+from .render import dataflow_total, fmt_area, fmt_count, fmt_energy
 
 if TYPE_CHECKING:                       # gate imports this module (SCHEMA)
     from .gate import GateResult
@@ -22,17 +22,46 @@ if TYPE_CHECKING:                       # gate imports this module (SCHEMA)
 __all__ = ["SCHEMA", "SCHEMAS", "to_dict", "to_json", "to_markdown"]
 
 #: /2 adds how the ops were captured, training steps (phases per layer and in total, the optimizer) and where
-#: each layer's precision came from; the gate reads /1 and /2.
-SCHEMA = "adderconv.energy/2"
-SCHEMAS = ("adderconv.energy/1", SCHEMA)
+#: each layer's precision came from. /3 counts accumulations as their own kind (``acc``; before, an ``add``),
+#: prices them at the accumulator's width (``pricing``, ``accumulator``, each layer's ``accumulator``), adds
+#: processing elements and their area (``units``, each layer's ``unit``/``unit_um2``) and the dataflow engine's
+#: result (``engine``, ``dataflow``). The gate reads every version.
+SCHEMA = "adderconv.energy/3"
+SCHEMAS = ("adderconv.energy/1", "adderconv.energy/2", SCHEMA)
 
 
 def _pj(x: float) -> float:
     return float(f"{x:.6f}")   # fixed precision: float noise never changes the bytes
 
 
+def _flow_layers(res) -> list[dict[str, Any]]:
+    return [{"name": ld.name, "op": ld.op, "macs": ld.macs, "compute_pj": _pj(ld.compute_pj),
+             "engine_compute_pj": _pj(ld.engine_compute_pj),
+             "memory_pj": {lv: _pj(v) for lv, v in ld.memory_pj.items()},
+             "latency_cycles": float(ld.latency_cycles), "utilization": round(float(ld.utilization), 6)}
+            for ld in res.layers]
+
+
+def _flow_totals(r: EnergyReport, res) -> dict[str, Any]:
+    movement = sum(res.memory_pj.values())
+    return {"compute_pj": _pj(res.compute_pj), "memory_pj": {lv: _pj(v) for lv, v in res.memory_pj.items()},
+            "data_movement_pj": _pj(movement), "total_pj": _pj(r.totals.energy_pj + movement),
+            "latency_cycles": float(res.latency_cycles)}
+
+
+def _dataflow(r: EnergyReport) -> dict[str, Any] | None:
+    flow = r.dataflow
+    if flow is None:
+        return None
+    same = flow.same_area
+    return {"engine": "zigzag", "accelerator": flow.accelerator, "operand_bits": flow.operand_bits,
+            "accumulator_bits": flow.accumulator_bits, **_flow_totals(r, flow.result),
+            "layers": _flow_layers(flow.result), "notes": list(flow.notes),
+            "same_area": None if same is None else {"array_scale": round(flow.array_scale, 6), **_flow_totals(r, same)}}
+
+
 def to_dict(r: EnergyReport) -> dict[str, Any]:
-    """The report as plain data (schema ``adderconv.energy/2``)."""
+    """The report as plain data (schema ``adderconv.energy/3``)."""
     def kinds(t) -> dict[str, int]:
         return {k: t[k] for k in KINDS}
 
@@ -42,8 +71,13 @@ def to_dict(r: EnergyReport) -> dict[str, Any]:
         "input_shape": list(r.input_shape) if r.input_shape else None,
         "frontend": r.frontend,
         "precision": r.precision,
+        "pricing": r.pricing,
+        "accumulator": r.accumulator,
+        "widths": r.widths,
         "table": r.table,
         "memory": r.memory,
+        "engine": r.engine,
+        "accelerator": r.dataflow.accelerator if r.dataflow is not None else None,
         "totals": {**kinds(r.totals.counts), "energy_pj": _pj(r.totals.energy_pj),
                    "memory_pj": _pj(r.totals.memory_pj), "unpriced": dict(r.totals.unpriced)},
         "by_kind": {k: {"count": n, "energy_pj": _pj(pj)} for k, (n, pj) in r.by_kind.items()},
@@ -51,6 +85,7 @@ def to_dict(r: EnergyReport) -> dict[str, Any]:
         "layers": [{"name": le.name, "type": le.type, "precision": le.precision, **kinds(le.counts),
                     "energy_pj": _pj(le.energy_pj), "memory_pj": _pj(le.memory_pj),
                     "unsupported": dict(sorted(le.unsupported.items())), "precision_from": le.precision_from,
+                    "accumulator": le.accumulator, "unit": le.unit or None, "unit_um2": le.unit_um2,
                     **({"phases": {ph: kinds(t) for ph, t in le.phases.items()}} if r.training else {})}
                    for le in r.layers],
         "capture": r.capture,
@@ -62,6 +97,9 @@ def to_dict(r: EnergyReport) -> dict[str, Any]:
         "conventions": list(r.conventions),
         "estimated_prices": list(r.estimates),
         "source_notes": list(r.source_notes),
+        "units": [{"unit": u.unit, "precision": u.precision, "accumulator": u.accumulator, "um2": u.um2,
+                   "macs": u.macs, "layers": u.layers} for u in r.units],
+        "dataflow": _dataflow(r),
     }
 
 
@@ -80,7 +118,7 @@ def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: in
     comment; with ``gate`` (the check against ``baseline``) a "what grew" section comes first."""
     from .mermaid import energy_chart, what_grew
     shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
-    out = [f"### Energy: `{r.model}` ({shape}, {r.precision}, {r.table})", "",
+    out = [f"### Energy: `{r.model}` ({shape}, {r.precision}, {r.table})", "", f"_{r.widths}_", "",
            "| kind | count | energy |", "|---|---:|---:|"]
     for kind, (n, pj) in r.by_kind.items():
         out.append(f"| {kind} | {fmt_count(n)} | {'unpriced' if kind in r.totals.unpriced else fmt_energy(pj)} |")
@@ -94,15 +132,30 @@ def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: in
         for k, a, b in rows:
             out.append(f"| {k} | {fmt_count(a)} | {fmt_count(b)} | {b / a:.3f}x |" if a else
                        f"| {k} | 0 | {fmt_count(b)} | new |")
-        a, b = compare.totals.energy_pj, r.totals.energy_pj
-        out.append(f"| energy | {fmt_energy(a)} | {fmt_energy(b)} | {b / a:.3f}x |" if a else
-                   f"| energy | 0 | {fmt_energy(b)} | new |")
+        pairs = [("energy", compare.totals.energy_pj, r.totals.energy_pj, fmt_energy)]
+        if compare.dataflow is not None and r.dataflow is not None:
+            pairs += [(f"total energy ({r.dataflow.accelerator})", dataflow_total(compare), dataflow_total(r),
+                       fmt_energy),
+                      ("latency (cycles)", compare.dataflow.result.latency_cycles, r.dataflow.result.latency_cycles,
+                       fmt_count)]
+        if compare.main_unit and r.main_unit and compare.main_unit.um2 and r.main_unit.um2:
+            pairs.append(("PE area", compare.main_unit.um2, r.main_unit.um2, fmt_area))
+        for label, a, b, fmt in pairs:
+            out.append(f"| {label} | {fmt(a)} | {fmt(b)} | {b / a:.3f}x |" if a else
+                       f"| {label} | 0 | {fmt(b)} | new |")
     chart = energy_chart(r, compare=compare, baseline=baseline)
     out += ["", chart.rstrip("\n")] if chart else []
     layers = sorted(r.layers, key=lambda le: -le.energy_pj)[:top]
     out += ["", "| layer | type | mul | add | energy |", "|---|---|---:|---:|---:|"]
     out += [f"| `{le.name or '(model)'}` | {le.type} | {fmt_count(le.mul)} | {fmt_count(le.add)} | "
             f"{fmt_energy(le.energy_pj)} |" for le in layers]
+    if r.dataflow is not None:
+        res = r.dataflow.result
+        levels = list(res.memory_pj)
+        out += ["", f"Dataflow on `{r.dataflow.accelerator}` (ZigZag): compute {fmt_energy(r.totals.energy_pj)}, "
+                    f"data movement {fmt_energy(sum(res.memory_pj.values()))}, total "
+                    f"**{fmt_energy(dataflow_total(r))}**, {fmt_count(res.latency_cycles)} cycles", "",
+                "| level | energy |", "|---|---:|", *(f"| {lv} | {fmt_energy(res.memory_pj[lv])} |" for lv in levels)]
     out += ["", *(f"- {c}" for c in r.conventions)]
     if r.unsupported:
         out.append("- **not counted (no handle):** " + ", ".join(f"`{k}` x{n}" for k, n in r.unsupported.items()))

@@ -24,7 +24,7 @@ from .layer_views import GROUPS, align, class_split, energy_unit, kind_split, la
 __all__ = ["require_matplotlib", "new_figure", "to_svg", "styled", "layer_chart", "class_chart", "memory_chart",
            "COLORS"]
 
-COLORS: dict[str, str] = {"mul": "#d1495b", "add": "#2e86ab", "cmp": "#66a182", "other": "#8d6a9f",
+COLORS: dict[str, str] = {"mul": "#d1495b", "add": "#2e86ab", "acc": "#00798c", "cmp": "#66a182", "other": "#8d6a9f",
                           "memory": "#edae49"}
 _RC = {"svg.fonttype": "none", "svg.hashsalt": "adderconv", "font.size": 9, "axes.spines.top": False,
        "axes.spines.right": False, "axes.grid": True, "axes.grid.axis": "y", "grid.alpha": 0.3}

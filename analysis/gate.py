@@ -1,8 +1,13 @@
 """The CI gate: compare a report with a baseline JSON and say what grew beyond the allowed increase.
 
 The gate never passes bad input: the limit and the baseline are validated before any work (a finite,
-non-negative limit; a baseline of schema ``adderconv.energy/1`` or ``/2`` whose totals and layers hold finite
-numbers), and a baseline of a training step is never compared with an inference count (or back).
+non-negative limit; a baseline of any schema :data:`SCHEMAS` whose totals and layers hold finite numbers), and
+a baseline is compared only with a report of the same kind: the same model, input shape, precision, price list,
+pricing convention and accumulator, memory level, engine and accelerator, and a training step only with a
+training step. It gates on every kind's count, on the energy of whichever engine produced the baseline, and on
+operators that could not be counted (a new one, or more calls of one, is a regression: work nobody priced).
+Schemas before ``/3`` counted an accumulation as an ``add`` and priced it at the operand precision (the
+papers' convention); against them ``add`` is compared as ``add + acc``.
 
 >>> base = {"schema": "adderconv.energy/1", "totals": {"mul": 100, "add": 100, "energy_pj": 10.0}, "layers": []}
 >>> now = {"schema": "adderconv.energy/1", "totals": {"mul": 102, "add": 100, "energy_pj": 10.0}, "layers": []}
@@ -13,17 +18,24 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adderconv.errors import AdderconvError
 
-from .export import SCHEMAS
+from .counts import KINDS
+from .export import SCHEMA, SCHEMAS
 
 __all__ = ["GateRow", "GateResult", "compare_to_baseline", "load_baseline", "parse_increase"]
 
-METRICS = ("mul", "add", "energy_pj", "memory_pj")
+ENERGIES = ("energy_pj", "memory_pj", "dataflow_pj")
+METRICS = (*KINDS, *ENERGIES, "unsupported")
+#: What must match for two reports to be comparable, with its value in a report that does not record it.
+SAME = (("model", None), ("input_shape", None), ("precision", None), ("table", None), ("memory", None),
+        ("pricing", "papers"), ("accumulator", None), ("engine", "arithmetic"), ("accelerator", None))
+_PERCENT = re.compile(r"[0-9]+(\.[0-9]+)?%?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -51,23 +63,24 @@ class GateResult:
 
 
 def parse_increase(text: str) -> float:
-    """'1%' -> 0.01, '0.5' (percent) -> 0.005; NaN, infinity and negative limits are refused."""
-    s = str(text).strip().rstrip("%").strip()
-    try:
-        value = float(s) / 100
-    except ValueError:
-        raise AdderconvError(f"--max-increase must be a percentage like 1% or 0.5%, got {text!r}") from None
-    if not math.isfinite(value):
-        raise AdderconvError(f"--max-increase must be a finite percentage, got {text!r}")
-    if value < 0:
-        raise AdderconvError(f"--max-increase must not be negative, got {text!r}")
-    return value
+    """'1%' -> 0.01, '0.5' (percent) -> 0.005: plain ASCII digits, an optional fraction and one optional '%'
+    (no signs, exponents, underscores, NaN or other scripts' digits)."""
+    s = str(text).strip()
+    if not _PERCENT.fullmatch(s):
+        raise AdderconvError(f"the allowed increase must be a percentage like 1% or 0.5%, got {text!r}")
+    return float(s.rstrip("%")) / 100
 
 
 def _finite(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AdderconvError(f"{where} must be a finite non-negative number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:            # an integer too large for a float (hundreds of digits)
+        raise AdderconvError(f"{where} is too large a number ({len(str(value))} digits)") from None
+    if not math.isfinite(number) or number < 0:
         raise AdderconvError(f"{where} must be a finite non-negative number, got {value!r}")
-    return float(value)
+    return number
 
 
 def _reject_constant(name: str) -> None:
@@ -93,9 +106,19 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     for m in ("mul", "add", "energy_pj"):
         if m not in data["totals"]:
             raise AdderconvError(f"{where}: totals has no {m!r}")
-    for m in METRICS:
+    for m in (*KINDS, "energy_pj", "memory_pj"):
         if m in data["totals"]:
             _finite(data["totals"][m], f"{where}: totals.{m}")
+    unsupported = data.get("unsupported", {})
+    if not isinstance(unsupported, dict):
+        raise AdderconvError(f"{where}: 'unsupported' must be an object of operator -> calls")
+    for op, n in unsupported.items():
+        _finite(n, f"{where}: unsupported[{op!r}]")
+    flow = data.get("dataflow")
+    if flow is not None:
+        if not isinstance(flow, dict):
+            raise AdderconvError(f"{where}: 'dataflow' must be an object or null")
+        _finite(flow.get("total_pj"), f"{where}: dataflow.total_pj")
     layers = data.get("layers", [])
     if not isinstance(layers, list):
         raise AdderconvError(f"{where}: 'layers' must be a list, got {type(layers).__name__}")
@@ -112,17 +135,54 @@ def _grew(base: float, cur: float, limit: float) -> bool:
     return cur > base * (1 + limit) + 1e-9 * max(1.0, abs(base))
 
 
-def compare_to_baseline(current: dict[str, Any], baseline: dict[str, Any], max_increase: float) -> GateResult:
-    """Compare two report dicts (``adderconv.energy/1`` or ``/2``); a total above ``baseline * (1 +
-    max_increase)`` regresses. A training-step report and an inference report are not comparable."""
+def _same(d: dict[str, Any], key: str, default: Any) -> Any:
+    if key == "model":
+        return Path(str(d.get("model"))).name        # the same file from another folder is the same model
+    if key in ("pricing", "accumulator") and d.get("schema") != SCHEMA:
+        return default                                 # before /3 every report used the papers' convention
+    return d.get(key, default)
+
+
+def _check_comparable(current: dict[str, Any], baseline: dict[str, Any]) -> None:
     mode = {True: "a training step", False: "inference"}
     if bool(current.get("training", False)) != bool(baseline.get("training", False)):
         raise AdderconvError(f"the baseline counts {mode[bool(baseline.get('training', False))]}, this run counts "
                              f"{mode[bool(current.get('training', False))]}: use a baseline of the same kind "
-                             f"(--training on both or neither)")
-    rows = [GateRow("total", m, float(baseline["totals"].get(m, 0)), float(current["totals"].get(m, 0)))
-            for m in METRICS if m in baseline["totals"] or m in current["totals"]]
+                             f"(training on both or neither)")
+    for key, default in SAME:
+        a, b = _same(baseline, key, default), _same(current, key, default)
+        if a != b:
+            raise AdderconvError(f"the baseline's {key.replace('_', ' ')} is {a!r}, this run's is {b!r}: a gate "
+                                 f"compares like with like; regenerate the baseline or match the setting")
+
+
+def _metrics(d: dict[str, Any], legacy: bool) -> dict[str, float]:
+    t = d["totals"]
+    out = {k: float(t.get(k, 0)) for k in KINDS}
+    if legacy:                               # an older schema's add was add + acc, all at one precision
+        out["add"] += out.pop("acc")
+    out["energy_pj"] = float(t.get("energy_pj", 0))
+    if "memory_pj" in t:
+        out["memory_pj"] = float(t["memory_pj"])
+    if d.get("dataflow"):
+        out["dataflow_pj"] = float(d["dataflow"]["total_pj"])
+    out["unsupported"] = float(sum((d.get("unsupported") or {}).values()))
+    return out
+
+
+def compare_to_baseline(current: dict[str, Any], baseline: dict[str, Any], max_increase: float) -> GateResult:
+    """Compare two report dicts (any of :data:`SCHEMAS`); a total above ``baseline * (1 + max_increase)``
+    regresses, and so does an operator type without a handle that the baseline did not have. Reports of
+    another model, shape, precision, convention or engine (or training vs inference) are refused."""
+    _check_comparable(current, baseline)
+    legacy = not (current.get("schema") == baseline.get("schema") == SCHEMA)
+    base, cur = _metrics(baseline, legacy), _metrics(current, legacy)
+    rows = [GateRow("total", m, base.get(m, 0.0), cur.get(m, 0.0)) for m in METRICS
+            if base.get(m) or cur.get(m) or m in ("mul", "add", "energy_pj")]
     regressions = [r for r in rows if _grew(r.baseline, r.current, max_increase)]
+    known = set(baseline.get("unsupported") or {})
+    regressions += [GateRow("unsupported", op, 0.0, float(n)) for op, n in (current.get("unsupported") or {}).items()
+                    if op not in known]
     base_layers = {le["name"]: le for le in baseline.get("layers", [])}
     grown = []
     for le in current.get("layers", []):

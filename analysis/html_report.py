@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 from adderconv import __version__
 
-from .counts import KINDS
+from .counts import KINDS, additions
 from .energy import EnergyReport, LayerEnergy
 from .figures import class_chart, layer_chart, memory_chart, require_matplotlib
 from .layer_views import align, class_split, layer_label, mixed_precision
-from .render import fmt_count, fmt_energy
+from .render import dataflow_total, fmt_area, fmt_count, fmt_energy
 
 __all__ = ["to_html"]
 
@@ -79,7 +79,7 @@ def _header(r: EnergyReport, compare: EnergyReport | None, title: str | None) ->
     shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
     name = title or (f"{r.model}, compared with {compare.model}" if compare else r.model)
     sub = (f"input {shape} &middot; precision {_esc(r.precision)} &middot; prices {_esc(r.table)} &middot; "
-           f"front end {_esc(r.frontend)} &middot; adderconv {_esc(__version__)}")
+           f"front end {_esc(r.frontend)} &middot; adderconv {_esc(__version__)}<br>{_esc(r.widths)}")
     return f"<h1>Energy report: {_esc(name)}</h1><div class=\"sub\">{sub}</div>"
 
 
@@ -140,11 +140,20 @@ def _comparison(r: EnergyReport, c: EnergyReport, more: Sequence[tuple[EnergyRep
             rows.append(f"<tr><td>{kind}</td>{_num(a, fmt_count(a))}{_num(b, fmt_count(b))}"
                         f"<td class=\"n\">{_ratio(a, b)}</td></tr>")
     for before, after in ((c, r), *more):
-        for label, a, b in ((f"energy {before.precision}", before.totals.energy_pj, after.totals.energy_pj),
-                            (f"memory {before.precision}", before.totals.memory_pj, after.totals.memory_pj)):
-            if label.startswith("memory") and not before.memory:
-                continue
-            rows.append(f"<tr><td>{_esc(label)}</td>{_num(a, fmt_energy(a))}{_num(b, fmt_energy(b))}"
+        acc = before.main_unit.accumulator if before.main_unit else before.precision
+        pairs = [(f"energy {before.precision}/{acc}", before.totals.energy_pj, after.totals.energy_pj, fmt_energy)]
+        if before.memory:
+            pairs.append((f"memory {before.precision}", before.totals.memory_pj, after.totals.memory_pj, fmt_energy))
+        if before.dataflow is not None and after.dataflow is not None:
+            pairs += [(f"total energy, {before.dataflow.accelerator} (ZigZag)", dataflow_total(before),
+                       dataflow_total(after), fmt_energy),
+                      ("latency (cycles)", before.dataflow.result.latency_cycles, after.dataflow.result.latency_cycles,
+                       fmt_count)]
+        ua, ub = before.main_unit, after.main_unit
+        if ua and ub and ua.um2 and ub.um2:
+            pairs.append((f"PE area {before.precision}/{acc} ({ua.unit} vs {ub.unit})", ua.um2, ub.um2, fmt_area))
+        for label, a, b, fmt in pairs:
+            rows.append(f"<tr><td>{_esc(label)}</td>{_num(a, fmt(a))}{_num(b, fmt(b))}"
                         f"<td class=\"n\">{_ratio(a, b)}</td></tr>")
     return (f'<div class="panel"><h2>{_esc(c.model)} vs {_esc(r.model)}</h2><table><thead><tr><th></th>'
             f'<th class="n">{_esc(c.model)}</th><th class="n">{_esc(r.model)}</th><th class="n">{_esc(r.model)}/'
@@ -155,10 +164,10 @@ def _classes(r: EnergyReport) -> str:
     rows = []
     energy = class_split(r)
     for cat, t in r.by_category.items():
-        other = sum(v for k, v in t.items() if k not in ("mul", "add"))
-        pj = sum(energy[cat].values())
+        other = sum(v for k, v in t.items() if k not in ("mul", "add", "acc"))
+        pj, adds = sum(energy[cat].values()), additions(t)
         rows.append(f"<tr><td>{_esc(cat)}</td>{_num(t['mul'], fmt_count(t['mul']))}"
-                    f"{_num(t['add'], fmt_count(t['add']))}{_num(other, fmt_count(other))}{_num(pj, fmt_energy(pj))}"
+                    f"{_num(adds, fmt_count(adds))}{_num(other, fmt_count(other))}{_num(pj, fmt_energy(pj))}"
                     "</tr>")
     return (f'<div class="panel"><h2>Operator classes: {_esc(r.model)}</h2><table><thead><tr>'
             '<th>class</th><th class="n">mul</th><th class="n">add</th><th class="n">other</th>'
@@ -172,8 +181,9 @@ def _layer_row(i: int, r: EnergyReport, le: LayerEnergy | None, other: LayerEner
     if le is None:
         cells += ["<td>not in this model</td>"] + ["<td></td>"] * (6 + bool(r.memory))   # one cell per column
     else:
-        rest = sum(v for k, v in le.counts.items() if k not in ("mul", "add", "cmp"))
-        cells += [f"<td>{_esc(le.precision)}</td>", _num(le.mul, fmt_count(le.mul)), _num(le.add, fmt_count(le.add)),
+        rest = sum(v for k, v in le.counts.items() if k not in ("mul", "add", "acc", "cmp"))
+        cells += [f"<td>{_esc(le.precision)}/{_esc(le.accumulator)}</td>", _num(le.mul, fmt_count(le.mul)),
+                  _num(le.add, fmt_count(le.add)),
                   _num(le.counts["cmp"], fmt_count(le.counts["cmp"])), _num(rest, fmt_count(rest)),
                   _num(le.energy_pj, fmt_energy(le.energy_pj)), _num(r.share(le), f"{r.share(le):.1%}")]
         if r.memory:
@@ -208,8 +218,32 @@ def _layers(r: EnergyReport, compare: EnergyReport | None) -> str:
             f"<tbody>{body}</tbody></table><p class=\"caption\">{note}</p></div>")
 
 
+def _dataflow(models: Sequence[EnergyReport]) -> str:
+    """ZigZag's energy per memory level, latency and utilisation, one column per model."""
+    flows = [m for m in models if m.dataflow is not None]
+    if not flows:
+        return ""
+    levels = list(dict.fromkeys(lv for m in flows for lv in m.dataflow.result.memory_pj))
+    rows = [("compute (all layers)", [m.totals.energy_pj for m in flows], fmt_energy)]
+    rows += [(f"memory: {lv}", [m.dataflow.result.memory_pj.get(lv, 0.0) for m in flows], fmt_energy) for lv in levels]
+    rows += [("total", [dataflow_total(m) for m in flows], fmt_energy),
+             ("latency (cycles)", [m.dataflow.result.latency_cycles for m in flows], fmt_count)]
+    same = [m for m in flows if m.dataflow.same_area is not None]
+    body = "".join(f"<tr><td>{_esc(label)}</td>" + "".join(_num(v, fmt(v)) for v in vals) + "</tr>"
+                   for label, vals, fmt in rows)
+    heads = "".join(f'<th class="n">{_esc(m.model)}</th>' for m in flows)
+    notes = " ".join(_esc(n) for n in flows[0].dataflow.notes)
+    notes += "".join(f" Same area ({m.dataflow.array_scale:.2f}x the units) for {_esc(m.model)}: total "
+                     f"{fmt_energy(m.totals.energy_pj + sum(m.dataflow.same_area.memory_pj.values()))}, latency "
+                     f"{fmt_count(m.dataflow.same_area.latency_cycles)} cycles." for m in same)
+    return (f'<h2>Dataflow on {_esc(flows[0].dataflow.accelerator)} (ZigZag)</h2><div class="panel"><table><thead>'
+            f"<tr><th></th>{heads}</tr></thead><tbody>{body}</tbody></table>"
+            f'<p class="caption">{notes}</p></div>')
+
+
 def _notes(r: EnergyReport) -> str:
     items = [_esc(c) for c in r.conventions]
+    items.append(_esc(r.widths))
     items += [f"estimated price: {_esc(est)}" for est in r.estimates]
     if r.memory:
         items.append(f"memory: each leaf layer reads its weights and inputs and writes its outputs once at "
@@ -230,7 +264,7 @@ def to_html(report: EnergyReport, *, compare: EnergyReport | None = None,
     skipped = sum(1 for a, b in (align(r.layers, c.layers) if c else [(le, None) for le in r.layers])
                   if not ((a and a.energy_pj) or (b and b.energy_pj)))
     charts = [f'<h2>Energy per layer, execution order</h2><div class="panel wide">{layer_chart(r, c)}'
-              f'<p class="caption">Compute energy by kind (mul, add, cmp, other).'
+              f'<p class="caption">Compute energy by kind (mul, add, acc: accumulations, cmp, other).'
               + (f" Each pair: {_esc(c.model)} hatched on the left, {_esc(r.model)} on the right." if c else "")
               + (f" {skipped} layer(s) with no priced arithmetic are left out (they are in the table)."
                  if skipped else "") + f"{split_note}</p></div>"]
@@ -245,7 +279,8 @@ def to_html(report: EnergyReport, *, compare: EnergyReport | None = None,
     top = [_totals(r)] + ([_comparison(r, c, more)] if c is not None else [])
     body = (_header(r, c, title) + _cards(r, c) + _coverage(models)
             + f'<div class="row">{"".join(top)}</div>' + "".join(charts)
-            + f'<div class="row">{"".join(side)}{_classes(r)}</div>' + _layers(r, c) + _notes(r))
+            + f'<div class="row">{"".join(side)}{_classes(r)}</div>' + _dataflow(models[::-1]) + _layers(r, c)
+            + _notes(r))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
             f"<title>Energy report: {_esc(r.model)}</title><style>{_CSS}</style></head>"

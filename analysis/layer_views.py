@@ -22,8 +22,9 @@ from .energy import EnergyReport, LayerEnergy
 
 __all__ = ["GROUPS", "align", "kind_split", "class_split", "mixed_precision", "energy_unit", "layer_label"]
 
-#: How charts group kinds: the two every report leads with, comparisons, and the rest together.
-GROUPS: tuple[str, ...] = ("mul", "add", "cmp", "other")
+#: How charts group kinds: multiplications, operand additions, accumulations (priced at the accumulator's width),
+#: comparisons, and the rest together.
+GROUPS: tuple[str, ...] = ("mul", "add", "acc", "cmp", "other")
 
 
 def layer_label(layer: LayerEnergy) -> str:

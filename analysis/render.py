@@ -19,10 +19,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .counts import KINDS
+from .counts import KINDS, additions
 from .energy import EnergyReport
 
-__all__ = ["render_report", "render_comparison", "fmt_count", "fmt_energy"]
+__all__ = ["render_report", "render_comparison", "render_dataflow", "fmt_count", "fmt_energy", "fmt_area"]
 
 
 def fmt_count(n: float) -> str:
@@ -41,6 +41,11 @@ def fmt_energy(pj: float) -> str:
     return f"{pj:.2f} pJ"
 
 
+def fmt_area(um2: float | None) -> str:
+    """Square micrometres: 419.0 -> '419 um^2'; None (not listed) -> '-'."""
+    return "-" if um2 is None else f"{um2:,.0f} um^2"
+
+
 def _table(title: str, *columns: str, right: Sequence[int] = ()) -> Table:
     t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold", pad_edge=False)
     for i, c in enumerate(columns):
@@ -53,7 +58,7 @@ def _header(r: EnergyReport) -> str:
     front = r.frontend if r.frontend == "onnx" else f"{r.frontend} ({r.capture})"
     step = "  [bold]training step[/bold]" if r.training else ""
     return (f"[bold]{r.model}[/bold]  input {shape}  precision {r.precision}  prices {r.table}  "
-            f"front end {front}{step}")
+            f"front end {front}{step}\n{r.widths}")
 
 
 def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_layers: bool = False) -> None:
@@ -68,22 +73,60 @@ def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_
     if r.memory:
         totals.add_row(f"memory ({r.memory})", "", fmt_energy(r.totals.memory_pj), "")
     console.print(totals)
-    cats = _table("By operator class", "class", "mul", "add", "other", right=(1, 2, 3))
+    cats = _table("By operator class (add: additions incl. accumulations)", "class", "mul", "add", "other",
+                  right=(1, 2, 3))
     for cat, t in r.by_category.items():
-        other = sum(v for k, v in t.items() if k not in ("mul", "add"))
-        cats.add_row(cat, fmt_count(t["mul"]), fmt_count(t["add"]), fmt_count(other))
+        other = sum(v for k, v in t.items() if k not in ("mul", "add", "acc"))
+        cats.add_row(cat, fmt_count(t["mul"]), fmt_count(additions(t)), fmt_count(other))
     console.print(cats)
+    if r.units:
+        ut = _table("Processing elements (area at 45 nm)", "unit", "widths", "area", "MACs", "layers",
+                    right=(2, 3, 4))
+        for u in r.units:
+            ut.add_row(u.unit, f"{u.precision}/{u.accumulator}", fmt_area(u.um2), fmt_count(u.macs), str(u.layers))
+        console.print(ut)
     layers = sorted(r.layers, key=lambda le: -le.energy_pj) if not all_layers else list(r.layers)
     shown = layers if all_layers else [le for le in layers[:top] if le.energy_pj or le.counts]
     title = "Layers (execution order)" if all_layers else f"Top {len(shown)} of {len(r.layers)} layers by energy"
-    cols = ["layer", "type", "mul", "add", "energy", "share"] + (["memory"] if r.memory else [])
-    lt = _table(title, *cols, right=(2, 3, 4, 5, 6))
+    cols = ["layer", "type", "widths", "mul", "add", "energy", "share"] + (["memory"] if r.memory else [])
+    lt = _table(title, *cols, right=(3, 4, 5, 6, 7))
     for le in shown:
-        row = [le.name or "(model)", le.type, fmt_count(le.mul), fmt_count(le.add), fmt_energy(le.energy_pj),
-               f"{r.share(le):.1%}"]
+        row = [le.name or "(model)", le.type, f"{le.precision}/{le.accumulator}", fmt_count(le.mul),
+               fmt_count(le.add), fmt_energy(le.energy_pj), f"{r.share(le):.1%}"]
         lt.add_row(*row, *([fmt_energy(le.memory_pj)] if r.memory else []))
     console.print(lt)
+    if r.dataflow is not None:
+        render_dataflow(r, console, top=top)
     _notes(r, console)
+
+
+def render_dataflow(r: EnergyReport, console: Console, *, top: int = 10) -> None:
+    """ZigZag's view: energy per memory level beside compute, latency and utilisation, per layer and in total."""
+    flow = r.dataflow
+    res = flow.result
+    levels = list(res.memory_pj)
+    t = _table(f"Dataflow on {flow.accelerator} (ZigZag, {flow.operand_bits}-bit operands, {flow.accumulator_bits}-bit "
+               f"accumulators)", "layer", "compute", *levels, "cycles", "util.", right=range(1, len(levels) + 4))
+    for ld in sorted(res.layers, key=lambda ld: -(ld.compute_pj + sum(ld.memory_pj.values())))[:top]:
+        t.add_row(ld.name, fmt_energy(ld.compute_pj), *(fmt_energy(ld.memory_pj.get(lv, 0.0)) for lv in levels),
+                  fmt_count(ld.latency_cycles), f"{ld.utilization:.0%}")
+    t.add_row("[bold]mapped layers[/bold]", fmt_energy(res.compute_pj),
+              *(fmt_energy(res.memory_pj[lv]) for lv in levels), fmt_count(res.latency_cycles), "")
+    console.print(t)
+    console.print(f"total energy: compute {fmt_energy(r.totals.energy_pj)} + data movement "
+                  f"{fmt_energy(sum(res.memory_pj.values()))} = [bold]{fmt_energy(dataflow_total(r))}[/bold]; "
+                  f"latency {fmt_count(res.latency_cycles)} cycles")
+    if flow.same_area is not None:
+        s = flow.same_area
+        console.print(f"same area ({flow.array_scale:.2f}x the units): data movement "
+                      f"{fmt_energy(sum(s.memory_pj.values()))}, total "
+                      f"{fmt_energy(r.totals.energy_pj + sum(s.memory_pj.values()))}, latency "
+                      f"{fmt_count(s.latency_cycles)} cycles")
+
+
+def dataflow_total(r: EnergyReport) -> float:
+    """Compute energy of every layer plus ZigZag's data movement of the mapped ones (pJ)."""
+    return r.totals.energy_pj + sum(r.dataflow.result.memory_pj.values())
 
 
 def _notes(r: EnergyReport, console: Console) -> None:
@@ -112,6 +155,11 @@ def _notes(r: EnergyReport, console: Console) -> None:
                       + ", ".join(f"{k} {fmt_count(n)}" for k, n in r.totals.unpriced.items()))
     for est in r.estimates:
         console.print(f"- estimated price: {est}")
+    if r.units:
+        console.print("- processing element area: a MAC unit is a multiplier and an accumulator adder, a SAD unit a "
+                      "subtractor (|x - w|'s sign flip not priced, as in the energy) and an accumulator adder")
+    for line in (r.dataflow.notes if r.dataflow is not None else ()):
+        console.print(f"- {line}")
     if r.memory:
         console.print(f"- memory: each leaf layer reads its weights and inputs and writes its outputs once at "
                       f"{r.memory}; reported apart from compute")
@@ -134,9 +182,25 @@ def render_comparison(before: EnergyReport, after: EnergyReport, console: Consol
         if a or b:
             t.add_row(kind, fmt_count(a), fmt_count(b), ratio(a, b))
     for x, y in ((before, after), *more):
-        t.add_row(f"energy {x.precision}", fmt_energy(x.totals.energy_pj), fmt_energy(y.totals.energy_pj),
+        t.add_row(f"energy {x.precision}/{_acc(x)}", fmt_energy(x.totals.energy_pj), fmt_energy(y.totals.energy_pj),
                   ratio(x.totals.energy_pj, y.totals.energy_pj))
         if x.memory:
             t.add_row(f"memory {x.precision}", fmt_energy(x.totals.memory_pj), fmt_energy(y.totals.memory_pj),
                       ratio(x.totals.memory_pj, y.totals.memory_pj))
+        if x.dataflow is not None and y.dataflow is not None:
+            a, b = sum(x.dataflow.result.memory_pj.values()), sum(y.dataflow.result.memory_pj.values())
+            t.add_row(f"data movement ({x.dataflow.accelerator})", fmt_energy(a), fmt_energy(b), ratio(a, b))
+            a, b = dataflow_total(x), dataflow_total(y)
+            t.add_row(f"total energy ({x.dataflow.accelerator})", fmt_energy(a), fmt_energy(b), ratio(a, b))
+            a, b = x.dataflow.result.latency_cycles, y.dataflow.result.latency_cycles
+            t.add_row("latency (cycles)", fmt_count(a), fmt_count(b), ratio(a, b))
+        ux, uy = x.main_unit, y.main_unit
+        if ux and uy and ux.um2 and uy.um2:
+            t.add_row(f"PE area {x.precision}", f"{fmt_area(ux.um2)} {ux.unit}", f"{fmt_area(uy.um2)} {uy.unit}",
+                      ratio(ux.um2, uy.um2))
     console.print(t)
+
+
+def _acc(r: EnergyReport) -> str:
+    """The accumulator a comparison row was priced with (the main unit's, else the global precision's)."""
+    return r.main_unit.accumulator if r.main_unit else r.precision
