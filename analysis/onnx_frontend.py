@@ -29,6 +29,7 @@ import onnx
 from onnx import helper, shape_inference
 
 from adderconv.errors import AdderconvError
+from adderconv.untrusted import plain
 
 from .counts import LayerCounts, ModelCounts, OpCount, Tally
 from .handles import HANDLES, conv_macs, norm_tally
@@ -126,6 +127,29 @@ def _in(node, i, o):
     return norm_tally(math.prod(i[0]), i[0][0] * i[0][1], True)
 
 
+_MAX_COUNT = 2**63 - 1   # a count beyond int64 is no real model, and would overflow every float that prices it
+# Geometry attributes of Conv-like and pooling nodes: (smallest value, needed). A node whose attribute breaks
+# this cannot be counted (a stride 0 divides by zero); a pool without kernel_shape is malformed.
+_GEOMETRY = {"kernel_shape": 1, "strides": 1, "dilations": 1, "pads": 0}
+_GEOMETRY_OPS = {"Conv": (), "ConvTranspose": (), ADDER_OP: (), "MaxPool": ("kernel_shape",),
+                 "AveragePool": ("kernel_shape",), "LpPool": ("kernel_shape",)}
+
+
+def _check_geometry(node, key: str) -> None:
+    """A Conv-like or pooling node's geometry attributes are ints in range (and the required ones present)."""
+    for name in _GEOMETRY_OPS[key]:
+        if _attr(node, name) is None:
+            raise AdderconvError(f"ONNX node {plain(node.name)!r} ({key}) has no {name} attribute")
+    for name, low in [*_GEOMETRY.items(), ("group", 1)]:
+        value = _attr(node, name)
+        if value is None:
+            continue
+        values = [value] if name == "group" else value
+        if not isinstance(values, list) or not all(isinstance(v, int) and v >= low for v in values):
+            raise AdderconvError(f"ONNX node {plain(node.name)!r} ({key}): attribute {name} must be "
+                                 f"{'an int' if name == 'group' else 'ints'} >= {low}, got {plain(value)[:80]}")
+
+
 @_reg("MaxPool", "pool")
 def _maxpool(node, i, o):
     return Tally(cmp=math.prod(o[0]) * (math.prod(_attr(node, "kernel_shape")) - 1))
@@ -154,6 +178,9 @@ def _resize(node, i, o):
     mode = _attr(node, "mode", b"nearest")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     spatial = sum(1 for a, b in zip(i[0], o[0]) if a != b) or 2
+    if spatial > 3:
+        raise AdderconvError(f"ONNX node {plain(node.name)!r}: Resize over {spatial} dimensions (of {len(i[0])}) "
+                             f"is not supported; 1 to 3 spatial dimensions are")
     name = {"nearest": "nearest", "cubic": "bicubic"}.get(mode, {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial])
     d = spatial if name != "bicubic" else 2
     return HANDLES[resolve(f"aten::upsample_{name}{d}d")].fn([o[0]])
@@ -241,28 +268,52 @@ def _set_inputs(model: onnx.ModelProto, input_shape: Sequence[int] | None) -> No
                 dim.dim_value = 1           # a dynamic batch counts as batch 1
 
 
+_INFERENCE_PASSES = 4      # each pass is one ONNX shape inference over the whole graph: a constant, never per node
+
+
 def _infer(model: onnx.ModelProto) -> dict[str, Shape]:
-    """Shapes of every value, feeding our adder nodes' output shapes back into ONNX shape inference."""
-    for _ in range(len(model.graph.node) + 1):
-        try:
-            inferred = shape_inference.infer_shapes(model, data_prop=True)
-        except shape_inference.InferenceError as e:
-            raise AdderconvError(f"ONNX shape inference failed: {str(e).splitlines()[0]}") from None
-        g = inferred.graph
-        shapes = {t.name: tuple(t.dims) for t in g.initializer}
-        for vi in [*g.input, *g.value_info, *g.output]:
-            if (s := _dims(vi)) is not None:
-                shapes[vi.name] = s
+    """Shapes of every value in a constant number of ONNX shape-inference passes (linear in the graph's size).
+
+    ONNX does not know our adder node, so each pass infers a copy of the graph in which every adder node is an
+    ONNX ``Conv`` with the same attributes: the same output shape (N, W[0], spatial per Conv's formula) in one
+    pass, however long a chain of adders is. An adder whose shape that leaves open (Conv's inference refused it)
+    gets ours and a further pass; what is still unknown after the last pass is reported as such when counted.
+    """
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for node in probe.graph.node:
+        if node.domain == ADDER_DOMAIN and node.op_type == ADDER_OP:
+            node.domain, node.op_type = "", "Conv"
+            keep = [a for a in node.attribute if a.name in (*_GEOMETRY, "group")]
+            del node.attribute[:]
+            node.attribute.extend(keep)
+    shapes: dict[str, Shape] = {}
+    for _ in range(_INFERENCE_PASSES):
+        shapes = _infer_once(probe)
         added = False
-        for node in g.node:
-            if node.domain == ADDER_DOMAIN and node.op_type == ADDER_OP and node.output[0] not in shapes:
+        for node, orig in zip(probe.graph.node, model.graph.node):
+            if orig.domain == ADDER_DOMAIN and orig.op_type == ADDER_OP and node.output[0] not in shapes:
                 x, w = shapes.get(node.input[0]), shapes.get(node.input[1])
-                if x is not None and w is not None:
-                    model.graph.value_info.append(helper.make_tensor_value_info(
+                if x is not None and w is not None and len(x) == 4 and len(w) == 4:
+                    probe.graph.value_info.append(helper.make_tensor_value_info(
                         node.output[0], onnx.TensorProto.FLOAT, _adder_out(x, w, node)))
                     added = True
         if not added:
-            return shapes
+            break
+    return shapes
+
+
+def _infer_once(model: onnx.ModelProto) -> dict[str, Shape]:
+    """One ONNX shape inference: the shape of every value it knows."""
+    try:
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
+    except shape_inference.InferenceError as e:
+        raise AdderconvError(f"ONNX shape inference failed: {plain(str(e).splitlines()[0])}") from None
+    g = inferred.graph
+    shapes = {t.name: tuple(t.dims) for t in g.initializer}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        if (s := _dims(vi)) is not None:
+            shapes[vi.name] = s
     return shapes
 
 
@@ -271,9 +322,12 @@ def _layer_name(node) -> str:
     if "pkg.torch.onnx.name_scopes" in meta:
         try:
             scopes = ast.literal_eval(meta["pkg.torch.onnx.name_scopes"])
-            return scopes[-2] if len(scopes) >= 2 else ""
-        except (ValueError, SyntaxError):
-            pass
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            scopes = None
+        if not isinstance(scopes, (list, tuple)) or not all(isinstance(p, str) for p in scopes):
+            raise AdderconvError(f"ONNX node {plain(node.name)!r}: its pkg.torch.onnx.name_scopes metadata must "
+                                 f"be a list of module names, got {plain(meta['pkg.torch.onnx.name_scopes'])[:80]!r}")
+        return scopes[-2] if len(scopes) >= 2 else ""
     if "namespace" in meta:                 # fused nodes keep only the namespace: 'name: type/...'
         parts = meta["namespace"].split("/")
         return parts[-2].split(":")[0].strip() if len(parts) >= 2 else ""
@@ -297,6 +351,21 @@ def _scoped_path(parts: list[str]) -> str:
     return path
 
 
+def _count(fn: OnnxHandle, node, key: str, ins: list, outs: list) -> Tally:
+    """One node's tally; what a malformed node makes a handle raise, and counts beyond int64, are one line."""
+    try:
+        tally = fn(node, ins, outs)
+    except AdderconvError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, OverflowError) as e:
+        raise AdderconvError(f"ONNX node {plain(node.name)!r} ({plain(key)}) cannot be counted: its attributes "
+                             f"or shapes are malformed ({type(e).__name__}: {plain(e)[:120]})") from e
+    if big := {k: v for k, v in tally.items() if v > _MAX_COUNT}:
+        raise AdderconvError(f"ONNX node {plain(node.name)!r} ({plain(key)}): {', '.join(big)} count above "
+                             f"2^63 - 1 ({len(str(max(big.values())))} digits): not a model anything runs")
+    return tally
+
+
 def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] | None = None) -> ModelCounts:
     """Count every node of an ONNX model's main graph, per layer and per op type."""
     where = str(model) if not isinstance(model, onnx.ModelProto) else "the ONNX model"
@@ -314,18 +383,22 @@ def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] |
     if not any(o.domain == ADDER_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(ADDER_DOMAIN, 1))   # lets shape inference pass our node
     _set_inputs(model, input_shape)
+    for node in model.graph.node:        # before shape inference, which would divide by an adder's stride 0
+        key = node.op_type if node.domain in ("", "ai.onnx", ADDER_DOMAIN) else ""
+        if key in _GEOMETRY_OPS and (node.domain == ADDER_DOMAIN) == (key == ADDER_OP):
+            _check_geometry(node, key)
     shapes = _infer(model)
     layers: dict[str, LayerCounts] = {}
     ignored: dict[str, int] = {}
     init_names = {t.name for t in model.graph.initializer}
     for node in model.graph.node:
-        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        op = plain(node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}")
         key = node.op_type if node.domain in ("", "ai.onnx", ADDER_DOMAIN) else op
         if key in _IGNORED and node.domain in ("", "ai.onnx"):
             ignored[op] = ignored.get(op, 0) + 1
             continue
-        name = _layer_name(node)
-        layer = layers.setdefault(name, LayerCounts(name=name, type=node.op_type))
+        name = plain(_layer_name(node))       # names from a file are data: one printable line (adderconv.untrusted)
+        layer = layers.setdefault(name, LayerCounts(name=name, type=plain(node.op_type)))
         if key not in _ONNX or (node.domain == ADDER_DOMAIN) != (key == ADDER_OP):
             layer.unsupported[op] = layer.unsupported.get(op, 0) + 1
             continue
@@ -338,7 +411,7 @@ def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] |
             continue
         if category in ("conv", "adder", "norm") and layer.type != node.op_type and not layer.ops:
             layer.type = node.op_type
-        layer.ops.append(OpCount(op, category, fn(node, ins, outs)))
+        layer.ops.append(OpCount(op, category, _count(fn, node, key, ins, outs)))
         layer.weights += sum(math.prod(shapes[v]) for v in node.input[1:] if v in init_names)
         layer.act_in += sum(math.prod(s) for v, s in zip(node.input, ins) if s and v not in init_names)
         layer.act_out += sum(math.prod(s) for s in outs if s)

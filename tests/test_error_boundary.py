@@ -16,6 +16,7 @@ def files(tmp_path):
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "a_dir").mkdir()
     _onnx_files(tmp_path)
+    _malformed_onnx(tmp_path)
     return tmp_path
 
 
@@ -32,6 +33,32 @@ def _onnx_files(root):
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)], [out], initializer=[w])
         opsets = [helper.make_opsetid("", 17), helper.make_opsetid("x.y", 1)]
         onnx.save(helper.make_model(g, opset_imports=opsets), str(root / f"{name}.onnx"))
+
+
+def _malformed_onnx(root):
+    """Issue 28 (10): ONNX files whose counting raised a traceback (exit 1, read by CI as a regression)."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    def save(name, node, inputs, inits=(), out_shape=None, scopes=None):
+        if scopes is not None:
+            node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=scopes)
+        g = helper.make_graph([node], name, [helper.make_tensor_value_info(n, T.FLOAT, d) for n, d in inputs],
+                              [helper.make_tensor_value_info("z", T.FLOAT, out_shape)], initializer=list(inits))
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.adderconv", 1)]
+        onnx.save(helper.make_model(g, opset_imports=opsets), str(root / f"{name}.onnx"))
+
+    w = helper.make_tensor("w", T.FLOAT, [4, 3, 3, 3], [0.1] * 108)
+    scales = helper.make_tensor("sc", T.FLOAT, [6], [1, 1, 2, 2, 2, 2])
+    save("resize_6d", helper.make_node("Resize", ["x", "", "sc"], ["z"], mode="linear"), [("x", [1, 3, 2, 2, 2, 2])],
+         [scales])
+    save("maxpool_no_kernel", helper.make_node("MaxPool", ["x"], ["z"]), [("x", [1, 3, 8, 8])], out_shape=[1, 3, 8, 8])
+    save("adder_stride_0", helper.make_node("AdderConv2d", ["x", "w"], ["z"], domain="ai.adderconv",
+                                            kernel_shape=[3, 3], strides=[0, 0]), [("x", [1, 3, 8, 8])], [w])
+    save("scopes_not_a_list", helper.make_node("Relu", ["x"], ["z"]), [("x", [1, 3, 8, 8])], scopes="5")
+    save("matmul_overflow", helper.make_node("MatMul", ["x", "y"], ["z"]), [("x", [2**62] * 20 + [4]),
+                                                                              ("y", [4, 2**62])])
 
 
 FINETUNE = ["finetune", "lenet5_bn_adder", "--epochs", "1", "--limit", "16", "--quiet"]
@@ -62,6 +89,11 @@ CASES = {
     "convert .onnx with an unknown op": ["convert", "{t}/unknown_op.onnx", "--convert-first", "-o", "{t}/out.onnx"],
     "energy empty .onnx": ["energy", "{t}/empty.onnx"],
     "energy .onnx with a negative dim": ["energy", "{t}/negative.onnx"],
+    "energy .onnx: 6-d Resize": ["energy", "{t}/resize_6d.onnx"],
+    "energy .onnx: MaxPool without kernel_shape": ["energy", "{t}/maxpool_no_kernel.onnx"],
+    "energy .onnx: adder node with stride 0": ["energy", "{t}/adder_stride_0.onnx"],
+    "energy .onnx: name_scopes not a list": ["energy", "{t}/scopes_not_a_list.onnx"],
+    "energy .onnx: MatMul counts overflow a float": ["energy", "{t}/matmul_overflow.onnx"],
     "bench --threads 0": ["bench", "--threads", "0", "--no-memory", "--json", "{t}/b.json"],
     "bench --batch -3": ["bench", "--batch", "-3", "--no-memory", "--json", "{t}/b.json"],
     "bench --rounds 0": ["bench", "--rounds", "0", "--no-memory", "--json", "{t}/b.json"],
