@@ -346,7 +346,9 @@ def main() -> None:
     except AdderconvError as e:
         if os.environ.get("ADDERCONV_DEBUG"):
             raise
-        typer.echo(f"error: {as_flags(str(e))}", err=True)
+        from adderconv.untrusted import plain    # a message can quote a file's names: one line, no escapes
+
+        typer.echo(f"error: {as_flags(plain(e))}", err=True)
         sys.exit(e.exit_code)
 
 
