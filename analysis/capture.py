@@ -5,7 +5,7 @@ and inputs are replaced by fakes (shapes and dtypes, no data), so nothing is com
 compiled, and memory stays at the size of the shapes; a model built on the ``meta`` device counts the
 same way. Each op belongs to the innermost module whose forward ran it (its "layer", by module path; a
 residual ``out + identity`` in a block's forward belongs to the block); in backward, to the module whose
-backward is running (``torch.utils.module_tracker``'s rule). ``capture="real"`` runs the same mode on the
+forward created the autograd node running it (see :mod:`.tracking`). ``capture="real"`` runs the same mode on the
 real tensors (for models whose control flow reads data); ``capture="jit"`` is the TorchScript tracer
 (:mod:`.capture_jit`), kept as a cross-check.
 

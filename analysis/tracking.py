@@ -1,10 +1,13 @@
 """Which layer an op belongs to: module hooks in forward, gradient hooks in backward, recorded module paths
 in exported programs; and the per-layer facts the memory model needs (weights, activations read/written).
 
-The rule (``torch.utils.module_tracker``'s): in forward, an op belongs to the innermost module whose
-``forward`` is running; in backward, to the innermost module whose backward has started (the gradients of
-its outputs are ready) and not finished (the gradients of its inputs are not). Modules without a name in the
-model's tree (built inside ``forward``) belong to their caller.
+The rule: in forward, an op belongs to the innermost module whose ``forward`` is running; in backward, to the
+module whose forward created the autograd node being run (``torch._C._current_autograd_node()``), whatever its
+position in its container (a Sequential's last child keeps its own backward). Nodes are claimed as they appear:
+when a module is entered, the nodes behind its inputs not yet claimed go to the caller; when it returns, the nodes
+behind its outputs not yet claimed go to it. Where two gradients of one tensor meet (a residual block's input),
+the engine adds them while running the node whose gradient arrives second, and the sum belongs to that node's
+layer. Modules without a name in the model's tree (built inside ``forward``) belong to their caller.
 
 >>> import torch
 >>> layers, linear = new_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)))
@@ -20,7 +23,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.graph import register_multi_grad_hook
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._pytree import tree_flatten
 
@@ -70,35 +72,44 @@ class LayerTracker:
         self.names = {id(m): n for n, m in reversed(list(model.named_modules(remove_duplicate=False)))}
         self.program = program
         self.fw: list[str | None] = []
-        self.bw: list[str] = []
+        self.owner: dict[Any, str] = {}          # autograd node -> the layer whose forward created it
         self.order: dict[str, None] = {}        # layers in first-use order
         self._hooks: list[Any] = []
 
+    def _forward_layer(self) -> str:
+        return next((n for n in reversed(self.fw) if n is not None), "")
+
     def current(self) -> tuple[LayerCounts, str]:
         backward = torch._C._current_graph_task_id() != -1
-        stack = self.bw if backward else [n for n in self.fw if n is not None]
-        name = stack[-1] if stack else ""
+        if backward:
+            node = torch._C._current_autograd_node()
+            name = self.owner.get(node, "") if node is not None else ""
+        else:
+            name = self._forward_layer()
         self.order.setdefault(name)
         return self.layers[name], "backward" if backward else "forward"
 
+    def claim(self, name: str, values: Any) -> None:
+        """Give layer ``name`` the autograd nodes behind ``values`` that no layer has claimed yet."""
+        if not torch.is_grad_enabled():
+            return
+        todo = [t.grad_fn for t in tree_flatten(values)[0] if isinstance(t, Tensor) and t.grad_fn is not None]
+        owner = self.owner
+        while todo:
+            node = todo.pop()
+            if node in owner:
+                continue
+            owner[node] = name
+            todo.extend(n for n, _ in node.next_functions if n is not None and n not in owner)
+
     def _pre(self, mod: nn.Module, args: Any) -> None:
-        name = self.names.get(id(mod))
-        self.fw.append(name)
-        tensors = [t for t in tree_flatten(args)[0] if isinstance(t, Tensor) and t.requires_grad]
-        if name is not None and tensors:
-            self._hooks.append(register_multi_grad_hook(tensors, lambda *_: self._leave_bw(name)))
+        self.claim(self._forward_layer(), args)        # what the caller computed before this call is the caller's
+        self.fw.append(self.names.get(id(mod)))
 
     def _post(self, mod: nn.Module, args: Any, out: Any) -> None:
-        name = self.fw.pop() if self.fw else None
-        tensors = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor) and t.requires_grad]
-        if name is not None and tensors:
-            self._hooks.append(register_multi_grad_hook(tensors, lambda *_: self.bw.append(name)))
-
-    def _leave_bw(self, name: str) -> None:
-        for i in range(len(self.bw) - 1, -1, -1):
-            if self.bw[i] == name:
-                del self.bw[i]
-                return
+        self.claim(self._forward_layer(), out)
+        if self.fw:
+            self.fw.pop()
 
     def interpreter(self, gm: Any):
         """A callable running an exported program's graph, each node in the layer its module stack records."""
@@ -110,7 +121,9 @@ class LayerTracker:
                 path = list(stack.values())[-1][0] if stack else ""
                 tracker.fw.append(path if path in tracker.layers else "")
                 try:
-                    return super().run_node(n)
+                    out = super().run_node(n)
+                    tracker.claim(tracker.fw[-1], out)
+                    return out
                 finally:
                     tracker.fw.pop()
 
@@ -125,6 +138,7 @@ class LayerTracker:
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
+        self.owner.clear()                      # the nodes keep the graph (and its saved tensors) alive
 
 
 def _numel(obj: Any) -> int:

@@ -56,7 +56,7 @@ def test_scripted_functions_inside_a_module_are_counted():
         def forward(self, a):
             return scripted(a, self.w)
 
-    assert count_ops(Model(), torch.randn(3, 4)).total == Tally(mul=60, add=60 + 15)
+    assert count_ops(Model(), torch.randn(3, 4)).total == Tally(mul=60, acc=60, add=15)
     traced = count_ops(Model(), torch.randn(3, 4), capture="jit")
     # the tracer inlines the call; the callee's shapes are unknown to it, so its ops are listed, never dropped
     assert traced.total == Tally()
@@ -119,7 +119,7 @@ def test_per_call_handles_override_without_touching_the_registry():
     x = torch.randn(1, 2, 5, 5)
     mine = count_ops(conv, x, handles={torch.ops.aten.convolution: lambda outs, weight: Tally(add=math.prod(weight))})
     assert mine.total == Tally(add=4 * 2 * 9) and mine.layers[0].ops[0].category == "conv"
-    assert count_ops(conv, x).total == Tally(mul=4 * 9 * 18, add=4 * 9 * 18)        # the global table is intact
+    assert count_ops(conv, x).total == Tally(mul=4 * 9 * 18, acc=4 * 9 * 18)        # the global table is intact
     assert HANDLES == before
     with pytest.raises(ValueError, match="reads 'wieght'"):
         count_ops(conv, x, handles={"aten::convolution": lambda outs, wieght: Tally()})
@@ -153,15 +153,15 @@ def test_conv_backward_is_two_forward_convolutions_plus_the_bias_sum():
     out = conv(x)
     macs = out.numel() * (4 // 2) * 9
     phases = _backward(conv, x)
-    assert phases["forward"] == Tally(mul=macs, add=macs + out.numel())
+    assert phases["forward"] == Tally(mul=macs, acc=macs + out.numel())
     # dX (a transposed convolution) and dW (a correlation) have the forward's MACs; db sums over N, H, W
-    assert phases["backward"] == Tally(mul=2 * macs, add=2 * macs + out.numel() - 6)
+    assert phases["backward"] == Tally(mul=2 * macs, acc=2 * macs + out.numel() - 6)
 
 
 def test_linear_backward_is_two_matrix_products_plus_the_bias_sum():
     lin = nn.Linear(7, 5)
     phases = _backward(lin, torch.randn(4, 7))
-    assert phases["backward"] == Tally(mul=2 * 4 * 5 * 7, add=2 * 4 * 5 * 7 + 4 * 5 - 5)
+    assert phases["backward"] == Tally(mul=2 * 4 * 5 * 7, acc=2 * 4 * 5 * 7, add=4 * 5 - 5)
 
 
 def test_adder_backward_as_its_kernels_compute_it():
@@ -169,10 +169,10 @@ def test_adder_backward_as_its_kernels_compute_it():
     x = torch.randn(2, 4, 5, 5)
     macs = 2 * 6 * 25 * 4 * 9                        # N * C_out * H * W * C_in * k * k
     phases = _backward(layer, x)
-    assert phases["forward"] == Tally(add=2 * macs)
+    assert phases["forward"] == Tally(add=macs, acc=macs)
     w, g = 6 * 4 * 9, 2 * 6 * 25                       # weight elements, output-gradient elements
-    grad_weight = Tally(mul=macs + w, add=macs + (g - 6) + w)    # (g X^T) GEMM - W * sum_p g  (rank-1 term)
-    grad_input = Tally(mul=macs, add=2 * macs, cmp=2 * macs)       # sum_o g clamp(W - X): sub, clamp, mul, acc
+    grad_weight = Tally(mul=macs + w, acc=macs, add=(g - 6) + w)  # (g X^T) GEMM - W * sum_p g  (rank-1 term)
+    grad_input = Tally(mul=macs, add=macs, acc=macs, cmp=2 * macs)  # sum_o g clamp(W - X): sub, clamp, mul, acc
     assert phases["backward"] == grad_weight + grad_input
 
 
