@@ -90,7 +90,10 @@ def _validate(o: EnergyOptions, baseline: dict | None) -> None:
         if p not in PRECISIONS:
             raise AdderconvError(f"unknown precision {p!r}; choose one of {', '.join(PRECISIONS)}")
         prices.entry(p, "add")
-        prices.entry(accumulator_for(p, pricing=o.pricing, accumulator=o.accumulator), "add")
+        acc = accumulator_for(p, pricing=o.pricing, accumulator=o.accumulator)
+        if acc not in prices.compute:
+            raise AdderconvError(f"price list {prices.name!r} has no precision {acc!r}, the accumulator of {p} "
+                                 f"operands; add it, or pass --accumulator or --pricing papers")
     if o.engine not in ENGINES:
         raise AdderconvError(f"unknown energy engine {o.engine!r}; choose one of {', '.join(ENGINES)}")
     if o.engine != "arithmetic":

@@ -236,7 +236,10 @@ def price(counts: ModelCounts, *, precision: str = "fp32", table: PriceTable | N
             raise AdderconvError(f"unknown precision {p!r}{f' (declared by layer {who[0]!r})' if who else ''}; "
                                  f"choose one of {', '.join(PRECISIONS)}")
         table.entry(p, "add")                       # a precision the table lacks fails here, clearly
-        table.entry(accumulator_for(p, pricing=pricing, accumulator=accumulator), "add")
+        acc = accumulator_for(p, pricing=pricing, accumulator=accumulator)
+        if acc not in table.compute:
+            raise AdderconvError(f"price list {table.name!r} has no precision {acc!r}, the accumulator of {p} "
+                                 f"operands; add it, or choose another accumulator or the papers' pricing")
     mem_pj = table.memory_price(memory) if memory else 0.0
     layers, by_kind, unpriced, estimates = [], {}, {}, set()
     matched: set[str] = set()

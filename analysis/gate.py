@@ -3,8 +3,8 @@
 The gate never passes bad input: the limit and the baseline are validated before any work (a finite,
 non-negative limit; a baseline of any schema :data:`SCHEMAS` whose totals and layers hold finite numbers), and
 a baseline is compared only with a report of the same kind: the same model, input shape, precision, price list,
-pricing convention and accumulator, memory level, engine and accelerator, and a training step only with a
-training step. It gates on every kind's count, on the energy of whichever engine produced the baseline, and on
+operand and accumulator widths, memory level, engine and accelerator, and a training step only with a training
+step. It gates on every kind's count, on the energy of whichever engine produced the baseline, and on
 operators that could not be counted (a new one, or more calls of one, is a regression: work nobody priced).
 Schemas before ``/3`` counted an accumulation as an ``add`` and priced it at the operand precision (the
 papers' convention); against them ``add`` is compared as ``add + acc``.
@@ -34,7 +34,7 @@ ENERGIES = ("energy_pj", "memory_pj", "dataflow_pj")
 METRICS = (*KINDS, *ENERGIES, "unsupported")
 #: What must match for two reports to be comparable, with its value in a report that does not record it.
 SAME = (("model", None), ("input_shape", None), ("precision", None), ("table", None), ("memory", None),
-        ("pricing", "papers"), ("accumulator", None), ("engine", "arithmetic"), ("accelerator", None))
+        ("widths", None), ("engine", "arithmetic"), ("accelerator", None))
 _PERCENT = re.compile(r"[0-9]+(\.[0-9]+)?%?", re.ASCII)
 
 
@@ -67,7 +67,7 @@ def parse_increase(text: str) -> float:
     (no signs, exponents, underscores, NaN or other scripts' digits)."""
     s = str(text).strip()
     if not _PERCENT.fullmatch(s):
-        raise AdderconvError(f"the allowed increase must be a percentage like 1% or 0.5%, got {text!r}")
+        raise AdderconvError(f"--max-increase must be a percentage like 1% or 0.5%, got {text!r}")
     return float(s.rstrip("%")) / 100
 
 
@@ -138,8 +138,9 @@ def _grew(base: float, cur: float, limit: float) -> bool:
 def _same(d: dict[str, Any], key: str, default: Any) -> Any:
     if key == "model":
         return Path(str(d.get("model"))).name        # the same file from another folder is the same model
-    if key in ("pricing", "accumulator") and d.get("schema") != SCHEMA:
-        return default                                 # before /3 every report used the papers' convention
+    if key == "widths":                              # (operand, accumulator) pairs; before /3 they were equal
+        return sorted({(le.get("precision"), le.get("accumulator", le.get("precision")))
+                       for le in d.get("layers", []) if isinstance(le, dict)})
     return d.get(key, default)
 
 

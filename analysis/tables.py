@@ -4,7 +4,8 @@ operator, read from TOML data files.
 A price list is data with sources, never code: the built-in one is ``tables/horowitz_45nm.toml``; users
 pass their own file in the same format (``--table my.toml``). ``[compute.<precision>]`` gives picojoules
 per operation, ``[area.<precision>]`` square micrometres per operator (optional), ``[aliases]`` kinds priced
-as another kind of the same precision (``acc``, an accumulation, is an ``add`` at the accumulator's width).
+as another kind of the same precision. An accumulation (``acc``) is an ``add`` at the accumulator's width
+unless a list prices it itself.
 
 >>> t = load_table()
 >>> t.price("fp32", "mul"), t.price("int8", "add"), t.price("int32", "acc"), t.price("fp32", "cmp")
@@ -58,13 +59,12 @@ class PriceTable:
         if row is None:
             raise AdderconvError(f"price list {self.name!r} has no precision {precision!r}; "
                                  f"it has {', '.join(self.compute)}")
-        return row.get(kind) or row.get(self.aliases.get(kind, ""))
+        return _lookup(row, kind, self.aliases)
 
     def area(self, precision: str, kind: str) -> Entry | None:
         """The silicon area of one ``kind`` operator at ``precision`` (through an alias), or None if not listed
         (areas are not scaled by ``scale``, an energy factor)."""
-        row = self.areas.get(precision, {})
-        return row.get(kind) or row.get(self.aliases.get(kind, ""))
+        return _lookup(self.areas.get(precision, {}), kind, self.aliases)
 
     def price(self, precision: str, kind: str) -> float | None:
         e = self.entry(precision, kind)
@@ -82,6 +82,11 @@ class PriceTable:
             raise AdderconvError(f"energy scale factor must be a finite positive number, got {factor}")
         return PriceTable(self.name, self.description, self.compute, self.aliases, self.memory,
                           self.word_bits, self.scale * factor, self.areas)
+
+
+def _lookup(row: dict[str, Entry], kind: str, aliases: dict[str, str]) -> Entry | None:
+    alias = aliases.get(kind, "add" if kind == "acc" else "")     # an accumulation is an add, at its own width
+    return row.get(kind) or row.get(alias)
 
 
 def _entry(raw: object, where: str, key: str = "pj") -> Entry:

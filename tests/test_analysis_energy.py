@@ -29,7 +29,9 @@ def test_energy_is_counts_times_prices_per_layer():
     conv, relu, fc = r.layers
     assert conv.energy_pj == pytest.approx(conv.mul * 3.7 + conv.add * 0.9)
     assert relu.energy_pj == pytest.approx(relu.counts["cmp"] * 0.9)
-    assert fc.precision == "int8" and fc.energy_pj == pytest.approx(fc.mul * 0.2 + fc.add * 0.03)
+    # int8 operands (0.2 pJ mult), accumulated in int32 (0.1 pJ add), the bias too
+    assert fc.precision == "int8" and fc.energy_pj == pytest.approx(fc.mul * 0.2 + fc.counts["acc"] * 0.1)
+    assert fc.counts["acc"] == fc.add == fc.mul + 5
     assert r.totals.energy_pj == pytest.approx(sum(le.energy_pj for le in r.layers))
     assert sum(r.share(le) for le in r.layers) == pytest.approx(1.0)
     assert r.estimates == [] and r.totals.memory_pj == 0

@@ -82,10 +82,14 @@ def test_both_schema_versions_are_read(energy, tmp_path, baseline):
         v1.pop(key)
     path = tmp_path / "v1.json"
     path.write_text(json.dumps(v1))
-    code, out, _ = energy("lenet5_bn_adder", "--baseline", str(path))
+    code, out, _ = energy("lenet5_bn_adder", "--baseline", str(path))     # fp32: the widths are the same
     assert code == 0 and "no regression" in out
-    code, out, _ = energy("lenet5_bn", "--baseline", str(path))
+    v1["totals"]["mul"] //= 2                                             # the model grew since the baseline
+    path.write_text(json.dumps(v1))
+    code, out, _ = energy("lenet5_bn_adder", "--baseline", str(path))
     assert code == 1 and "GREW" in out
+    code, out, err = energy("lenet5_bn_adder", "--precision", "int8", "--baseline", str(path))
+    assert code == 2 and "precision" in err                              # another precision is not comparable
 
 
 def test_a_training_baseline_is_not_compared_with_inference(energy, baseline):
@@ -199,8 +203,9 @@ def test_a_layer_that_declares_its_precision_is_priced_at_it(capture):
     assert by_name["0"].precision == "fp32" and by_name["0"].precision_from == "global"
     assert report.declared == ["2"]
     table = load_table()
-    expected = by_name["2"].mul * table.price("int8", "mul") + by_name["2"].add * table.price("int8", "add")
-    assert by_name["2"].energy_pj == pytest.approx(expected)
+    counts = by_name["2"].counts       # int8 operands, accumulated in int32 (the declared precision's accumulator)
+    expected = counts["mul"] * table.price("int8", "mul") + counts["acc"] * table.price("int32", "add")
+    assert by_name["2"].accumulator == "int32" and by_name["2"].energy_pj == pytest.approx(expected)
     # the global precision sets the others; an explicit pattern wins over the declaration
     report = analyze(_declaring_model(), (2, 8), precision="fp16", layer_precision={"2": "fp32"})
     by_name = {le.name: le for le in report.layers}

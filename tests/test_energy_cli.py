@@ -19,11 +19,12 @@ def test_json_is_versioned_and_byte_for_byte_deterministic(energy, tmp_path):
     assert energy("lenet5_bn_adder", "--json", str(b))[0] == 0
     assert a.read_bytes() == b.read_bytes()
     data = json.loads(a.read_text())
-    assert data["schema"] == "adderconv.energy/2"
+    assert data["schema"] == "adderconv.energy/3"
     assert {"mul", "add", "energy_pj"} <= data["totals"].keys()
     layer = data["layers"][0]
     assert {"name", "type", "mul", "add", "energy_pj", "unsupported"} <= layer.keys()
-    assert data["totals"]["add"] == sum(le["add"] for le in data["layers"])
+    for kind in ("add", "acc"):
+        assert data["totals"][kind] == sum(le[kind] for le in data["layers"])
 
 
 def test_gate_exit_codes(energy, tmp_path):
@@ -31,11 +32,18 @@ def test_gate_exit_codes(energy, tmp_path):
     assert energy("lenet5_bn_adder", "--json", str(base))[0] == 0
     code, out, _ = energy("lenet5_bn_adder", "--baseline", str(base), "--max-increase", "1%")
     assert code == 0 and "no regression" in out
-    # the CNN has ~3.4x the adder net's multiplications: a regression, with a table of what grew
-    code, out, _ = energy("lenet5_bn", "--baseline", str(base), "--max-increase", "1%")
+    # a baseline from when the model had fewer multiplications: a regression, with a table of what grew
+    data = json.loads(base.read_text())
+    data["totals"]["mul"] = data["totals"]["mul"] * 10 // 34
+    grown = tmp_path / "grown.json"
+    grown.write_text(json.dumps(data))
+    code, out, _ = energy("lenet5_bn_adder", "--baseline", str(grown), "--max-increase", "1%")
     assert code == 1 and "regression" in out and "GREW" in out and "mul" in out
     # within a generous enough limit it passes (mul grew ~240%)
-    assert energy("lenet5_bn", "--baseline", str(base), "--max-increase", "300%")[0] == 0
+    assert energy("lenet5_bn_adder", "--baseline", str(grown), "--max-increase", "300%")[0] == 0
+    # another model's baseline is refused, not compared
+    code, _, err = energy("lenet5_bn", "--baseline", str(base))
+    assert code == 2 and "model" in err
     # usage errors: exit 2, one line on stderr
     code, _, err = energy("lenet5_bn", "--baseline", str(base), "--max-increase", "lots")
     assert code == 2 and err.startswith("error: --max-increase")
@@ -139,24 +147,27 @@ def test_onnx_file_and_all_layers(energy, tmp_path):
     js = tmp_path / "a.json"
     code, out, _ = energy(str(path), "--input-shape", "2,2,4,4", "--all-layers", "--json", str(js))
     assert code == 0 and "front end onnx" in out and "execution order" in out
-    assert json.loads(js.read_text())["totals"]["add"] == 2 * (2 * 3 * 16) * (2 * 9)
+    totals = json.loads(js.read_text())["totals"]                # |x - w| (add), then the accumulation (acc)
+    assert totals["add"] == totals["acc"] == (2 * 3 * 16) * (2 * 9)
 
 
 def test_precisions_tables_and_per_layer_precision(energy, tmp_path):
     js = tmp_path / "p.json"
     table = tmp_path / "t.toml"
     table.write_text('[compute.fp32]\nadd = { pj = 1.0, source = "test" }\nmul = { pj = 10.0, source = "test" }\n'
-                     '[compute.int8]\nadd = { pj = 0.5, source = "test" }\nmul = { pj = 2.0, source = "test" }\n')
+                     '[compute.int8]\nadd = { pj = 0.5, source = "test" }\nmul = { pj = 2.0, source = "test" }\n'
+                     '[compute.int32]\nadd = { pj = 0.25, source = "test" }\n')
     classifier = ("12", "15")                         # lenet5_bn is a Sequential: its last two Linear layers
     code, _, _ = energy("lenet5_bn", "--table", str(table), "--layer-precision", "1[25]=int8",
                      "--json", str(js))
     assert code == 0
     data = json.loads(js.read_text())
     for le in data["layers"]:
-        price = {"mul": 2.0, "add": 0.5} if le["name"] in classifier else {"mul": 10.0, "add": 1.0}
+        price = {"mul": 2.0, "add": 0.5, "acc": 0.25} if le["name"] in classifier else \
+            {"mul": 10.0, "add": 1.0, "acc": 1.0}                   # int8 accumulates into int32
         assert le["precision"] == ("int8" if le["name"] in classifier else "fp32")
         assert le["precision_from"] == ("pattern" if le["name"] in classifier else "global")
-        priced = le["mul"] * price["mul"] + le["add"] * price["add"]
+        priced = le["mul"] * price["mul"] + le["add"] * price["add"] + le["acc"] * price["acc"]
         assert le["energy_pj"] == pytest.approx(priced), le["name"]    # cmp is unpriced in this table
     assert data["totals"]["unpriced"]["cmp"] > 0
     # a pattern that matches no layer is an error (it used to price everything at the global precision)
@@ -166,6 +177,11 @@ def test_precisions_tables_and_per_layer_precision(energy, tmp_path):
     assert code == 2 and "unknown precision 'fp8'" in err
     code, _, err = energy("lenet5_bn", "--table", str(table), "--precision", "fp16")
     assert code == 2 and "no precision 'fp16'" in err
+    table.write_text(table.read_text().split("[compute.int32]")[0])   # int8 operands, no int32 accumulator
+    code, _, err = energy("lenet5_bn", "--table", str(table), "--precision", "int8")
+    assert code == 2 and "no precision 'int32'" in err and "accumulator" in err
+    code, _, err = energy("lenet5_bn", "--table", str(table), "--precision", "int8", "--pricing", "papers")
+    assert code == 0, err
 
 
 def test_the_main_job_compiles_no_kernel_and_runs_nothing(energy, monkeypatch):

@@ -123,10 +123,10 @@ def _report(name="lenet5_bn", **kw):
 
 def test_the_gate_refuses_another_convention_engine_shape_or_model():
     base = _report(precision="int8")
-    for other, what in ((_report(precision="int8", pricing="papers"), "pricing"),
+    for other, what in ((_report(precision="int8", pricing="papers"), "widths"),
                         (_report(precision="fp32"), "precision"),
                         (_report("lenet5_bn_adder", precision="int8"), "model"),
-                        (_report(precision="int8", accumulator="int16"), "accumulator"),
+                        (_report(precision="int8", accumulator="int16"), "widths"),
                         ({**base, "engine": "zigzag", "accelerator": "tpu_like"}, "engine")):
         with pytest.raises(AdderconvError, match=what):
             compare_to_baseline(other, base, 0.01)
@@ -142,7 +142,7 @@ def test_the_gate_reads_an_older_schema_under_the_papers_convention():
     for key in ("pricing", "accumulator", "engine", "accelerator"):
         old.pop(key)
     assert compare_to_baseline(now, old, 0.0).ok
-    with pytest.raises(AdderconvError, match="pricing"):         # /2 was priced the papers' way
+    with pytest.raises(AdderconvError, match="widths"):          # /2 was priced the papers' way
         compare_to_baseline(_report(precision="int8"), old, 0.01)
     old["totals"]["add"] -= 1000
     assert [r.metric for r in compare_to_baseline(now, old, 0.0).regressions] == ["add"]

@@ -91,7 +91,7 @@ def test_compare_page_is_self_contained_and_lists_every_layer_of_the_json(energy
     mine = [row for row in rows if "not in this model" not in row]
     assert [row[1] for row in mine] == [le["name"] or "(model)" for le in data["layers"]]
     for row, le in zip(mine, data["layers"]):
-        assert row[2] == le["type"] and row[3] == le["precision"]
+        assert row[2] == le["type"] and row[3] == f"{le['precision']}/{le['accumulator']}"   # operand/accumulator
     for part in ("lenet5_bn vs lenet5_bn_adder", "Compute vs memory", "memory (sram_8kb)", "Energy by operator class",
                  "Energy per layer, execution order", data["conventions"][0]):
         assert part in text, part
@@ -224,5 +224,6 @@ def test_energy_by_operator_class_adds_up_and_is_exact_at_one_precision():
         assert sum(sum(v.values()) for v in split.values()) == pytest.approx(r.totals.energy_pj, rel=1e-12)
     r = analyze("lenet5_bn_adder")
     conv, adder = r.by_category["conv"], r.by_category["adder"]
-    assert sum(class_split(r)["conv"].values()) == pytest.approx(conv["mul"] * 3.7 + conv["add"] * 0.9)
-    assert class_split(r)["adder"] == pytest.approx({"mul": 0.0, "add": adder["add"] * 0.9, "cmp": 0.0, "other": 0.0})
+    assert sum(class_split(r)["conv"].values()) == pytest.approx(conv["mul"] * 3.7 + conv["acc"] * 0.9)
+    assert class_split(r)["adder"] == pytest.approx({"mul": 0.0, "add": adder["add"] * 0.9, "acc": adder["acc"] * 0.9,
+                                                     "cmp": 0.0, "other": 0.0})

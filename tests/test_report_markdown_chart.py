@@ -1,5 +1,6 @@
 """`adderconv energy --markdown`: the Mermaid chart block is structurally valid `xychart-beta`, and with
 `--baseline` a "what grew" section comes first."""
+import json
 import math
 import re
 
@@ -86,7 +87,11 @@ def test_single_model_chart_and_its_numbers_match_the_layers(energy, tmp_path):
 def test_baseline_puts_what_grew_first_and_charts_baseline_vs_now(energy, tmp_path):
     base, md = tmp_path / "base.json", tmp_path / "r.md"
     assert energy("lenet5_bn_adder", "--json", str(base))[0] == 0
-    code, _, _ = energy("lenet5_bn", "--baseline", str(base), "--markdown", str(md))
+    data = json.loads(base.read_text())             # the same model file when it was still an adder net
+    data["model"] = "lenet5_bn"
+    was_adder = tmp_path / "was_adder.json"
+    was_adder.write_text(json.dumps(data))
+    code, _, _ = energy("lenet5_bn", "--baseline", str(was_adder), "--markdown", str(md))
     assert code == 1
     text = md.read_text()
     assert text.startswith("### What grew against the baseline")
