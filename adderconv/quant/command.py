@@ -74,7 +74,7 @@ def _energy(model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
     layers = [n for n, m in model.named_modules() if isinstance(m, QuantAdderConv2d)]
     report = analyze(model, shape)
     totals = report.totals
-    return {"mul": int(totals.counts["mul"]), "add": int(totals.counts["add"]), "energy_pj": float(totals.energy_pj),
+    return {"mul": int(totals.mul), "add": int(totals.add), "energy_pj": float(totals.energy_pj),
             "int8_layers": len(layers)}
 
 
