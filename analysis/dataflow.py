@@ -42,7 +42,7 @@ class Dataflow:
     accumulator_bits: int
     result: DataflowResult
     same_area: DataflowResult | None = None
-    array_scale: float = 1.0               # units of the same-area array / units of the accelerator's own
+    array_scale: float = 1.0               # units of the same-area array / the accelerator's own (as rounded)
     notes: tuple[str, ...] = ()
 
 
@@ -74,7 +74,12 @@ def with_dataflow(report: EnergyReport, module: nn.Module, input_shape: tuple[in
     main = report.main_unit
     if main is None:
         raise AdderconvError(f"{report.model}: no conv, linear or adder layer for a dataflow engine to map")
-    specs = layer_specs(module, (1, *input_shape[1:]))
+    was_training = module.training
+    module.eval()                               # inference shapes (a zoo model comes in train mode)
+    try:
+        specs = layer_specs(module, (1, *input_shape[1:]))
+    finally:
+        module.train(was_training)
     layers = {le.name: le for le in report.layers}
     missing = [s.name for s in specs if s.name not in layers]
     if missing:
@@ -94,8 +99,13 @@ def with_dataflow(report: EnergyReport, module: nn.Module, input_shape: tuple[in
         elif main.um2 is None or any(a is None for a in mac):
             notes.append(f"same area: price list {table.name!r} lists no area for these units")
         else:
-            scale = sum(a.value for a in mac) / main.um2
+            wanted = sum(a.value for a in mac) / main.um2
             same = run_dataflow(specs, accelerator, unit_pj=unit_pj, operand_bits=bits[0],
-                                accumulator_bits=bits[1], array_scale=scale)
+                                accumulator_bits=bits[1], array_scale=wanted)
+            scale = same.array_scale
+            notes.append(f"same area: a {main.label} unit is {wanted:.2f}x smaller than a MAC unit of the same "
+                         f"widths; the array gets {scale:.2f}x the units ({'x'.join(map(str, same.array_sizes))}), "
+                         f"its memories unchanged")
+    notes += [n for n in result.notes if n not in notes]
     flow = Dataflow(str(accelerator), bits[0], bits[1], result, same, scale, tuple(notes))
     return dataclasses.replace(report, engine="zigzag", dataflow=flow)

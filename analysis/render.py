@@ -102,16 +102,20 @@ def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_
 
 def render_dataflow(r: EnergyReport, console: Console, *, top: int = 10) -> None:
     """ZigZag's view: energy per memory level beside compute, latency and utilisation, per layer and in total."""
+    from .layer_views import energy_unit
+
     flow = r.dataflow
     res = flow.result
     levels = list(res.memory_pj)
+    div, unit = energy_unit(max([res.compute_pj, *res.memory_pj.values()]))
     t = _table(f"Dataflow on {flow.accelerator} (ZigZag, {flow.operand_bits}-bit operands, {flow.accumulator_bits}-bit "
-               f"accumulators)", "layer", "compute", *levels, "cycles", "util.", right=range(1, len(levels) + 4))
+               f"accumulators; energy in {unit})", "layer", "compute", *levels, "cycles", "util.",
+               right=range(1, len(levels) + 4))
     for ld in sorted(res.layers, key=lambda ld: -(ld.compute_pj + sum(ld.memory_pj.values())))[:top]:
-        t.add_row(ld.name, fmt_energy(ld.compute_pj), *(fmt_energy(ld.memory_pj.get(lv, 0.0)) for lv in levels),
+        t.add_row(ld.name, f"{ld.compute_pj / div:.3g}", *(f"{ld.memory_pj.get(lv, 0.0) / div:.3g}" for lv in levels),
                   fmt_count(ld.latency_cycles), f"{ld.utilization:.0%}")
-    t.add_row("[bold]mapped layers[/bold]", fmt_energy(res.compute_pj),
-              *(fmt_energy(res.memory_pj[lv]) for lv in levels), fmt_count(res.latency_cycles), "")
+    t.add_row("[bold]mapped layers[/bold]", f"{res.compute_pj / div:.3g}",
+              *(f"{res.memory_pj[lv] / div:.3g}" for lv in levels), fmt_count(res.latency_cycles), "")
     console.print(t)
     console.print(f"total energy: compute {fmt_energy(r.totals.energy_pj)} + data movement "
                   f"{fmt_energy(sum(res.memory_pj.values()))} = [bold]{fmt_energy(dataflow_total(r))}[/bold]; "
@@ -181,6 +185,9 @@ def render_comparison(before: EnergyReport, after: EnergyReport, console: Consol
         a, b = before.totals.counts[kind], after.totals.counts[kind]
         if a or b:
             t.add_row(kind, fmt_count(a), fmt_count(b), ratio(a, b))
+        if kind == "acc":
+            t.add_row("add + acc", fmt_count(before.totals.add), fmt_count(after.totals.add),
+                      ratio(before.totals.add, after.totals.add))
     for x, y in ((before, after), *more):
         t.add_row(f"energy {x.precision}/{_acc(x)}", fmt_energy(x.totals.energy_pj), fmt_energy(y.totals.energy_pj),
                   ratio(x.totals.energy_pj, y.totals.energy_pj))
