@@ -24,6 +24,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from adderconv import untrusted
+
 from .energy import EnergyReport
 from .layer_views import align, energy_unit, layer_label
 from .render import fmt_count, fmt_energy
@@ -35,7 +37,8 @@ __all__ = ["xychart", "energy_chart", "what_grew"]
 
 
 def _quote(text: str) -> str:
-    return '"' + str(text).replace('"', "'").replace("\n", " ") + '"'
+    """A quoted label; layer and model names come from files (adderconv.untrusted: no line breaks, directives)."""
+    return untrusted.mermaid(text)
 
 
 def _number(v: float) -> str:
@@ -123,19 +126,19 @@ def what_grew(result: GateResult, *, layers: int = 10) -> str:
     if result.ok:
         verdict = f"**No regression**: every total is within {limit} of the baseline."
     else:
-        grew = ", ".join(f"`{r.metric}` {_change(r.baseline, r.current)}" for r in result.regressions)
+        grew = ", ".join(f"{untrusted.code(r.metric)} {_change(r.baseline, r.current)}" for r in result.regressions)
         verdict = f"**Regression**: {grew} (limit {limit})."
     out = ["### What grew against the baseline", "", verdict, "",
            "| | total | baseline | now | change |", "|---|---|---:|---:|---:|"]
     bad = set(map(id, result.regressions))
-    out += [f"| {'**grew**' if id(r) in bad else 'ok'} | `{r.metric}` | {_fmt(r.metric, r.baseline)} | "
+    out += [f"| {'**grew**' if id(r) in bad else 'ok'} | {untrusted.code(r.metric)} | {_fmt(r.metric, r.baseline)} | "
             f"{_fmt(r.metric, r.current)} | {_change(r.baseline, r.current)} |" for r in result.rows]
     if result.grown_layers:
         shown = result.grown_layers[:layers]
         out += ["", f"Layers whose energy grew beyond {limit} ({len(result.grown_layers)}, largest growth first"
                     + (f", {len(shown)} shown" if len(shown) < len(result.grown_layers) else "") + "):", "",
                 "| layer | baseline | now | change |", "|---|---:|---:|---:|"]
-        out += [f"| `{r.scope}` | {fmt_energy(r.baseline)} | {fmt_energy(r.current)} | "
+        out += [f"| {untrusted.code(r.scope)} | {fmt_energy(r.baseline)} | {fmt_energy(r.current)} | "
                 f"{_change(r.baseline, r.current)} |" for r in shown]
     else:
         out += ["", f"No layer's energy grew beyond {limit}."]

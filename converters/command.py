@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adderconv.errors import AdderconvError
+from adderconv.untrusted import console as esc
 from adderconv.io import atomic_write, ensure_writable, input_shape_of
 from adderconv.loading import load_model, open_model
 
@@ -55,19 +56,19 @@ def _convert_onnx(opts: ConvertOptions, console: Console) -> int:
     if not Path(opts.model).is_file():
         raise AdderconvError(f"{opts.model}: no such file")
     result = convert_onnx(opts.model, opts.output, opts.policy)
-    t = Table(title=str(result))
+    t = Table(title=esc(result))   # node names, op types and notes come from the file: shown, never markup
     for col in ("node", "op", "now", "notes"):
         t.add_column(col)
     for r in result.records:
-        t.add_row(r.name, r.op_type, "AdderConv2d" if r.converted else "-", r.reason)
+        t.add_row(esc(r.name), esc(r.op_type), "AdderConv2d" if r.converted else "-", esc(r.reason))
     console.print(t)
     for note in result.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {esc(note)}", highlight=False)
     try:
         render_savings(opts.model, opts.output, opts.input_shape, opts.precision, console, html=opts.html)
     except AdderconvError as e:   # counting is a view: a model it cannot count still converts
-        console.print(f"(no before/after counts: {e})", highlight=False)
-    console.print(f"wrote {opts.output} (onnx)")
+        console.print(f"(no before/after counts: {esc(e)})", highlight=False)
+    console.print(f"wrote {esc(opts.output)} (onnx)")
     return 0
 
 
@@ -95,7 +96,7 @@ def run_convert(opts: ConvertOptions, console: Console) -> int:
     loaded = open_model(opts.model, arch=opts.arch, trust=opts.trust)
     original = loaded.model
     for note in loaded.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {esc(note)}", highlight=False)
     if not isinstance(original, torch.nn.Module) or isinstance(original, torch.jit.ScriptModule):
         raise AdderconvError(f"{opts.model}: a TorchScript model cannot be converted; load the Python model")
     example = None
@@ -115,7 +116,7 @@ def run_convert(opts: ConvertOptions, console: Console) -> int:
     else:
         console.print("no input shape: pass --input-shape to see multiplications, additions and energy")
     save_converted(net, opts.output, arch=loaded.arch, fmt=opts.fmt, example_inputs=example)
-    console.print(f"wrote {opts.output} ({opts.fmt})")
+    console.print(f"wrote {esc(opts.output)} ({opts.fmt})")
     return 0
 
 
@@ -135,7 +136,7 @@ def run_graph(model: str, output: str, *, input_shape: tuple[int, ...] | None = 
     first, last = first_last(g)
     names = lambda ns: ", ".join(sorted(g.nodes[n]["module"] or n for n in ns))  # noqa: E731
     (console or Console()).print(
-        f"wrote {output}: {g.number_of_nodes()} ops, {g.number_of_edges()} edges; conv {kinds.count('conv')}, "
+        f"wrote {esc(output)}: {g.number_of_nodes()} ops, {g.number_of_edges()} edges; conv {kinds.count('conv')}, "
         f"linear {kinds.count('linear')}, adder {kinds.count('adder')}, norm {kinds.count('norm')}; "
-        f"first: {names(first)}; last: {names(last)}", highlight=False)
+        f"first: {esc(names(first))}; last: {esc(names(last))}", highlight=False)
     return 0

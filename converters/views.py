@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adderconv.io import atomic_write
+from adderconv.untrusted import console as esc
 
 from .report import REPORT_ATTR, ConversionReport, conversion_report, kept_energy_hint
 
@@ -27,10 +28,10 @@ def render_conversion(report: ConversionReport, console: Console) -> None:
         extra = [s for s, on in (("+BN", r.bn_inserted), ("+shortcut", r.shortcut), ("+power", r.power)) if on]
         if r.aliases:
             extra.append(f"shared with {', '.join(r.aliases)}")
-        t.add_row(r.name, r.type_name, r.new_type or "-", " ".join([r.reason, *extra]))
-    console.print(t)
+        t.add_row(esc(r.name), esc(r.type_name), esc(r.new_type or "-"), esc(" ".join([r.reason, *extra])))
+    console.print(t)   # layer names and types can come from a file (a trusted pickle's modules): never markup
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {esc(w)}", highlight=False)
 
 
 def render_savings(before, after, shape, precision: str, console: Console, *, html: str | None = None) -> None:
@@ -51,10 +52,10 @@ def render_savings(before, after, shape, precision: str, console: Console, *, ht
         for le in reports[1].layers:
             energy[le.name] = energy.get(le.name, 0.0) + le.energy_pj
         if hint := kept_energy_hint(report, energy):
-            console.print(f"note: {hint}", highlight=False)
+            console.print(f"note: {esc(hint)}", highlight=False)
     if html:
         from adderconv.analysis.html_report import to_html
         with atomic_write(html) as tmp:
             Path(tmp).write_text(to_html(reports[1], compare=reports[0], title=f"before vs after conversion{where}"),
                                  encoding="utf-8")
-        console.print(f"wrote {html} (before/after energy report)")
+        console.print(f"wrote {esc(html)} (before/after energy report)")
