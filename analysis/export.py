@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from adderconv.errors import AdderconvError
+from adderconv.untrusted import code, markdown
 
 from .counts import KINDS
 from .energy import EnergyReport
@@ -118,7 +119,7 @@ def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: in
     comment; with ``gate`` (the check against ``baseline``) a "what grew" section comes first."""
     from .mermaid import energy_chart, what_grew
     shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
-    out = [f"### Energy: `{r.model}` ({shape}, {r.precision}, {r.table})", "", f"_{r.widths}_", "",
+    out = [f"### Energy: {code(r.model)} ({shape}, {r.precision}, {markdown(r.table)})", "", f"_{r.widths}_", "",
            "| kind | count | energy |", "|---|---:|---:|"]
     for kind, (n, pj) in r.by_kind.items():
         out.append(f"| {kind} | {fmt_count(n)} | {'unpriced' if kind in r.totals.unpriced else fmt_energy(pj)} |")
@@ -126,7 +127,7 @@ def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: in
     if r.memory:
         out.append(f"| memory ({r.memory}) | | {fmt_energy(r.totals.memory_pj)} |")
     if compare is not None:
-        out += ["", f"| | `{compare.model}` | `{r.model}` | ratio |", "|---|---:|---:|---:|"]
+        out += ["", f"| | {code(compare.model)} | {code(r.model)} | ratio |", "|---|---:|---:|---:|"]
         rows = [(k, compare.totals.counts[k], r.totals.counts[k]) for k in KINDS
                 if compare.totals.counts[k] or r.totals.counts[k]]
         for k, a, b in rows:
@@ -147,16 +148,17 @@ def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: in
     out += ["", chart.rstrip("\n")] if chart else []
     layers = sorted(r.layers, key=lambda le: -le.energy_pj)[:top]
     out += ["", "| layer | type | mul | add | energy |", "|---|---|---:|---:|---:|"]
-    out += [f"| `{le.name or '(model)'}` | {le.type} | {fmt_count(le.mul)} | {fmt_count(le.add)} | "
+    out += [f"| {code(le.name or '(model)')} | {markdown(le.type)} | {fmt_count(le.mul)} | {fmt_count(le.add)} | "
             f"{fmt_energy(le.energy_pj)} |" for le in layers]
     if r.dataflow is not None:
         res = r.dataflow.result
         levels = list(res.memory_pj)
-        out += ["", f"Dataflow on `{r.dataflow.accelerator}` (ZigZag): compute {fmt_energy(r.totals.energy_pj)}, "
+        out += ["", f"Dataflow on {code(r.dataflow.accelerator)} (ZigZag): compute {fmt_energy(r.totals.energy_pj)}, "
                     f"data movement {fmt_energy(sum(res.memory_pj.values()))}, total "
                     f"**{fmt_energy(dataflow_total(r))}**, {fmt_count(res.latency_cycles)} cycles", "",
-                "| level | energy |", "|---|---:|", *(f"| {lv} | {fmt_energy(res.memory_pj[lv])} |" for lv in levels)]
+                "| level | energy |", "|---|---:|",
+                *(f"| {markdown(lv)} | {fmt_energy(res.memory_pj[lv])} |" for lv in levels)]
     out += ["", *(f"- {c}" for c in r.conventions)]
     if r.unsupported:
-        out.append("- **not counted (no handle):** " + ", ".join(f"`{k}` x{n}" for k, n in r.unsupported.items()))
+        out.append("- **not counted (no handle):** " + ", ".join(f"{code(k)} x{n}" for k, n in r.unsupported.items()))
     return (what_grew(gate) + "\n" if gate is not None else "") + "\n".join(out) + "\n"

@@ -1,7 +1,9 @@
 """Rich views of energy reports: one model, or CNN vs adder side by side. Views only format.
 
 Tables use plain ASCII-safe box drawing and fold long names, so they survive narrow terminals; a console
-writing to a file or pipe emits no colour codes (rich's default for non-terminals).
+writing to a file or pipe emits no colour codes (rich's default for non-terminals). Names that come from a
+model or a file (layers, operators, models, price sources) are shown as text, never as markup
+(:func:`adderconv.untrusted.console`).
 
 >>> import io
 >>> from rich.console import Console
@@ -18,6 +20,8 @@ from collections.abc import Sequence
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+from adderconv.untrusted import console as _text
 
 from .counts import KINDS, additions
 from .energy import EnergyReport
@@ -57,7 +61,7 @@ def _header(r: EnergyReport) -> str:
     shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
     front = r.frontend if r.frontend == "onnx" else f"{r.frontend} ({r.capture})"
     step = "  [bold]training step[/bold]" if r.training else ""
-    return (f"[bold]{r.model}[/bold]  input {shape}  precision {r.precision}  prices {r.table}  "
+    return (f"[bold]{_text(r.model)}[/bold]  input {shape}  precision {r.precision}  prices {_text(r.table)}  "
             f"front end {front}{step}\n{r.widths}")
 
 
@@ -77,7 +81,7 @@ def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_
                   right=(1, 2, 3))
     for cat, t in r.by_category.items():
         other = sum(v for k, v in t.items() if k not in ("mul", "add", "acc"))
-        cats.add_row(cat, fmt_count(t["mul"]), fmt_count(additions(t)), fmt_count(other))
+        cats.add_row(_text(cat), fmt_count(t["mul"]), fmt_count(additions(t)), fmt_count(other))
     console.print(cats)
     if r.units:
         ut = _table("Processing elements (area at 45 nm)", "unit", "widths", "area", "MACs", "layers",
@@ -91,7 +95,7 @@ def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_
     cols = ["layer", "type", "widths", "mul", "add", "energy", "share"] + (["memory"] if r.memory else [])
     lt = _table(title, *cols, right=(3, 4, 5, 6, 7))
     for le in shown:
-        row = [le.name or "(model)", le.type, f"{le.precision}/{le.accumulator}", fmt_count(le.mul),
+        row = [_text(le.name or "(model)"), _text(le.type), f"{le.precision}/{le.accumulator}", fmt_count(le.mul),
                fmt_count(le.add), fmt_energy(le.energy_pj), f"{r.share(le):.1%}"]
         lt.add_row(*row, *([fmt_energy(le.memory_pj)] if r.memory else []))
     console.print(lt)
@@ -108,11 +112,12 @@ def render_dataflow(r: EnergyReport, console: Console, *, top: int = 10) -> None
     res = flow.result
     levels = list(res.memory_pj)
     div, unit = energy_unit(max([res.compute_pj, *res.memory_pj.values()]))
-    t = _table(f"Dataflow on {flow.accelerator} (ZigZag, {flow.operand_bits}-bit operands, {flow.accumulator_bits}-bit "
-               f"accumulators; energy in {unit})", "layer", "compute", *levels, "cycles", "util.",
-               right=range(1, len(levels) + 4))
+    t = _table(f"Dataflow on {_text(flow.accelerator)} (ZigZag, {flow.operand_bits}-bit operands, "
+               f"{flow.accumulator_bits}-bit accumulators; energy in {unit})", "layer", "compute",
+               *map(_text, levels), "cycles", "util.", right=range(1, len(levels) + 4))
     for ld in sorted(res.layers, key=lambda ld: -(ld.compute_pj + sum(ld.memory_pj.values())))[:top]:
-        t.add_row(ld.name, f"{ld.compute_pj / div:.3g}", *(f"{ld.memory_pj.get(lv, 0.0) / div:.3g}" for lv in levels),
+        t.add_row(_text(ld.name), f"{ld.compute_pj / div:.3g}",
+                  *(f"{ld.memory_pj.get(lv, 0.0) / div:.3g}" for lv in levels),
                   fmt_count(ld.latency_cycles), f"{ld.utilization:.0%}")
     t.add_row("[bold]mapped layers[/bold]", f"{res.compute_pj / div:.3g}",
               *(f"{res.memory_pj[lv] / div:.3g}" for lv in levels), fmt_count(res.latency_cycles), "")
@@ -136,7 +141,7 @@ def dataflow_total(r: EnergyReport) -> float:
 def _notes(r: EnergyReport, console: Console) -> None:
     console.print("[bold]Notes[/bold]")
     for line in r.source_notes:
-        console.print(f"- {line}", highlight=False)
+        console.print(f"- {_text(line)}", highlight=False)
     for line in r.conventions:
         console.print(f"- {line}")
     if r.training:
@@ -148,22 +153,23 @@ def _notes(r: EnergyReport, console: Console) -> None:
         shown = ", ".join(r.declared[:5]) + (", ..." if len(r.declared) > 5 else "")
         console.print(f"- priced at the precision the layer declares (energy_precision): {shown}")
     if r.unsupported:
-        ops = ", ".join(f"{op} x{n}" for op, n in r.unsupported.items())
+        ops = ", ".join(f"{_text(op)} x{n}" for op, n in r.unsupported.items())
         console.print(f"- [yellow]not counted (no handle):[/yellow] {ops}")
     else:
         console.print("- every operator was counted or is zero-arithmetic")
     if r.ignored:
-        console.print("- zero-arithmetic, not counted: " + ", ".join(f"{op} x{n}" for op, n in r.ignored.items()))
+        console.print("- zero-arithmetic, not counted: " + ", ".join(f"{_text(op)} x{n}"
+                                                                    for op, n in r.ignored.items()))
     if r.totals.unpriced:
         console.print("- unpriced kinds (no price in the table): "
                       + ", ".join(f"{k} {fmt_count(n)}" for k, n in r.totals.unpriced.items()))
     for est in r.estimates:
-        console.print(f"- estimated price: {est}")
+        console.print(f"- estimated price: {_text(est)}")
     if r.units:
         console.print("- processing element area: a MAC unit is a multiplier and an accumulator adder, a SAD unit a "
                       "subtractor (|x - w|'s sign flip not priced, as in the energy) and an accumulator adder")
     for line in (r.dataflow.notes if r.dataflow is not None else ()):
-        console.print(f"- {line}")
+        console.print(f"- {_text(line)}")
     if r.memory:
         console.print(f"- memory: each leaf layer reads its weights and inputs and writes its outputs once at "
                       f"{r.memory}; reported apart from compute")
@@ -175,7 +181,8 @@ def render_comparison(before: EnergyReport, after: EnergyReport, console: Consol
 
     ``more`` adds energy rows for further (before, after) pairs, e.g. the same models priced at int8.
     """
-    t = _table(title or f"{before.model} vs {after.model}", "", before.model, after.model, "after/before",
+    t = _table(_text(title or f"{before.model} vs {after.model}"), "", _text(before.model), _text(after.model),
+               "after/before",
                right=(1, 2, 3))
 
     def ratio(a: float, b: float) -> str:
@@ -196,9 +203,9 @@ def render_comparison(before: EnergyReport, after: EnergyReport, console: Consol
                       ratio(x.totals.memory_pj, y.totals.memory_pj))
         if x.dataflow is not None and y.dataflow is not None:
             a, b = sum(x.dataflow.result.memory_pj.values()), sum(y.dataflow.result.memory_pj.values())
-            t.add_row(f"data movement ({x.dataflow.accelerator})", fmt_energy(a), fmt_energy(b), ratio(a, b))
+            t.add_row(f"data movement ({_text(x.dataflow.accelerator)})", fmt_energy(a), fmt_energy(b), ratio(a, b))
             a, b = dataflow_total(x), dataflow_total(y)
-            t.add_row(f"total energy ({x.dataflow.accelerator})", fmt_energy(a), fmt_energy(b), ratio(a, b))
+            t.add_row(f"total energy ({_text(x.dataflow.accelerator)})", fmt_energy(a), fmt_energy(b), ratio(a, b))
             a, b = x.dataflow.result.latency_cycles, y.dataflow.result.latency_cycles
             t.add_row("latency (cycles)", fmt_count(a), fmt_count(b), ratio(a, b))
         ux, uy = x.main_unit, y.main_unit

@@ -2,11 +2,7 @@
 one-line errors). A hostile ONNX file names its nodes with a carriage return that would close the Mermaid
 block, a Mermaid ``%%{init}%%`` directive, rich markup (a link; ``[/]``, which crashed rich), terminal escape
 sequences (clear screen; OSC 52, a clipboard write) and Markdown/HTML (a comment that hides the rest of a PR
-comment, forged table cells).
-
-Tests marked ``RENDERERS`` cover views whose modules (analysis/render.py, export.py, command.py) another change
-owns; they fail until those views escape names with :mod:`adderconv.untrusted` (strict xfail: they must then
-be unmarked)."""
+comment, forged table cells)."""
 import io
 import json
 import re
@@ -18,7 +14,6 @@ from torch import nn
 from adderconv import untrusted
 from adderconv.errors import AdderconvError
 
-RENDERERS = pytest.mark.xfail(strict=True, reason="renderer escaping lands with the energy work")
 
 HOSTILE = [
     "a\r```\n[link=https://evil.example]click[/link]",
@@ -135,7 +130,7 @@ def test_mermaid_chart_is_one_block_with_no_directive(report):
 def test_convert_table_shows_hostile_node_names_as_text(hostile, tmp_path, monkeypatch):
     from adderconv.converters import command
 
-    monkeypatch.setattr(command, "render_savings", lambda *a, **k: None)   # the energy views: see RENDERERS below
+    monkeypatch.setattr(command, "render_savings", lambda *a, **k: None)   # the energy views: tested below
     buf = io.StringIO()
     opts = command.ConvertOptions(model=str(hostile), output=str(tmp_path / "out.onnx"))
     assert command.run_convert(opts, Console(file=buf, width=300, color_system=None)) == 0
@@ -171,9 +166,8 @@ def test_one_line_errors_print_no_escape_sequence(run_cli, tmp_path):
     assert code == 2 and len(err.strip().splitlines()) == 1 and not any(c in err for c in ESCAPES), err
 
 
-# --- views of analysis/render.py, export.py and command.py (another change owns them) -----------------------------
+# --- the energy views: analysis/render.py and export.py ---------------------------------------------------------
 
-@RENDERERS
 def test_energy_console_shows_hostile_names_as_text(energy, hostile):   # analysis/render.py
     code, out, err = energy(str(hostile), "--all-layers")
     assert code == 0, err
@@ -182,7 +176,6 @@ def test_energy_console_shows_hostile_names_as_text(energy, hostile):   # analys
 
 
 
-@RENDERERS
 def test_markdown_report_escapes_names(report):   # analysis/export.py
     from adderconv.analysis.export import to_markdown
 
@@ -194,4 +187,4 @@ def test_markdown_report_escapes_names(report):   # analysis/export.py
     rows = [ln for ln in md.splitlines() if ln.startswith("|") and (" Conv " in ln or "relu" in ln)]
     cells = {ln.replace("\\|", "").count("|") for ln in rows}
     assert len(rows) >= 5 and len(cells) == 1, rows     # the layer table: no name opened a cell
-    assert "**No regression**" not in md.replace("\\*\\*No regression\\*\\*", "")
+    assert "**No regression**" not in outside.replace("\\*\\*No regression\\*\\*", "")   # the chart quotes it
