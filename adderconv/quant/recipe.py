@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import AdderconvError
 from ..io import atomic_write
 from ..layers import AdderConv2d, AdderLinear
+from ..untrusted import json_loads
 from .api import set_module
 from .fuse import fuse_residuals
 from .layers import QuantAdderConv2d, QuantAdderLinear, quantizable
@@ -67,10 +68,7 @@ def _int(value: Any, what: str, lo: int = 0, hi: int = 255) -> int:
 
 def apply_quant_recipe(model: nn.Module, text: str) -> nn.Module:
     """Rebuild the quantised structure (empty buffers, filled by the state dict) on the float ``model``."""
-    try:
-        recipe = json.loads(text)
-    except ValueError as e:
-        raise AdderconvError(f"unreadable quantisation recipe in the file's metadata ({e})") from None
+    recipe = json_loads(text, "the quantisation recipe in the file's metadata")   # bounded depth: one line
     if not isinstance(recipe, dict) or recipe.get("version") != _VERSION or recipe.get("bits") != 8:
         raise AdderconvError(f"quantisation recipe of an unknown version or width (expected version {_VERSION}, "
                              f"bits 8): {str(recipe)[:80]}")
