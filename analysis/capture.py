@@ -38,6 +38,7 @@ from adderconv.errors import AdderconvError
 
 from . import handles as _handles  # noqa: F401  (fills the registry)
 from .counts import LayerCounts, ModelCounts, OpCount
+from .handles_detection import register_torchvision
 from .handles_rnn import GATES
 from .registry import Handle, lookup, op_name, overrides_from
 from .tracking import LayerTracker, memory_hooks, new_layers
@@ -260,6 +261,7 @@ def count_ops(model: nn.Module | Any, inputs: Tensor | tuple, *, capture: str = 
     """
     if capture not in CAPTURES:
         raise AdderconvError(f"unknown capture {capture!r}; choose one of {', '.join(CAPTURES)}")
+    register_torchvision()                # its ops exist once the model's code has imported torchvision
     overrides = overrides_from(handles)
     one = not isinstance(inputs, tuple) or hasattr(inputs, "_fields")    # a namedtuple (PackedSequence) is one
     inputs = (inputs,) if one else inputs

@@ -3,7 +3,9 @@
 The model really runs once (with real tensors) under ``torch.jit.trace``; each traced node belongs to the
 innermost module whose forward ran it. Nodes are matched to the same handles as the dispatch capture, by
 their schema's argument names. Calls into scripted functions (``prim::CallFunction``) are inlined first,
-so their ops are counted like any other (they used to vanish without a word).
+so their ops are counted like any other (they used to vanish without a word). Work whose result the forward does
+not return (a pooler output kept on ``self``, a value stored for later) would leave the trace as dead code: every
+tensor a torch function returns during the trace is made an extra output of the traced graph, so it is counted.
 
 >>> import torch
 >>> count_ops_jit(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), (torch.randn(1, 3, 4, 4),), {}).total["mul"]
@@ -15,10 +17,13 @@ import warnings
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from . import handles as _handles  # noqa: F401  (fills the registry)
 from .counts import ModelCounts, OpCount
+from .handles_detection import register_torchvision
 from .registry import HANDLES, IGNORED, Handle, OpKey
 from .tracking import memory_hooks, new_layers
 
@@ -48,11 +53,30 @@ def _trace(model: nn.Module, inputs: tuple) -> torch._C.Graph:
     for name, mod in model.named_modules(remove_duplicate=False):
         aliases.setdefault(mod, name)
     aliases.update({name: name for name in list(aliases.values())})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        graph = _get_scoped_trace_graph(model, inputs, aliases)
+    kept: list[Tensor] = []
+    # the root's output gains every tensor computed on the way (a hook's return value replaces the output)
+    hook = model.register_forward_hook(lambda _m, _a, out: (out, tuple(kept)))
+    try:
+        with warnings.catch_warnings(), _KeepOutputs(kept):
+            warnings.simplefilter("ignore")
+            graph = _get_scoped_trace_graph(model, inputs, aliases)
+    finally:
+        hook.remove()
     torch._C._jit_pass_inline(graph)          # scripted functions' bodies in place of prim::CallFunction
     return graph
+
+
+class _KeepOutputs(TorchFunctionMode):
+    """Collects the tensors torch functions return, so that the tracer's dead-code pass keeps their ops."""
+
+    def __init__(self, kept: list[Tensor]) -> None:
+        super().__init__()
+        self.kept = kept
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.kept.extend(t for t in tree_flatten(out)[0] if isinstance(t, Tensor))
+        return out
 
 
 _SIZE_SOURCES = ("aten::size", "aten::numel", "aten::dim", "prim::NumToTensor")
@@ -96,6 +120,7 @@ def _lookup(op: Any, overrides: dict) -> Handle | str | None:
 
 def count_ops_jit(model: nn.Module, inputs: tuple, overrides: dict) -> ModelCounts:
     """Count ``model(*inputs)`` from its TorchScript trace (see the module)."""
+    register_torchvision()
     layers, linear = new_layers(model)
     with memory_hooks(model, layers):
         graph = _trace(model, inputs)

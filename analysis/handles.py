@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from . import handles_detection as _detection  # noqa: F401  (registers sorting and selection)
 from . import handles_elementwise as _elementwise  # noqa: F401  (registers the per-element handles)
 from . import handles_rnn as _rnn  # noqa: F401  (registers the recurrent layers)
 from .counts import Tally

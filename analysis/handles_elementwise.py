@@ -49,6 +49,10 @@ PER_ELEMENT: tuple[tuple[tuple[str, ...], Tally, str], ...] = (
     (("log",), Tally(log=1), "math"),
     (("sqrt",), Tally(sqrt=1), "math"),
     (("rsqrt",), Tally(sqrt=1, div=1), "math"),
+    (("maximum", "minimum", "fmax", "fmin"), Tally(cmp=1), "elementwise"),   # T5's relative-position buckets
+    (("sin", "cos"), Tally(exp=1), "math"),                            # transcendental, as exp (rotary tables)
+    (("log2",), Tally(log=1), "math"),
+    (("round", "floor", "ceil", "trunc"), Tally(add=1), "math"),       # float to integer: the adder's shift+round
     (("softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax"),
      Tally(cmp=1, add=2, exp=1, div=1), "softmax"),   # max, x - max and the sum, exp, normalise
 )
@@ -88,6 +92,16 @@ def _add(outs, alpha=1):
     return Tally(add=n, mul=n if alpha not in (1, None) else 0)   # a + alpha * b: alpha != 1 is a product
 
 
+@register("aten::embedding_dense_backward", category="embedding")
+def _embedding_backward(outs, grad_output, indices, scale_grad_by_freq):
+    """Each gradient row is added into its token's row of the weight gradient (1 add per element); scaling by
+    frequency first counts the tokens (1 add per index) and divides every gradient element by its count."""
+    n = math.prod(grad_output)
+    if scale_grad_by_freq:
+        return Tally(add=n + math.prod(indices), div=n)
+    return Tally(add=n)
+
+
 @register("aten::pow", "aten::pow_", category="math")
 def _pow(outs, exponent):
     n = math.prod(outs[0])
@@ -113,14 +127,18 @@ ZERO_ARITHMETIC: dict[str, tuple[str, ...]] = {
         "lift_fresh", "lift_fresh_copy", "alias", "_unsafe_view", "index_put_", "index_put", "scatter", "where",
         "squeeze_", "unsqueeze_", "transpose_", "t_", "slice_backward", "select_backward", "_reshape_alias",
         "new_empty_strided", "empty_strided", "split_with_sizes_copy", "_local_scalar_dense", "resize_",
-        "set_", "detach_", "masked_scatter", "index_add", "embedding",
+        "set_", "detach_", "masked_scatter", "index_add", "embedding", "meshgrid",
     ),
     "creates tensors or reads shapes, no arithmetic on data": (
         "zeros", "ones", "zeros_like", "ones_like", "full", "full_like", "empty", "empty_like", "new_zeros",
         "new_empty", "new_full", "new_ones", "arange", "linspace", "tensor", "scalar_tensor", "size", "numel",
         "dim", "ScalarImplicit", "Int", "Float", "Bool", "IntImplicit", "FloatImplicit", "zero_", "fill_",
         "floor_divide", "remainder", "__and__", "__or__", "bitwise_not", "sym_size", "sym_numel", "sym_stride",
-        "bernoulli_", "rand", "randn", "normal_", "uniform_",
+        "bernoulli_", "rand", "randn", "normal_", "uniform_", "_shape_as_tensor",
+    ),
+    "logic on masks or bits (and, or, xor, not), no arithmetic": (
+        "bitwise_and", "bitwise_or", "bitwise_xor", "logical_and", "logical_or", "logical_xor", "logical_not",
+        "bitwise_and_", "bitwise_or_", "logical_and_", "logical_or_", "logical_not_",
     ),
     "identity at inference (dropout is off in eval)": (
         "dropout", "dropout_", "feature_dropout", "feature_dropout_", "alpha_dropout", "alpha_dropout_",

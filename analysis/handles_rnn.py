@@ -12,6 +12,11 @@ length of the packed data for a packed sequence (``sum(batch_sizes)``). Per row 
 
 A sigmoid is ``1 / (1 + e^-x)`` (exp, add, div), a tanh one exp, as for the activations.
 
+The CPU LSTM's backward (``mkldnn_rnn_layer_backward``, one call per layer and direction), per row: the four
+products of the gate gradients with the weights and with the layer's inputs and states (``dX``, ``dW_ih``,
+``dH``, ``dW_hh``: ``2 * 4H * (I + H)`` MACs), the bias gradient (the gate gradients summed over the rows, once
+for both biases); per row and hidden unit the cell's chain rule (:data:`LSTM_CELL_BACKWARD`).
+
 >>> import torch
 >>> from adderconv.analysis.registry import HANDLES
 >>> HANDLES[torch.ops.aten.rnn_relu.input]([(5, 2, 3)], dict(input=(5, 2, 4), params=[(3, 4), (3, 3)],
@@ -27,7 +32,7 @@ from typing import Any
 from .counts import Tally
 from .registry import register
 
-__all__ = ["recurrent_tally", "GATES"]
+__all__ = ["recurrent_tally", "lstm_backward_tally", "GATES", "LSTM_CELL_BACKWARD"]
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 _SIGMOID = Tally(exp=1, add=1, div=1)
@@ -37,6 +42,11 @@ _CELL = {   # per row and hidden unit, after the projections and the gate sums
     "rnn_tanh": Tally(exp=1),
     "rnn_relu": Tally(cmp=1),
 }
+
+#: per row and hidden unit: dh = g_out + g_next (1 add); tanh(c) again (1 exp); do = dh tanh(c), dc += dh o
+#: (1 - tanh(c)^2) (4 mul, 2 add); di, dg, df, dc_prev = dc times g, i, c_prev, f (4 mul); through the three
+#: sigmoids s (1 - s) (2 mul, 1 add each) and the tanh 1 - g^2 (2 mul, 1 add).
+LSTM_CELL_BACKWARD = Tally(add=1 + 2 + 3 + 1, exp=1, mul=4 + 4 + 6 + 2)
 
 
 def recurrent_tally(kind: str, rows: int, params: Sequence[Any], has_biases: bool, num_layers: int,
@@ -80,3 +90,23 @@ def _handles(kind: str):
 
 for _kind in GATES:
     _handles(_kind)
+
+
+_MKLDNN_LSTM = 2   # the mode mkldnn_rnn_layer is given for an LSTM
+
+
+def lstm_backward_tally(rows: int, w_ih: Any, w_hh: Any, has_biases: bool) -> Tally:
+    """One layer-direction of an LSTM's backward over ``rows`` steps x batch (see the module)."""
+    if not all(isinstance(w, tuple) and len(w) == 2 for w in (w_ih, w_hh)):
+        raise ValueError(f"lstm backward: expected 2-d weights, got {w_ih!r}, {w_hh!r}")
+    gates, hidden = w_ih[0], w_hh[1]
+    macs = 2 * rows * (math.prod(w_ih) + math.prod(w_hh))
+    bias = (rows - 1) * gates if has_biases else 0
+    return Tally(mul=macs, acc=macs, add=bias) + LSTM_CELL_BACKWARD * (rows * hidden)
+
+
+@register("aten::mkldnn_rnn_layer_backward", category="recurrent")
+def _mkldnn_lstm_backward(outs, input, weight1, weight2, mode, has_biases):
+    if mode != _MKLDNN_LSTM:
+        raise ValueError(f"mkldnn rnn mode {mode} is not an LSTM")
+    return lstm_backward_tally(_rows(input, "input"), weight1, weight2, bool(has_biases))
