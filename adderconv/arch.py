@@ -35,8 +35,9 @@ from torch import nn
 
 from . import zoo
 from .errors import AdderconvError
+from .untrusted import json_loads, plain
 
-__all__ = ["ArchSpec", "looks_like_spec", "default_input_shape"]
+__all__ = ["ArchSpec", "Budget", "FileKwargs", "looks_like_spec", "default_input_shape"]
 
 ARCH_KEY = "adderconv.arch"
 KWARGS_KEY = "adderconv.arch_kwargs"
@@ -46,6 +47,31 @@ KWARGS_KEY = "adderconv.arch_kwargs"
 _FILE_KWARGS = frozenset({"num_classes", "in_chans", "in_channels", "aux_logits", "init_weights", "transform_input",
                           "dropout", "drop_rate", "drop_path_rate", "global_pool"})
 _PLAIN = (bool, int, float, str, type(None))
+
+
+class FileKwargs(dict):
+    """Architecture arguments a file asked for (they travel with the spec, whoever names the architecture):
+    such a spec is built within a :class:`Budget`, because a few bytes can ask for ``blocks=10**8``."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much a spec may build: parameter and buffer elements, and modules. Checked on the meta device
+    (nothing allocated) before the real build; the default bounds what a file alone may ask for (1 G elements,
+    4 GiB in float32; 10,000 modules, several times the largest torchvision or timm model)."""
+
+    elements: int = 2**30
+    modules: int = 10_000
+
+    @classmethod
+    def for_weights(cls, numel: int, tensors: int) -> "Budget":
+        """The budget of an architecture whose weights a file holds: not much beyond what the file holds
+        (quantised and official layouts differ a little from the architecture built first)."""
+        return cls(elements=2 * numel + 2**20, modules=16 * tensors + 1_000)
+
+
+class _OverBudget(Exception):
+    pass
 
 
 def _plain(value: Any) -> bool:
@@ -84,13 +110,12 @@ class ArchSpec:
         name = metadata.get(ARCH_KEY)
         if not name:
             return None
-        try:
-            kwargs = json.loads(metadata.get(KWARGS_KEY) or "{}")
-        except ValueError as e:
-            raise AdderconvError(f"unreadable architecture arguments in the file's metadata ({e})") from None
+        kwargs = json_loads(metadata.get(KWARGS_KEY) or "{}", "architecture arguments in the file's metadata")
         if not isinstance(kwargs, dict):
-            raise AdderconvError(f"architecture arguments in the file's metadata must be a JSON object, got {kwargs!r}")
-        return cls.parse(name, kwargs)
+            raise AdderconvError(f"architecture arguments in the file's metadata must be a JSON object, got "
+                                 f"{plain(repr(kwargs))[:80]}")
+        spec = cls.parse(name, kwargs)
+        return cls(spec.name, FileKwargs(spec.kwargs))
 
     def to_metadata(self) -> dict[str, str]:
         md = {ARCH_KEY: self.name}
@@ -106,11 +131,18 @@ class ArchSpec:
         args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.kwargs.items()))
         return f"{self.name}({args})" if args else self.name
 
-    def build(self, *, trusted: bool = True) -> nn.Module:
+    def build(self, *, trusted: bool = True, budget: Budget | None = None) -> nn.Module:
         """A freshly initialised model. ``trusted=False`` (a spec read from a file) builds only the zoo and
-        allow-listed builders with allow-listed arguments; the error says what to do otherwise."""
+        allow-listed builders with allow-listed arguments; the error says what to do otherwise. With a
+        ``budget`` (by default, when a file chose the arguments: :class:`FileKwargs`) the model is first built
+        on the meta device, and refused in one line if it would exceed it."""
+        if budget is None and isinstance(self.kwargs, FileKwargs) and self.kwargs:
+            budget = Budget()
         if self.is_zoo:
-            return self._call(lambda **kw: zoo.get_model(self.name, **kw))
+            factory = lambda **kw: zoo.get_model(self.name, **kw)  # noqa: E731
+            if budget is not None:
+                self._check_budget(factory, budget)
+            return self._call(factory)
         module_name, _, attr = self.name.partition(":")
         if not trusted:
             if _allow_listed(module_name, attr) is None:
@@ -121,7 +153,43 @@ class ArchSpec:
             if extra := sorted(set(self.kwargs) - _FILE_KWARGS):
                 raise AdderconvError(f"the file asks for architecture arguments {extra} beyond the allowed "
                                      f"{sorted(_FILE_KWARGS)}; pass `arch` (or `trust` if you trust the file)")
-        return self._call(_factory(module_name, attr))
+        factory = _factory(module_name, attr)
+        if budget is not None:
+            self._check_budget(factory, budget)
+        return self._call(factory)
+
+    def _check_budget(self, factory, budget: Budget) -> None:
+        """Build on the meta device, counting parameter and buffer elements and modules as they are registered;
+        stop at the first one beyond ``budget`` (so 10**8 blocks stop within the budget's time, not after)."""
+        import torch
+        from torch.nn.modules import module as nn_module
+
+        seen = {"elements": 0, "modules": 0}
+
+        def count(kind: str, n: int) -> None:
+            seen[kind] += n
+            if seen[kind] > getattr(budget, kind):
+                raise _OverBudget(kind)
+
+        hooks = [nn_module.register_module_parameter_registration_hook(
+                     lambda m, name, t: count("elements", t.numel()) if t is not None else None),
+                 nn_module.register_module_buffer_registration_hook(
+                     lambda m, name, t: count("elements", t.numel()) if t is not None else None),
+                 nn_module.register_module_module_registration_hook(lambda m, name, sub: count("modules", 1))]
+        try:
+            with torch.device("meta"):
+                factory(**self.kwargs)
+        except _OverBudget as e:
+            limit = getattr(budget, str(e))
+            raise AdderconvError(f"architecture {plain(self.describe())[:200]} would hold more than {limit:,} "
+                                 f"{'parameter elements' if str(e) == 'elements' else 'modules'}, more than the "
+                                 f"file may ask for: refusing to build it (pass `arch` with the arguments "
+                                 f"you expect)") from None
+        except Exception:  # noqa: S110  the real build says what is wrong with the arguments
+            pass
+        finally:
+            for h in hooks:
+                h.remove()
 
     def _call(self, factory) -> nn.Module:
         try:

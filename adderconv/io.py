@@ -8,10 +8,12 @@ says is :mod:`adderconv.loading`'s (and :mod:`adderconv.arch`'s) job, one layer 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ from .errors import AdderconvError
 
 __all__ = ["read_safetensors", "read_torch_file", "as_state_dict", "is_torchscript", "load_state_dict_file",
            "file_arch", "input_shape_of", "is_zoo_name", "first_line", "TRUST_HINT", "ensure_writable",
-           "atomic_write", "write_json"]
+           "atomic_write", "atomic_writes", "write_json", "lock_directory"]
 
 TRUST_HINT = ("it can execute arbitrary code when loaded. Pass `trust` only if you trust "
                "the file, or save a state dict / safetensors file and pass `arch` instead")
@@ -141,13 +143,61 @@ def ensure_writable(path: str | os.PathLike, *, directory: bool = False) -> Path
     return target
 
 
+try:
+    import fcntl
+except ImportError:      # Windows: no flock; the stale-file cleanup falls back to process ids alone
+    fcntl = None  # type: ignore[assignment]
+
+STALE_FOREIGN_S = 3600   # an unlocked temporary file of another pid namespace is stale after this long
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace (a container has its own): pids are only comparable within one."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+def _locked(path: Path) -> bool:
+    """Whether a live writer holds ``path``'s lock (flock: released by the kernel when its process dies, in
+    whatever pid namespace it ran). Without flock, never (the caller decides by process id)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True              # vanished or unreadable: not ours to remove
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _remove_stale(target: Path) -> None:
-    """Temporary files a killed writer left beside ``target`` (their process is gone) are removed."""
+    """Temporary files a killed writer left beside ``target`` are removed. A writer holds a lock on its
+    temporary file while it writes, and names it ``.NAME.PID@PIDNS.*.tmp``: a file is stale when no one holds
+    its lock and its writer is gone (its pid, in our pid namespace, is not running; in another namespace its pid
+    says nothing here, so the file must also be untouched for :data:`STALE_FOREIGN_S`). Names without a
+    namespace (older writers, which held no lock) go by their pid."""
+    ours = _pid_namespace()
     for old in target.parent.glob(f".{target.name}.*.tmp"):
-        pid = old.name[len(target.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            with contextlib.suppress(OSError):
+        owner = old.name[len(target.name) + 2:].split(".", 1)[0]
+        pid, _, ns = owner.partition("@")
+        if not pid.isdigit() or _locked(old):
+            continue
+        try:
+            if ns and ns != ours:
+                stale = time.time() - old.stat().st_mtime > STALE_FOREIGN_S
+            else:
+                stale = not _alive(int(pid))
+            if stale:
                 old.unlink()
+        except OSError:
+            pass
 
 
 def _alive(pid: int) -> bool:
@@ -160,27 +210,93 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _space_error(folder: Path) -> str | None:
+    """Why ``folder`` takes no more data (a full disk, a quota), or None: asked after a writer failed with an
+    error that does not say (torch.save reports a full disk as 'unexpected pos')."""
+    try:
+        with tempfile.TemporaryFile(dir=folder) as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
 
-    The temporary name carries the writer's process id, so one left by a killed writer is recognised and
-    removed by the next write to the same path."""
+    The temporary name carries the writer's process id and pid namespace, and the writer holds a lock on it
+    while it writes, so one left by a killed writer is recognised and removed by the next write to the same
+    path, and a live one (of this process, another, or another container sharing the folder) never is. A write
+    that fails for want of space (or any other OS error) is one :class:`AdderconvError`; nothing is left."""
     target = ensure_writable(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}@{_pid_namespace()}.", suffix=".tmp",
+                                   dir=target.parent)
     except OSError as e:
         raise AdderconvError(f"{path}: cannot write there ({e.strerror or e})") from None
-    _remove_stale(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
     try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # held until the file is renamed or removed
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, target)
+    except AdderconvError:
+        raise
+    except OSError as e:
+        raise AdderconvError(f"{path}: could not be written ({e.strerror or e}); nothing was written there") from e
+    except Exception as e:
+        if (why := _space_error(target.parent)) is None:
+            raise
+        raise AdderconvError(f"{path}: could not be written ({why}); nothing was written there") from e
     finally:
+        os.close(fd)
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_writes(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """Temporary paths for several files that belong together (a report as JSON, Markdown and HTML): none is
+    renamed into place unless the block writes them all."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_write(p)) for p in paths]
+
+
+@contextlib.contextmanager
+def lock_directory(path: str | os.PathLike, what: str = "run") -> Iterator[Path]:
+    """Hold the lock of directory ``path`` (a ``.adderconv.lock`` file in it, flock, not waiting): a second
+    process that asks for it while the first holds it gets a one-line :class:`AdderconvError`. The kernel
+    drops the lock when the holder exits, however it exits; the file stays (removing it would race), unless
+    this call created the directory and nothing else was written into it."""
+    folder = Path(path)
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".adderconv.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise AdderconvError(f"{path}: cannot write there ({e.strerror or e})") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise AdderconvError(f"{path}: cannot lock it ({e.strerror or e})") from None
+                raise AdderconvError(f"{path}: another {what} is using this directory now (it holds "
+                                     f"{folder / '.adderconv.lock'}); wait for it to end, or choose another "
+                                     f"directory") from None
+        yield folder
+    finally:
+        if created and os.listdir(folder) == [".adderconv.lock"]:   # nothing was written: leave nothing
+            with contextlib.suppress(OSError):
+                os.unlink(folder / ".adderconv.lock")
+                folder.rmdir()
+        os.close(fd)
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:

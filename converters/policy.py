@@ -115,7 +115,11 @@ class Policy:
 
     @classmethod
     def from_json(cls, text: str) -> "Policy":
-        d = json.loads(text)
+        from adderconv.untrusted import json_loads
+
+        d = json_loads(text, "a conversion policy")
+        if not isinstance(d, dict):
+            raise AdderconvError(f"a conversion policy must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from adderconv.errors import AdderconvError
+from adderconv.untrusted import json_loads, plain
 
 from .blocks import AdderBlock, build_adder
 from .discover import aliases, discover
@@ -93,6 +94,20 @@ def convert(model: nn.Module, policy: Policy | None = None, *, example_inputs: S
     return model
 
 
+_ENTRY = {"name": str, "from": str, "to": (str, type(None)), "bn": bool, "shortcut": bool, "power": bool}
+
+
+def _check_entry(entry: object) -> None:
+    """A recipe entry is an object of a layer name and type, and booleans: anything else is one line."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("from"), str):
+        raise AdderconvError(f"conversion recipe: each layer entry needs a 'name' and a 'from' (strings), got "
+                             f"{plain(repr(entry))[:80]}")
+    for key, kind in _ENTRY.items():
+        if key in entry and not isinstance(entry[key], kind):
+            raise AdderconvError(f"conversion recipe: layer {plain(entry['name'])!r} has {key} "
+                                 f"{plain(repr(entry[key]))[:40]}, expected {getattr(kind, '__name__', 'a string')}")
+
+
 def apply_recipe(model: nn.Module, recipe: str) -> nn.Module:
     """Rebuild a conversion on a fresh original architecture (in place) so a saved state dict loads into it.
 
@@ -102,25 +117,30 @@ def apply_recipe(model: nn.Module, recipe: str) -> nn.Module:
     >>> again.load_state_dict(net.state_dict())
     <All keys matched successfully>
     """
-    try:
-        spec = json.loads(recipe)
-        layers = spec["layers"]
-        if spec.get("format") != RECIPE_FORMAT:
-            raise ValueError(f"format {spec.get('format')!r}, expected {RECIPE_FORMAT!r}")
-    except (ValueError, KeyError, TypeError) as e:
-        raise AdderconvError(f"unreadable conversion recipe ({e})") from None
+    spec = json_loads(recipe, "the conversion recipe in the file's metadata")
+    if not isinstance(spec, dict) or spec.get("format") != RECIPE_FORMAT:
+        got = spec.get("format") if isinstance(spec, dict) else type(spec).__name__
+        raise AdderconvError(f"unreadable conversion recipe (format {plain(repr(got))[:80]}, expected "
+                             f"{RECIPE_FORMAT!r})")
+    layers, policy = spec.get("layers"), spec.get("policy", {})
+    if not isinstance(layers, list) or not isinstance(policy, dict):
+        raise AdderconvError("unreadable conversion recipe: 'layers' must be a list and 'policy' an object")
     names = aliases(model)
     replacements = []
     for entry in layers:
+        _check_entry(entry)
         try:
             mod = model.get_submodule(entry["name"])
         except AttributeError:
-            raise AdderconvError(f"recipe names layer {entry['name']!r}, which the architecture lacks") from None
+            raise AdderconvError(f"recipe names layer {plain(entry['name'])!r}, which the architecture lacks") from None
         if type(mod).__name__ != entry["from"]:
-            raise AdderconvError(f"recipe expects {entry['name']!r} to be {entry['from']}, "
+            raise AdderconvError(f"recipe expects {plain(entry['name'])!r} to be {plain(entry['from'])}, "
                                  f"the architecture has {type(mod).__name__}")
-        new = build_adder(mod, bn=entry.get("bn", False), shortcut=entry.get("shortcut", False),
-                          power=entry.get("power", False))
+        try:
+            new = build_adder(mod, bn=entry.get("bn", False), shortcut=entry.get("shortcut", False),
+                              power=entry.get("power", False))
+        except TypeError as e:      # the layer has no adder form
+            raise AdderconvError(f"recipe converts {plain(entry['name'])!r}: {e}") from None
         replacements.append((mod, new, names[id(mod)]))
     for mod, new, where in replacements:
         replace_module(model, mod, new, where)

@@ -17,6 +17,7 @@ def files(tmp_path):
     (tmp_path / "a_dir").mkdir()
     _onnx_files(tmp_path)
     _malformed_onnx(tmp_path)
+    _malformed_metadata(tmp_path)
     return tmp_path
 
 
@@ -61,6 +62,33 @@ def _malformed_onnx(root):
                                                                               ("y", [4, 2**62])])
 
 
+def _malformed_metadata(root):
+    """Issue 28 (7, 10): safetensors files whose metadata asks for too much or is not what it should be."""
+    import json
+
+    from safetensors.torch import save_file
+
+    deep = "[" * 100000 + "]" * 100000
+    state = {k: v.contiguous() for k, v in adderconv.get_model("lenet5_bn").state_dict().items()}
+    arch = {"adderconv.arch": "lenet5_bn"}
+    recipe = lambda layers: json.dumps({"format": "adderconv.recipe/1", "layers": layers})  # noqa: E731
+    files = {
+        "arch_blocks_1e8": ({}, {"adderconv.arch": "sr_vdsr", "adderconv.arch_kwargs": '{"blocks": 100000000}'}),
+        "arch_channels_3e4": ({}, {"adderconv.arch": "sr_vdsr", "adderconv.arch_kwargs": '{"channels": 30000}'}),
+        "arch_kwargs_deep": (state, {**arch, "adderconv.arch_kwargs": '{"num_classes": ' + deep + "}"}),
+        "recipe_deep": (state, {**arch, "adderconv.recipe": deep}),
+        "recipe_entry_int": (state, {**arch, "adderconv.recipe": recipe([5])}),
+        "recipe_entry_name_int": (state, {**arch, "adderconv.recipe": recipe([{"name": 5, "from": "Conv2d"}])}),
+        "recipe_entry_bn_str": (state, {**arch, "adderconv.recipe": recipe([{"name": "3", "from": "Conv2d",
+                                                                              "bn": "yes"}])}),
+        "recipe_layers_str": (state, {**arch, "adderconv.recipe": json.dumps({"format": "adderconv.recipe/1",
+                                                                               "layers": "3"})}),
+        "quant_deep": (state, {**arch, "adderconv.quant": deep}),
+    }
+    for name, (tensors, metadata) in files.items():
+        save_file(tensors, str(root / f"{name}.safetensors"), metadata=metadata)
+
+
 FINETUNE = ["finetune", "lenet5_bn_adder", "--epochs", "1", "--limit", "16", "--quiet"]
 CASES = {
     "finetune --workers -1": [*FINETUNE, "--workers", "-1", "-o", "{t}/run"],
@@ -94,6 +122,15 @@ CASES = {
     "energy .onnx: adder node with stride 0": ["energy", "{t}/adder_stride_0.onnx"],
     "energy .onnx: name_scopes not a list": ["energy", "{t}/scopes_not_a_list.onnx"],
     "energy .onnx: MatMul counts overflow a float": ["energy", "{t}/matmul_overflow.onnx"],
+    "energy: file asks sr_vdsr with 10^8 blocks": ["energy", "{t}/arch_blocks_1e8.safetensors"],
+    "energy: file asks sr_vdsr with 30,000 channels": ["energy", "{t}/arch_channels_3e4.safetensors"],
+    "energy: deeply nested arch arguments": ["energy", "{t}/arch_kwargs_deep.safetensors"],
+    "energy: deeply nested conversion recipe": ["energy", "{t}/recipe_deep.safetensors"],
+    "convert: recipe entry is a number": ["convert", "{t}/recipe_entry_int.safetensors", "-o", "{t}/o.safetensors"],
+    "energy: recipe entry name is a number": ["energy", "{t}/recipe_entry_name_int.safetensors"],
+    "energy: recipe entry bn is a string": ["energy", "{t}/recipe_entry_bn_str.safetensors"],
+    "energy: recipe layers is a string": ["energy", "{t}/recipe_layers_str.safetensors"],
+    "energy: deeply nested quantisation recipe": ["energy", "{t}/quant_deep.safetensors"],
     "bench --threads 0": ["bench", "--threads", "0", "--no-memory", "--json", "{t}/b.json"],
     "bench --batch -3": ["bench", "--batch", "-3", "--no-memory", "--json", "{t}/b.json"],
     "bench --rounds 0": ["bench", "--rounds", "0", "--no-memory", "--json", "{t}/b.json"],

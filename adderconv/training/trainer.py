@@ -32,6 +32,7 @@ LR scaled (x0.5, x5). The default, 1, is the reference rule.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -46,7 +47,7 @@ from torch import nn
 from ..adaptive_lr import AdaptiveLR, adder_weights
 from ..arch import ArchSpec
 from ..errors import AdderconvError
-from ..io import write_json
+from ..io import lock_directory, write_json
 from ..quant.recipe import is_quantized
 from . import checkpoint as ckpt
 from .curves import EpochLog, require_tensorboard
@@ -138,12 +139,15 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
     if dev.type == "cuda" and info.enabled:
         dev = torch.device("cuda", info.local_rank)     # one GPU per rank (torchrun's LOCAL_RANK)
     try:
-        run = _setup(model, load_data(data) if isinstance(data, str) else data, teacher, s, dev, info, out, log)
-        if s.epochs == 0:                     # evaluation only: the model is tested as it is
-            return _finish(run, energy, arch, [])
-        _resume(run) if resume else _start(run)
-        notes = _train(run, progress, tensorboard, arch)
-        return _finish(run, energy, arch, notes)
+        # One run per output directory: a second process (or a `resume` while the first still trains) is
+        # refused in one line instead of interleaving its checkpoints and metrics with the first's.
+        with lock_directory(out, "finetune run") if out is not None and info.is_main else contextlib.nullcontext():
+            run = _setup(model, load_data(data) if isinstance(data, str) else data, teacher, s, dev, info, out, log)
+            if s.epochs == 0:                     # evaluation only: the model is tested as it is
+                return _finish(run, energy, arch, [])
+            _resume(run) if resume else _start(run)
+            notes = _train(run, progress, tensorboard, arch)
+            return _finish(run, energy, arch, notes)
     finally:
         teardown(info)
 
@@ -341,13 +345,15 @@ def _step(run: _Run, loss: torch.Tensor, alrs: list[AdaptiveLR]) -> None:
 
 
 def _save_epoch(run: _Run, epoch: int) -> None:
+    """The checkpoint first, then the metrics: metrics.json never names an epoch whose checkpoint is missing
+    (a full disk stops the run at the checkpoint, each file whole or as it was)."""
     settings = run.recorded
-    write_json(run.out / "metrics.json", {"schema": "adderconv.finetune-metrics/1", "split": run.data.description,
-                                          "settings": settings, "epochs": run.history})
     ckpt.save_checkpoint(run.out / "checkpoint.pt", {
         "epoch": epoch + 1, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
         "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict() if run.scaler else {},
         "etas": run.etas, "history": run.history, "rng": ckpt.rng_state(), "settings": settings})
+    write_json(run.out / "metrics.json", {"schema": "adderconv.finetune-metrics/1", "split": run.data.description,
+                                          "settings": settings, "epochs": run.history})
 
 
 def _finish(run: _Run, energy: bool, arch, notes: list[str]) -> FinetuneResult:
