@@ -210,6 +210,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO)
+
+
+def _os_error_in(e: BaseException) -> str | None:
+    """The OS's reason a writer quoted in its own error (safetensors: 'I/O error: No space left on device')."""
+    text = str(e)
+    return next((os.strerror(n) for n in _WRITE_ERRNOS if os.strerror(n) in text), None)
+
+
 def _space_error(folder: Path) -> str | None:
     """Why ``folder`` takes no more data (a full disk, a quota), or None: asked after a writer failed with an
     error that does not say (torch.save reports a full disk as 'unexpected pos')."""
@@ -250,7 +259,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as e:
         raise AdderconvError(f"{path}: could not be written ({e.strerror or e}); nothing was written there") from e
     except Exception as e:
-        if (why := _space_error(target.parent)) is None:
+        if (why := _os_error_in(e) or _space_error(target.parent)) is None:
             raise
         raise AdderconvError(f"{path}: could not be written ({why}); nothing was written there") from e
     finally:

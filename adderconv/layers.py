@@ -7,21 +7,47 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._shapes import pair, same_padding
+from ._shapes import same_padding
 from .functional import adder_conv, adder_linear
-from .ops import _triple
 
 __all__ = ["AdderConv2d", "AdderConv1d", "AdderConv3d", "AdderLinear"]
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
+def _positive(what: str, value, low: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{what} must be an integer >= {low}, got {value!r}")
+
+
 def _check_conv(in_channels: int, out_channels: int, groups: int, padding_mode: str) -> None:
-    if groups < 1 or in_channels % groups or out_channels % groups:
+    _positive("in_channels", in_channels)
+    _positive("out_channels", out_channels)
+    _positive("groups", groups)
+    if in_channels % groups or out_channels % groups:
         raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
                          f"by groups ({groups})")
     if padding_mode not in _PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+
+
+def _geometry(kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int] | str,
+              dilation: Sequence[int]) -> None:
+    """Refused when the layer is built, not at its first forward: kernel, stride, dilation >= 1, padding >= 0."""
+    for what, values, low in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("dilation", dilation, 1),
+                              ("padding", () if isinstance(padding, str) else padding, 0)):
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values):
+            raise ValueError(f"{what} must be integers >= {low}, got {tuple(values)}")
+
+
+def _ints(value: int | Sequence[int], n: int, what: str) -> tuple[int, ...]:
+    """``value`` as ``n`` values, refusing what is not an integer (``int(1.5)`` would be a silent 1)."""
+    items = tuple(value) if isinstance(value, (tuple, list, torch.Size)) else (value,) * n
+    if len(items) == 1:
+        items = items * n
+    if len(items) != n or any(isinstance(v, bool) or not isinstance(v, int) for v in items):
+        raise ValueError(f"{what} must be an integer or {n} integers, got {value!r}")
+    return items
 
 
 def _from_conv(cls: type, conv: nn.Module, conv_type: type[nn.Module]):
@@ -69,9 +95,9 @@ class AdderConv2d(nn.Module):
         super().__init__()
         _check_conv(in_channels, out_channels, groups, padding_mode)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = pair(stride, "stride")
-        self.dilation = pair(dilation, "dilation")
+        self.kernel_size = _ints(kernel_size, 2, "kernel_size")
+        self.stride = _ints(stride, 2, "stride")
+        self.dilation = _ints(dilation, 2, "dilation")
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(f"padding string must be 'same' or 'valid', got {padding!r}")
@@ -79,7 +105,8 @@ class AdderConv2d(nn.Module):
                 raise ValueError("padding='same' is not supported for strided adder layers (as in nn.Conv2d)")
             self.padding: tuple[int, int] | str = padding
         else:
-            self.padding = pair(padding, "padding")
+            self.padding = _ints(padding, 2, "padding")
+        _geometry(self.kernel_size, self.stride, self.padding, self.dilation)
         self.padding_mode = padding_mode
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory))
@@ -177,13 +204,14 @@ class AdderConv3d(nn.Module):
         super().__init__()
         _check_conv(in_channels, out_channels, groups, padding_mode)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _triple(kernel_size, "kernel_size")
-        self.stride, self.dilation = _triple(stride, "stride"), _triple(dilation, "dilation")
+        self.kernel_size = _ints(kernel_size, 3, "kernel_size")
+        self.stride, self.dilation = _ints(stride, 3, "stride"), _ints(dilation, 3, "dilation")
         if isinstance(padding, str) and padding not in ("same", "valid"):
             raise ValueError(f"padding string must be 'same' or 'valid', got {padding!r}")
         if padding == "same" and self.stride != (1, 1, 1):
             raise ValueError("padding='same' is not supported for strided adder layers (as in nn.Conv3d)")
-        self.padding = padding if isinstance(padding, str) else _triple(padding, "padding")
+        self.padding = padding if isinstance(padding, str) else _ints(padding, 3, "padding")
+        _geometry(self.kernel_size, self.stride, self.padding, self.dilation)
         self.padding_mode = padding_mode
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory))
@@ -222,6 +250,8 @@ class AdderLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, device=None, dtype=None) -> None:
         super().__init__()
+        _positive("in_features", in_features)
+        _positive("out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None

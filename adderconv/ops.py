@@ -22,16 +22,33 @@ from ._shapes import conv_output_size, pair
 __all__ = ["adder_conv2d", "adder_conv3d"]
 
 
-def _check(x: Tensor, weight: Tensor, groups: int) -> None:
+def _geometry(stride, padding, dilation, groups: int, nd: int, what: str) -> None:
+    """stride >= 1, padding >= 0, dilation >= 1 (``nd`` ints each) and groups >= 1: a negative stride or
+    dilation walks the kernels' pointers out of their buffers, a zero one divides by zero."""
+    for name, values, low in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        if len(values) != nd or any(isinstance(v, bool) or not isinstance(v, (int, torch.SymInt)) or v < low
+                                    for v in values):
+            raise ValueError(f"{what}: {name} must be {nd} integers >= {low}, got {list(values)!r}")
+    if isinstance(groups, bool) or not isinstance(groups, (int, torch.SymInt)) or groups < 1:
+        raise ValueError(f"{what}: groups must be an integer >= 1, got {groups!r}")
+
+
+def _check(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> tuple[int, int, int, int]:
+    """Every argument of the op, before any kernel sees it (each kernel trusts them): the output shape."""
     if x.dim() != 4 or weight.dim() != 4:
         raise ValueError(f"adder_conv2d expects 4-d input and weight, got {x.dim()}-d and {weight.dim()}-d")
-    if groups < 1 or x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups:
+    if not (x.dtype.is_floating_point and weight.dtype.is_floating_point):   # (mixed under autocast: x's dtype)
+        raise ValueError(f"adder_conv2d expects floating-point input and weight, got {x.dtype} and {weight.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"adder_conv2d: input on {x.device}, weight on {weight.device}")
+    _geometry(stride, padding, dilation, groups, 2, "adder_conv2d")
+    if min(weight.shape[1:]) < 1:
+        raise ValueError(f"adder_conv2d: the kernel needs at least one input channel and one tap, got weight "
+                         f"{tuple(weight.shape)}")
+    if x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups:
         raise ValueError(f"adder_conv2d: input has {x.shape[1]} channels, weight {tuple(weight.shape)}, "
                          f"groups={groups}: expected input channels = weight.shape[1] * groups and "
                          f"out channels divisible by groups")
-
-
-def _out_shape(x: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[int, int, int, int]:
     hw = [conv_output_size(x.shape[2 + i], weight.shape[2 + i], stride[i], padding[i], dilation[i]) for i in range(2)]
     if min(hw) < 1:
         raise ValueError(f"adder_conv2d: input {tuple(x.shape[2:])} is smaller than the kernel "
@@ -39,41 +56,50 @@ def _out_shape(x: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[in
     return (x.shape[0], weight.shape[0], hw[0], hw[1])
 
 
+def _check_grad(grad: Tensor, x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> None:
+    shape = _check(x, weight, stride, padding, dilation, groups)
+    if tuple(grad.shape) != shape or not grad.dtype.is_floating_point or grad.device != x.device:
+        raise ValueError(f"adder_conv2d: the output gradient must be floating-point {shape} on {x.device}, got "
+                         f"{grad.dtype} {tuple(grad.shape)} on {grad.device}")
+
+
 @torch.library.custom_op("adderconv::adder_conv2d", mutates_args=())
 def _adder_conv2d(x: Tensor, weight: Tensor, stride: list[int], padding: list[int], dilation: list[int],
                   groups: int) -> Tensor:
-    _check(x, weight, groups)
-    _out_shape(x, weight, stride, padding, dilation)
+    _check(x, weight, stride, padding, dilation, groups)
     return kernels.backend_for(x).forward(x.contiguous(), weight.contiguous(), stride, padding, dilation, groups)
 
 
 @_adder_conv2d.register_fake
 def _(x, weight, stride, padding, dilation, groups):
-    _check(x, weight, groups)
-    return x.new_empty(_out_shape(x, weight, stride, padding, dilation))
+    return x.new_empty(_check(x, weight, stride, padding, dilation, groups))
 
 
 @torch.library.custom_op("adderconv::adder_conv2d_grad_input", mutates_args=())
 def _grad_input(grad: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
                 dilation: list[int], groups: int) -> Tensor:
+    _check_grad(grad, x, weight, stride, padding, dilation, groups)
     return kernels.backend_for(x).grad_input(grad.contiguous(), x.contiguous(), weight.contiguous(),
                                              stride, padding, dilation, groups)
 
 
 @_grad_input.register_fake
 def _(grad, x, weight, stride, padding, dilation, groups):
+    _check_grad(grad, x, weight, stride, padding, dilation, groups)
     return torch.empty_like(x)
 
 
 @torch.library.custom_op("adderconv::adder_conv2d_grad_weight", mutates_args=())
 def _grad_weight(grad: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
                  dilation: list[int], groups: int) -> Tensor:
+    _check_grad(grad, x, weight, stride, padding, dilation, groups)
     return kernels.backend_for(x).grad_weight(grad.contiguous(), x.contiguous(), weight.contiguous(),
                                               stride, padding, dilation, groups)
 
 
 @_grad_weight.register_fake
 def _(grad, x, weight, stride, padding, dilation, groups):
+    _check_grad(grad, x, weight, stride, padding, dilation, groups)
     return torch.empty_like(weight)
 
 
@@ -171,6 +197,10 @@ def adder_conv3d(
     if x.dim() != 5 or weight.dim() != 5:
         raise ValueError(f"adder_conv3d expects 5-d input and weight, got {x.dim()}-d and {weight.dim()}-d")
     stride, padding, dilation = _triple(stride, "stride"), _triple(padding, "padding"), _triple(dilation, "dilation")
+    _geometry(stride, padding, dilation, groups, 3, "adder_conv3d")
+    if min(weight.shape[1:]) < 1:
+        raise ValueError(f"adder_conv3d: the kernel needs at least one input channel and one tap, got weight "
+                         f"{tuple(weight.shape)}")
     n, c, depth = x.shape[:3]
     kd = weight.shape[2]
     out_d = conv_output_size(depth, kd, stride[0], padding[0], dilation[0])

@@ -82,7 +82,6 @@ def test_convert_on_a_full_disk_is_one_line(run_cli, tmp_path, monkeypatch):
     import safetensors.torch
 
     from safetensors import SafetensorError
-    _full_disk(monkeypatch)
 
     def save_file(*a, **k):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
@@ -114,6 +113,28 @@ def test_finetune_on_a_full_disk_keeps_metrics_and_checkpoint_consistent(run_cli
     assert "checkpoint.pt" in line and "No space left on device" in line
     # metrics.json names no epoch whose checkpoint is missing (it used to be written first)
     assert not (out / "metrics.json").exists() and not (out / "checkpoint.pt").exists()
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A real 64 KiB tmpfs (root with mount rights only; skipped elsewhere)."""
+    where = tmp_path / "tiny"
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount rights)")
+    yield where
+    subprocess.run(["umount", str(where)], check=False)
+
+
+def test_a_real_full_disk_is_one_line_everywhere(run_cli, tiny_disk):
+    for args in (["convert", "resnet20", "-o", tiny_disk / "r.safetensors"], ["export", "resnet20", "-o",
+                 tiny_disk / "r.onnx"], ["finetune", "lenet5_bn_adder", "-o", tiny_disk / "run", *FAST],
+                 ["energy", "resnet20", "--json", tiny_disk / "r.json", "--html", tiny_disk / "r.html"]):
+        assert "No space left on device" in _one_line(*run_cli(*args)), args
+        for f in tiny_disk.iterdir():
+            if f.suffix != ".json":               # energy's JSON: see the strict xfail above
+                raise AssertionError(f"{args[0]} left {f.name}")
 
 
 # --- one run per output directory ---------------------------------------------------------------------------------

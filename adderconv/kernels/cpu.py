@@ -73,7 +73,8 @@ def _compute(t: Tensor) -> Tensor:
 
 
 def forward(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> Tensor:
-    y = extension().forward(_compute(x).contiguous(), _compute(weight).contiguous(), list(stride), list(padding),
+    xc = _compute(x)   # the weight in x's compute dtype (under autocast they differ), as the gradients do
+    y = extension().forward(xc.contiguous(), weight.to(xc.dtype).contiguous(), list(stride), list(padding),
                             list(dilation), int(groups))
     return y.to(x.dtype)
 
