@@ -4,8 +4,9 @@ The model really runs once (with real tensors) under ``torch.jit.trace``; each t
 innermost module whose forward ran it. Nodes are matched to the same handles as the dispatch capture, by
 their schema's argument names. Calls into scripted functions (``prim::CallFunction``) are inlined first,
 so their ops are counted like any other (they used to vanish without a word). Work whose result the forward does
-not return (a pooler output kept on ``self``, a value stored for later) would leave the trace as dead code: every
-tensor a torch function returns during the trace is made an extra output of the traced graph, so it is counted.
+not return (a pooler whose output is dropped, a value stored on ``self``) would leave the trace as dead code: every
+module's output and every tensor stored on a module during the call become extra outputs of the trace, so they
+are counted. (Work that is neither, an intermediate dropped inside one forward, still leaves no trace.)
 
 >>> import torch
 >>> count_ops_jit(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), (torch.randn(1, 3, 4, 4),), {}).total["mul"]
@@ -13,12 +14,13 @@ tensor a torch function returns during the trace is made an extra output of the 
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from . import handles as _handles  # noqa: F401  (fills the registry)
@@ -53,30 +55,43 @@ def _trace(model: nn.Module, inputs: tuple) -> torch._C.Graph:
     for name, mod in model.named_modules(remove_duplicate=False):
         aliases.setdefault(mod, name)
     aliases.update({name: name for name in list(aliases.values())})
-    kept: list[Tensor] = []
-    # the root's output gains every tensor computed on the way (a hook's return value replaces the output)
-    hook = model.register_forward_hook(lambda _m, _a, out: (out, tuple(kept)))
-    try:
-        with warnings.catch_warnings(), _KeepOutputs(kept):
-            warnings.simplefilter("ignore")
-            graph = _get_scoped_trace_graph(model, inputs, aliases)
-    finally:
-        hook.remove()
+    with warnings.catch_warnings(), _keep_side_results(model):
+        warnings.simplefilter("ignore")
+        graph = _get_scoped_trace_graph(model, inputs, aliases)
     torch._C._jit_pass_inline(graph)          # scripted functions' bodies in place of prim::CallFunction
     return graph
 
 
-class _KeepOutputs(TorchFunctionMode):
-    """Collects the tensors torch functions return, so that the tracer's dead-code pass keeps their ops."""
+def _tensors(value: Any) -> list[Tensor]:
+    return [t for t in tree_flatten(value)[0] if isinstance(t, Tensor)]
 
-    def __init__(self, kept: list[Tensor]) -> None:
-        super().__init__()
-        self.kept = kept
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.kept.extend(t for t in tree_flatten(out)[0] if isinstance(t, Tensor))
-        return out
+@contextlib.contextmanager
+def _keep_side_results(model: nn.Module) -> Iterator[None]:
+    """Make what the forward computes but does not return an output of the trace, so that the tracer's dead-code
+    pass keeps its ops: every module's output (a pooler whose result is dropped) and every tensor stored on a
+    module during the call (``self.cache = x @ w``). A hook's return value replaces the root's output.
+    (Observing with a torch-function mode instead would change the model: fast paths such as
+    ``nn.MultiheadAttention``'s are skipped while one is active.)"""
+    mods = list(model.modules())
+    before = {(id(m), k): id(v) for m in mods for k, v in vars(m).items() if isinstance(v, Tensor)}
+    kept: dict[int, Tensor] = {}
+
+    def keep(_m: nn.Module, _a: Any, out: Any) -> None:
+        kept.update((id(t), t) for t in _tensors(out))
+
+    def extend(_m: nn.Module, _a: Any, out: Any) -> Any:
+        stored = [v for m in mods for k, v in vars(m).items()
+                  if isinstance(v, Tensor) and before.get((id(m), k)) != id(v)]
+        kept.update((id(t), t) for t in stored)
+        return out, tuple(kept.values())
+
+    hooks = [m.register_forward_hook(keep) for m in mods[1:]] + [model.register_forward_hook(extend)]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 _SIZE_SOURCES = ("aten::size", "aten::numel", "aten::dim", "prim::NumToTensor")

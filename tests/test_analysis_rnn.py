@@ -28,7 +28,7 @@ def hand(kind, steps, input_size, hidden, layers=1, bidirectional=False, bias=Tr
         width = input_size if layer == 0 else out * dirs
         macs = steps * g * hidden * (width + out) + steps * proj * hidden
         adds = steps * g * hidden * (1 + 2 * bias)         # sum of the two projections, both biases
-        total = total + (Tally(mul=macs, add=macs + adds) + CELL[kind] * (steps * hidden)) * dirs
+        total = total + (Tally(mul=macs, acc=macs + adds) + CELL[kind] * (steps * hidden)) * dirs
     return total
 
 
