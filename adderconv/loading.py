@@ -79,12 +79,30 @@ def _fit(model: nn.Module, state: dict[str, torch.Tensor], source: object, arch:
     if kinds:
         raise AdderconvError(f"{source}: tensors of another kind than the architecture's (they would be cast "
                              f"silently): {'; '.join(kinds[:4])}")
+    wrapped = [f"{k} {v.dtype} holds {int(v.min())}..{int(v.max())}, outside {own[k].dtype}"
+               for k, v in state.items() if _wraps(v, own[k].dtype)]
+    if wrapped:
+        raise AdderconvError(f"{source}: integer tensors whose values do not fit the architecture's type (they "
+                             f"would wrap silently): {'; '.join(wrapped[:4])}")
     if getattr(state, "_metadata", None) is None:
         # safetensors keeps no per-module state-dict versions (MNASNet refuses to load without them); the
         # architecture just built carries the current ones, which is what the weights were saved from.
         state = collections.OrderedDict(state)
         state._metadata = own._metadata  # type: ignore[attr-defined]
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)    # the quantised layers check their values as they load (one line each)
+    except AdderconvError as e:
+        raise AdderconvError(f"{source}: {e}") from None
+
+
+def _wraps(t: torch.Tensor, dtype: torch.dtype) -> bool:
+    """An integer tensor of another integer type whose values the architecture's type cannot hold (int32 300 in
+    a uint8 buffer is stored as 44)."""
+    if t.dtype == dtype or t.numel() == 0 or any(d.is_floating_point or d.is_complex or d == torch.bool
+                                                 for d in (t.dtype, dtype)):
+        return False
+    info = torch.iinfo(dtype)
+    return int(t.min()) < info.min or int(t.max()) > info.max
 
 
 def open_model(source: str | os.PathLike, arch: str | ArchSpec | None = None, trust: bool = False) -> LoadedModel:

@@ -24,6 +24,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -50,6 +51,7 @@ Geo make_geo(const at::Tensor& x, int64_t O, int64_t KH, int64_t KW, const std::
     TORCH_CHECK(groups >= 1 && g.C % groups == 0 && O % groups == 0, "adder_conv2d_int8: channels do not fit groups");
     TORCH_CHECK(g.SH >= 1 && g.SW >= 1 && g.DH >= 1 && g.DW >= 1 && g.PH >= 0 && g.PW >= 0,
                 "adder_conv2d_int8: bad stride/padding/dilation");
+    TORCH_CHECK(KH >= 1 && KW >= 1 && g.C >= groups, "adder_conv2d_int8: empty kernel");
     g.Hp = g.H + 2 * g.PH; g.Wp = g.W + 2 * g.PW;
     g.HO = (g.Hp - g.DH * (KH - 1) - 1) / g.SH + 1;
     g.WO = (g.Wp - g.DW * (KW - 1) - 1) / g.SW + 1;
@@ -317,10 +319,22 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& x, const at::Tensor& pack
                 packed.numel() == g.G * g.NB * g.T * g.L * 8,
                 "adder_conv2d_int8: packed weights do not fit this geometry / vector width");
     TORCH_CHECK(mode >= 0 && mode <= 3, "adder_conv2d_int8: mode must be 0, 1, 2 or 3");
-    if (mode > 0)
+    // codes: a zero point or floor outside [0, 255] would wrap (-5 becomes 251) in the uint8 stores. Bad values
+    // raise ValueError (TORCH_CHECK_VALUE), as the op's own checks do.
+    TORCH_CHECK_VALUE(z >= 0 && z <= 255 && lo >= 0 && lo <= 255,
+                "adder_conv2d_int8: the zero point and the clamp floor must be in [0, 255]");
+    if (mode > 0) {
         TORCH_CHECK(scale.scalar_type() == at::kFloat && shift.scalar_type() == at::kFloat && scale.numel() == O &&
                         shift.numel() == O && scale.is_contiguous() && shift.is_contiguous(),
                     "adder_conv2d_int8: scale and shift must be contiguous float32 of out_channels");
+        const float* a = scale.data_ptr<float>();
+        const float* b = shift.data_ptr<float>();
+        for (int64_t o = 0; o < O; ++o)   // O values: nothing next to the sums; a NaN would become any code
+            TORCH_CHECK_VALUE(std::isfinite(a[o]) && std::isfinite(b[o]),
+                        "adder_conv2d_int8: the epilogue's scale and shift must be finite");
+    }
+    TORCH_CHECK_VALUE(mode != 3 || (std::isfinite(qscale) && qscale >= 0 && qz >= 0 && qz <= 255),
+                "adder_conv2d_int8: the codes' scale must be finite and >= 0, their zero point in [0, 255]");
     const auto dtype = mode == 0 ? at::kInt : mode == 2 ? at::kByte : at::kFloat;
     at::Tensor y = store_float ? at::empty({g.N, g.HO, g.WO, g.O}, x.options().dtype(dtype))
                                : at::empty({0}, x.options().dtype(dtype));
@@ -452,6 +466,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void quantize_avx512(const 
 // q = clamp(round_half_even(x / scale) + z, lo, 255), as torch.round(x / scale) + z then clamp (and ONNX).
 at::Tensor quantize(const at::Tensor& x, double scale, int64_t z, int64_t lo) {
     TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "quantize: x must be float32 (N, C, H, W)");
+    TORCH_CHECK_VALUE(std::isfinite(scale) && scale <= 3.4028234663852886e38 && static_cast<float>(scale) > 0,
+                "quantize: the scale must be a finite float32 > 0");
+    TORCH_CHECK_VALUE(z >= 0 && z <= 255 && lo >= 0 && lo <= 255,
+                      "quantize: the zero point and floor must be in [0, 255]");
     const at::Tensor xc = x.permute({0, 2, 3, 1}).contiguous();   // free when x is channels-last already
     at::Tensor q = at::empty(xc.sizes(), xc.options().dtype(at::kByte));
     const float* src = xc.data_ptr<float>();

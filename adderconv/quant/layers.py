@@ -15,6 +15,8 @@ torch.Size([1, 4, 6, 6])
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -23,10 +25,62 @@ from ..layers import AdderConv2d, AdderLinear
 from .op import adder_conv2d_int8, adder_conv2d_int8_residual, quantize_uint8
 from .scheme import Grid
 
-__all__ = ["QuantAdderConv2d", "QuantAdderLinear", "quantizable", "affine_of", "fold_bn", "from_adder", "RESIDUAL"]
+__all__ = ["QuantAdderConv2d", "QuantAdderLinear", "quantizable", "affine_of", "fold_bn", "from_adder", "RESIDUAL",
+           "check_parameters"]
 
 RESIDUAL = ("", "add", "add_relu")   # what a layer's epilogue does with a residual: nothing, add it, add + ReLU
 _CODES = "_adderconv_codes"          # a float output's attribute: its codes on the next layers' grid (see forward)
+
+
+def _describe(t: Tensor) -> str:
+    bad = t[~torch.isfinite(t)] if t.dtype.is_floating_point else t
+    return repr(bad.flatten()[0].item() if bad.numel() else t.flatten()[0].item())
+
+
+def check_parameters(where: str, weight: Tensor | None, input_scale: Tensor | None, out_scale: Tensor | None,
+                     out_shift: Tensor | None, codes_scale: Tensor | None, taps: int) -> None:
+    """A quantised layer's values (as stored: float32 scales, integer codes), each None where absent:
+
+    - weight codes integers in [0, 255] (int32 300 would be stored as 44);
+    - grid scales (``input_scale``, ``codes_scale``) finite, at least float32's smallest normal and at most
+      float32's max / 255 (0, -1, NaN, inf and 1e300 are not; the 255 codes must span a finite range);
+    - the epilogue ``out_scale * S + out_shift`` finite for every sum S in [0, 255 * taps] (NaN, inf refused).
+
+    Raises :class:`AdderconvError` naming ``where`` and the value."""
+    f32 = torch.finfo(torch.float32)
+    if weight is not None and weight.numel() and (int(weight.min()) < 0 or int(weight.max()) > 255):
+        bad = weight[(weight < 0) | (weight > 255)].flatten()[0].item()
+        raise AdderconvError(f"{where}: weight codes must be in [0, 255], got {bad} (a tampered or damaged file)")
+    for name, t in (("input_scale", input_scale), ("codes_scale", codes_scale)):
+        if t is None:
+            continue
+        if t.numel() != 1 or not (math.isfinite(float(t)) and f32.tiny <= float(t) <= f32.max / 255):
+            raise AdderconvError(f"{where}: {name} must be one float32 in [{f32.tiny:.3g}, {f32.max / 255:.3g}] (a "
+                                 f"grid of 255 finite steps), got {_describe(t) if t.numel() else 'nothing'}")
+    for name, t in (("out_scale", out_scale), ("out_shift", out_shift)):
+        if t is not None and not bool(torch.isfinite(t).all()):
+            raise AdderconvError(f"{where}: {name} must be finite, got {_describe(t)} (a tampered or damaged file)")
+    if out_scale is not None and out_shift is not None and out_scale.shape == out_shift.shape:
+        reach = out_scale.double().abs() * (255.0 * taps) + out_shift.double().abs()
+        if out_scale.numel() and float(reach.max()) >= f32.max:
+            raise AdderconvError(f"{where}: the epilogue out_scale * S + out_shift overflows float32 for sums up to "
+                                 f"{255 * taps} (out_scale up to {float(out_scale.abs().max()):.3g})")
+
+
+def _check_loaded(module: QuantAdderConv2d, state: dict, prefix: str, *_) -> None:
+    """Every value a file gives a layer, as it will be stored, before it lands (a tampered file names the layer
+    and the value, in one line); see :func:`check_parameters`."""
+    where = prefix.rstrip(".") or type(module).__name__
+
+    def get(name: str) -> Tensor | None:
+        t = state.get(prefix + name)
+        return t.to(torch.float32) if t is not None and t.dtype.is_floating_point else t
+
+    weight = state.get(prefix + "weight")
+    if weight is not None and (weight.dtype.is_floating_point or weight.dtype.is_complex or weight.dtype == torch.bool):
+        raise AdderconvError(f"{where}: weight codes must be integers in [0, 255], got {weight.dtype}")
+    check_parameters(where, weight, get("input_scale"), get("out_scale"), get("out_shift"),
+                     get("codes_scale") if module.codes_zero_point >= 0 else None, module.weight[0].numel())
 
 
 def _eager(t: Tensor) -> bool:
@@ -105,7 +159,13 @@ class QuantAdderConv2d(nn.Module):
         self.residual, self.codes_zero_point, self.codes_only = "", -1, False
         self._scale = 1.0   # input_scale as a Python float: forward never reads a tensor's value
         self._codes_scale = 0.0
+        self.register_load_state_dict_pre_hook(_check_loaded)
         self.register_load_state_dict_post_hook(lambda module, _: module._refresh())
+
+    def check(self, where: str = "") -> None:
+        """Raise :class:`AdderconvError` unless every stored value is valid (see :func:`check_parameters`)."""
+        check_parameters(where or type(self).__name__, self.weight, self.input_scale, self.out_scale, self.out_shift,
+                         self.codes_scale if self.codes_zero_point >= 0 else None, self.weight[0].numel())
 
     def _refresh(self) -> None:
         self._scale = float(self.input_scale)
@@ -146,6 +206,7 @@ class QuantAdderConv2d(nn.Module):
         layer._refresh()
         a, b = affine_of(adder, grid)
         layer.set_epilogue(a, b)
+        layer.check()
         return layer
 
     @property
@@ -161,6 +222,7 @@ class QuantAdderConv2d(nn.Module):
             self.out_mode, self.out_lo = "uint8", next_grid.zero_point if relu else 0
         self.out_scale.copy_(a.to(torch.float32))
         self.out_shift.copy_(b.to(torch.float32))
+        check_parameters(type(self).__name__, None, None, self.out_scale, self.out_shift, None, self.weight[0].numel())
 
     def quantize_input(self, x: Tensor) -> Tensor:
         """float NCHW -> uint8 channels-last codes on this layer's grid (a uint8 input is taken as such)."""
@@ -231,6 +293,7 @@ class QuantAdderLinear(QuantAdderConv2d):
         layer.input_scale.fill_(grid.scale)
         layer._refresh()
         layer.set_epilogue(*affine_of(adder, grid))
+        layer.check()
         return layer
 
     def forward(self, x: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode as _dispatch
 
 from .._shapes import conv_output_size, pair
 from ..kernels import int8, int8_portable
+from ..ops import _geometry
 
 __all__ = ["adder_conv2d_int8", "adder_conv2d_int8_residual", "quantize_uint8", "MODES", "kernel_name"]
 
@@ -43,19 +44,50 @@ def kernel_name() -> str:
     return f"cpu-{int8.isa_name()}" if int8.available() else "portable"
 
 
-def _check(x: Tensor, weight: Tensor, zero_point: int, groups: int, mode: int, scale: Tensor, shift: Tensor) -> None:
+def _code(value: int, what: str) -> None:
+    """A zero point or clamp floor: a code, 0..255 (the kernels would wrap -5 to 251)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+        raise ValueError(f"{what} must be an integer in [0, 255], got {value!r}")
+
+
+_FLOAT32 = torch.finfo(torch.float32)
+
+
+def _grid_scale(scale: float, what: str) -> None:
+    """A grid's scale: a normal float32 > 0 whose 255 codes span a finite float32 range (NaN, 0, -1, inf, 1e300
+    and 1e-300, which is 0 in float32, are not)."""
+    if not (math.isfinite(scale) and _FLOAT32.tiny <= scale and 255.0 * scale < _FLOAT32.max):
+        raise ValueError(f"{what} must be a float32 in [{_FLOAT32.tiny:.3g}, {_FLOAT32.max / 255:.3g}] (a grid of "
+                         f"255 finite steps), got {scale!r}")
+
+
+def _check(x: Tensor, weight: Tensor, zero_point: int, groups: int, mode: int, scale: Tensor, shift: Tensor,
+           stride, padding, dilation, lo: int = 0) -> tuple[int, int, int, int]:
+    """Every argument before any kernel (the C++ one checks again; the portable one trusts them): the output shape.
+    The epilogue's values (``scale``, ``shift``) are checked by the kernels, which read them anyway (a check here
+    would cost a reduction per call), and when a layer is built or loaded (:mod:`.layers`)."""
     if x.dim() != 4 or weight.dim() != 4 or x.dtype != torch.uint8 or weight.dtype != torch.uint8:
         raise ValueError(f"adder_conv2d_int8 expects 4-d uint8 input (N, H, W, C) and weight (O, C/g, kh, kw), "
                          f"got {x.dtype} {tuple(x.shape)} and {weight.dtype} {tuple(weight.shape)}")
-    if groups < 1 or x.shape[3] != weight.shape[1] * groups or weight.shape[0] % groups:
+    _geometry(stride, padding, dilation, groups, 2, "adder_conv2d_int8")
+    if min(weight.shape[1:]) < 1 or x.shape[3] != weight.shape[1] * groups or weight.shape[0] % groups:
         raise ValueError(f"adder_conv2d_int8: input has {x.shape[3]} channels, weight {tuple(weight.shape)}, "
                          f"groups={groups}")
-    if not 0 <= zero_point <= 255 or mode not in (0, 1, 2):
-        raise ValueError(f"adder_conv2d_int8: zero point must be in [0, 255] and mode 0, 1 or 2, "
-                         f"got {zero_point} and {mode}")
-    if mode and (scale.numel() != weight.shape[0] or shift.numel() != weight.shape[0]):
-        raise ValueError(f"adder_conv2d_int8: scale and shift need {weight.shape[0]} values, got "
-                         f"{scale.numel()} and {shift.numel()}")
+    if mode not in (0, 1, 2):
+        raise ValueError(f"adder_conv2d_int8: mode must be 0, 1 or 2, got {mode}")
+    _code(zero_point, "adder_conv2d_int8: the zero point")
+    _code(lo, "adder_conv2d_int8: the clamp floor `lo`")
+    if mode and (scale.numel() != weight.shape[0] or shift.numel() != weight.shape[0]
+                 or scale.dtype != torch.float32 or shift.dtype != torch.float32):
+        raise ValueError(f"adder_conv2d_int8: scale and shift need {weight.shape[0]} float32 values, got "
+                         f"{scale.dtype} {scale.numel()} and {shift.dtype} {shift.numel()}")
+    return _out_shape(x, weight, stride, padding, dilation)
+
+
+def _check_values(scale: Tensor, shift: Tensor) -> None:
+    """The epilogue's values, where no kernel checks them (the portable fallback)."""
+    if not (bool(torch.isfinite(scale).all()) and bool(torch.isfinite(shift).all())):
+        raise ValueError("adder_conv2d_int8: the epilogue's scale and shift must be finite")
 
 
 def _out_shape(x: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[int, int, int, int]:
@@ -81,12 +113,13 @@ def _packed(weight: Tensor, zero_point: int, groups: int) -> Tensor:
 def _adder_conv2d_int8_impl(x: Tensor, weight: Tensor, zero_point: int, stride: list[int], padding: list[int],
                             dilation: list[int], groups: int, scale: Tensor, shift: Tensor, mode: int,
                             lo: int) -> Tensor:
-    _check(x, weight, zero_point, groups, mode, scale, shift)
-    _out_shape(x, weight, stride, padding, dilation)
+    _check(x, weight, zero_point, groups, mode, scale, shift, stride, padding, dilation, lo)
     if x.device.type == "cpu" and int8.available():
         return int8.extension().forward(x.contiguous(), _packed(weight, zero_point, groups), weight.shape[0],
                                         weight.shape[2], weight.shape[3], zero_point, stride, padding, dilation,
                                         groups, scale.contiguous(), shift.contiguous(), mode, lo, -1)
+    if mode:
+        _check_values(scale, shift)
     return int8_portable.adder_int8(x, weight, zero_point, stride, padding, dilation, groups, scale, shift, mode, lo)
 
 
@@ -99,8 +132,8 @@ def _adder_conv2d_int8(x: Tensor, weight: Tensor, zero_point: int, stride: list[
 
 @_adder_conv2d_int8.register_fake
 def _(x, weight, zero_point, stride, padding, dilation, groups, scale, shift, mode, lo):
-    _check(x, weight, zero_point, groups, mode, scale, shift)
-    return x.new_empty(_out_shape(x, weight, stride, padding, dilation), dtype=_DTYPES[mode])
+    shape = _check(x, weight, zero_point, groups, mode, scale, shift, stride, padding, dilation, lo)
+    return x.new_empty(shape, dtype=_DTYPES[mode])
 
 
 def _direct(*tensors: Tensor) -> bool:
@@ -123,11 +156,19 @@ def adder_conv2d_int8(x: Tensor, weight: Tensor, zero_point: int, stride: int | 
     return _adder_conv2d_int8_impl(*args) if _direct(x, weight) else _adder_conv2d_int8(*args)
 
 
+def _check_residual(x: Tensor, weight: Tensor, zero_point: int, stride, padding, dilation, groups: int,
+                    scale: Tensor, shift: Tensor, qscale: float, qz: int) -> tuple[int, int, int, int]:
+    shape = _check(x, weight, zero_point, groups, 1, scale, shift, stride, padding, dilation)
+    if qscale != 0.0:    # 0: no codes
+        _grid_scale(qscale, "adder_conv2d_int8_residual: the codes' scale")
+    _code(qz, "adder_conv2d_int8_residual: the codes' zero point")
+    return shape
+
+
 def _residual_impl(x: Tensor, weight: Tensor, zero_point: int, stride: list[int], padding: list[int],
                    dilation: list[int], groups: int, scale: Tensor, shift: Tensor, residual: Tensor,
                    relu: bool, qscale: float, qz: int, codes_only: bool) -> tuple[Tensor, Tensor]:
-    _check(x, weight, zero_point, groups, 1, scale, shift)
-    shape = _out_shape(x, weight, stride, padding, dilation)
+    shape = _check_residual(x, weight, zero_point, stride, padding, dilation, groups, scale, shift, qscale, qz)
     if tuple(residual.shape) != shape or residual.dtype != torch.float32:
         raise ValueError(f"adder_conv2d_int8_residual: the residual must be float32 {shape} (N, OH, OW, O), got "
                          f"{residual.dtype} {tuple(residual.shape)}")
@@ -137,6 +178,7 @@ def _residual_impl(x: Tensor, weight: Tensor, zero_point: int, stride: list[int]
                                                  dilation, groups, scale.contiguous(), shift.contiguous(),
                                                  residual.contiguous(), relu, qscale, qz, not codes_only, -1)
         return y, q
+    _check_values(scale, shift)
     s = int8_portable.sums(x, weight, zero_point, stride, padding, dilation, groups)
     y, q = int8_portable.residual_epilogue(s, scale, shift, residual, relu, qscale, qz)
     return (y.new_empty(0), q) if codes_only else (y, q)
@@ -152,7 +194,7 @@ def _adder_conv2d_int8_residual(x: Tensor, weight: Tensor, zero_point: int, stri
 
 @_adder_conv2d_int8_residual.register_fake
 def _(x, weight, zero_point, stride, padding, dilation, groups, scale, shift, residual, relu, qscale, qz, codes_only):
-    shape = _out_shape(x, weight, stride, padding, dilation)
+    shape = _check_residual(x, weight, zero_point, stride, padding, dilation, groups, scale, shift, qscale, qz)
     return (x.new_empty((0,) if codes_only else shape, dtype=torch.float32),
             x.new_empty(shape if qscale > 0 else (0,), dtype=torch.uint8))
 
@@ -168,6 +210,8 @@ def adder_conv2d_int8_residual(x: Tensor, weight: Tensor, zero_point: int, strid
     alone (the float output is not written and comes back empty)."""
     if codes_only and codes_scale <= 0:
         raise ValueError("adder_conv2d_int8_residual: codes_only needs the codes' grid (codes_scale > 0)")
+    if codes_scale != 0:
+        _grid_scale(float(codes_scale), "adder_conv2d_int8_residual: the codes' scale")   # before packing
     scale32 = struct.unpack("f", struct.pack("f", float(codes_scale)))[0]
     args = (x, weight, int(zero_point), list(pair(stride, "stride")), list(pair(padding, "padding")),
             list(pair(dilation, "dilation")), int(groups), scale, shift, residual, bool(relu), scale32,
@@ -175,10 +219,17 @@ def adder_conv2d_int8_residual(x: Tensor, weight: Tensor, zero_point: int, strid
     return _residual_impl(*args) if _direct(x, weight, residual) else _adder_conv2d_int8_residual(*args)
 
 
-@torch.library.custom_op("adderconv::quantize_uint8", mutates_args=())
-def _quantize_uint8(x: Tensor, scale: float, zero_point: int, lo: int) -> Tensor:
+def _check_quantize(x: Tensor, scale: float, zero_point: int, lo: int) -> None:
     if x.dim() != 4 or not x.dtype.is_floating_point:
         raise ValueError(f"quantize_uint8 expects a float (N, C, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
+    _grid_scale(scale, "quantize_uint8: the scale")
+    _code(zero_point, "quantize_uint8: the zero point")
+    _code(lo, "quantize_uint8: the clamp floor `lo`")
+
+
+@torch.library.custom_op("adderconv::quantize_uint8", mutates_args=())
+def _quantize_uint8(x: Tensor, scale: float, zero_point: int, lo: int) -> Tensor:
+    _check_quantize(x, scale, zero_point, lo)
     if x.device.type == "cpu" and x.dtype == torch.float32 and int8.available():
         return int8.extension().quantize(x, scale, zero_point, lo)
     return int8_portable.quantize(x, torch.tensor(scale, dtype=torch.float32, device=x.device), zero_point, lo)
@@ -186,12 +237,14 @@ def _quantize_uint8(x: Tensor, scale: float, zero_point: int, lo: int) -> Tensor
 
 @_quantize_uint8.register_fake
 def _(x, scale, zero_point, lo):
+    _check_quantize(x, scale, zero_point, lo)
     return x.new_empty((x.shape[0], x.shape[2], x.shape[3], x.shape[1]), dtype=torch.uint8)
 
 
 def quantize_uint8(x: Tensor, scale: float, zero_point: int, lo: int = 0) -> Tensor:
     """float (N, C, H, W) -> channels-last uint8 codes ``clamp(round(x / scale) + zero_point, lo, 255)``
     (``scale`` rounded to float32 first; division, as ONNX QuantizeLinear)."""
+    _grid_scale(float(scale), "quantize_uint8: the scale")            # before float32 packing (1e300 overflows)
     scale32 = struct.unpack("f", struct.pack("f", float(scale)))[0]   # no tensor: nothing for a trace to read
     return _quantize_uint8(x, scale32, int(zero_point), int(lo))
 
