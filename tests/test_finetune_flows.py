@@ -176,3 +176,13 @@ def test_a_quantised_model_is_evaluated_by_finetune_and_saved_quantised(tmp_path
     assert is_quantized(again) and torch.equal(again(x), adderconv.load_model(q)(x))
     code, _, err = run_cli("finetune", q, "--no-convert", "--epochs", "1", "--data", "digits", "-o", tmp_path / "t")
     assert code == 2 and "quantised model is for inference" in err
+    # as the README says, without --no-convert too: a quantised model is converted already, so nothing converts it
+    plain = tmp_path / "plain"
+    code, out, err = run_cli("finetune", q, "--epochs", "0", "--data", "digits", "--limit", "64", "-o", plain,
+                             "--quiet")
+    assert code == 0, err
+    assert "converted" not in out + err
+    assert json.loads((plain / "result.json").read_text())["test"]["acc"] == quantised["int8_test"]
+    assert torch.equal(adderconv.load_model(plain / "model.safetensors")(x), adderconv.load_model(q)(x))
+    code, _, err = run_cli("finetune", q, "--epochs", "1", "--data", "digits", "-o", tmp_path / "t2")
+    assert code == 2 and "quantised model is for inference" in err

@@ -2,7 +2,8 @@
 
 Data before model: the input shape is settled first (:func:`input_shape_for`), the data is loaded with it,
 and the models are then built once, for the data's number of classes. Rules (``adderconv finetune`` follows them):
-- MODEL with adder layers is fine-tuned as it is.
+- MODEL with adder layers is fine-tuned as it is; a quantised one (int8 adder layers) is evaluated as it is
+  (``epochs`` 0; it does not train).
 - MODEL without adder layers (a CNN) is first converted with the converter's default policy, except that
   the copied weights are rescaled to unit std (``weight_init="copy_rescaled"``, measured best with KD in
   benchmarks/accuracy.py); ``convert=False`` trains it as it is, e.g. to train the CNN baseline.
@@ -30,6 +31,7 @@ from ..arch import ArchSpec, looks_like_spec
 from ..errors import AdderconvError
 from ..io import input_shape_of, is_zoo_name
 from ..loading import open_model
+from ..quant.recipe import is_quantized
 from .data import default_shape
 
 __all__ = ["Prepared", "prepare", "input_shape_for", "check_outputs"]
@@ -78,7 +80,7 @@ def prepare(model: str, *, teacher: str | None = None, arch: str | None = None, 
         notes += t_notes
         if _is_name(teacher):
             notes.append(f"teacher {teacher!r} is built from its name: random weights, distillation will not help")
-    if not adder_weights(student) and convert:
+    if not adder_weights(student) and convert and not is_quantized(student):   # int8: converted already
         from adderconv.converters import Policy, convert as convert_model
 
         original = student
