@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -238,14 +239,66 @@ def _no_fake(e: BaseException) -> bool:
     return isinstance(e, UnsupportedOperatorException) or "no fake impl" in text or "fake kernel" in text
 
 
-def _fake_state(module: nn.Module, mode: Any, grad: bool) -> dict[str, Tensor]:
+def _fake_state(named: list[tuple[str, Tensor]], mode: Any, grad: bool) -> dict[str, Tensor]:
     state: dict[str, Tensor] = {}
-    for name, t in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+    for name, t in named:
         fake = mode.from_tensor(t)
         if grad and isinstance(t, nn.Parameter) and t.requires_grad:
             fake = fake.detach().requires_grad_(True)
         state[name] = fake
     return state
+
+
+class _Fakes(threading.local):
+    """The thread's fake-tensor mode, kept between counts: its converter remembers the fake of every tensor it
+    has faked while that fake lives, and ``seen`` keeps the fakes (weakly keyed by the real tensor), so a model
+    counted again fakes none of its parameters. ``seen`` also holds what each tensor looked like; one that changed
+    since (``p.data = ...`` of another shape, new values in a packed
+    sequence's batch sizes) retires the mode, and a fresh one fakes everything again."""
+
+    mode: Any = None
+    seen: Any = None
+
+
+_FAKES = _Fakes()
+
+
+def _signature(t: Tensor, constant: bool) -> tuple:
+    try:
+        layout = (tuple(t.shape), t.stride(), t.storage_offset())
+    except RuntimeError:                      # sparse and other layouts without strides
+        layout = (tuple(t.shape), t.layout)
+    return (*layout, t.dtype, t.device, t._version if constant else None)
+
+
+def _fake_mode(tensors: list[tuple[Tensor, bool]]) -> Any:
+    """The thread's fake mode for tensors ``(tensor, is a constant)`` (see :class:`_Fakes`)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.weak import WeakIdKeyDictionary
+
+    f = _FAKES
+    if f.mode is not None and torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is f.mode:
+        return FakeTensorMode(allow_non_fake_inputs=True)       # a count inside a count: a mode of its own
+    signatures = [(t, c, _signature(t, c)) for t, c in tensors]
+    if f.mode is not None and any(f.seen.get(t, (sig,))[0] != sig for t, _, sig in signatures):
+        f.mode = None
+    if f.mode is None:
+        f.mode, f.seen = FakeTensorMode(allow_non_fake_inputs=True), WeakIdKeyDictionary()
+    for t, c, sig in signatures:     # the converter remembers a fake only while it lives: hold it
+        f.seen[t] = (sig, None if c else f.mode.from_tensor(t))
+    return f.mode
+
+
+def _to_fake(inputs: tuple, named: list[tuple[str, Tensor]]) -> Any:
+    """The fake mode for these inputs and parameters/buffers."""
+    tensors = [(t, False) for _, t in named]
+    for x in tree_flatten(inputs, is_leaf=lambda t: isinstance(t, PackedSequence))[0]:
+        if isinstance(x, PackedSequence):
+            tensors.append((x.data, False))
+            tensors += [(m, True) for m in (x.batch_sizes, x.sorted_indices, x.unsorted_indices) if m is not None]
+        elif isinstance(x, Tensor):
+            tensors.append((x, False))
+    return _fake_mode(tensors)
 
 
 def count_ops(model: nn.Module | Any, inputs: Tensor | tuple, *, capture: str = "dispatch",
@@ -306,9 +359,6 @@ def _run(module: nn.Module, program: Any, inputs: tuple, capture: str, training:
             stack.callback(lambda: [setattr(p, "grad", g) for p, g in grads.items()])
         call: Any = module
         if capture == "dispatch":
-            from torch._subclasses.fake_tensor import FakeTensorMode
-
-            fake = FakeTensorMode(allow_non_fake_inputs=True)
             log = logging.getLogger("torch._subclasses.fake_tensor")    # it logs the model's own errors: we
             stack.callback(log.setLevel, log.level)                      # raise them, once, in one line
             log.setLevel(logging.CRITICAL)
@@ -316,10 +366,15 @@ def _run(module: nn.Module, program: Any, inputs: tuple, capture: str, training:
             if param is not None and param.device.type == "meta":   # a model on meta: its inputs join it
                 inputs = tree_map(lambda t: t.to("meta") if isinstance(t, (Tensor, PackedSequence)) else t, inputs,
                                   is_leaf=lambda t: isinstance(t, PackedSequence))
+            # parameters and buffers as fakes: the caller's module is never written (a ScriptModule's are faked
+            # as its ops read them)
+            own = not program and not isinstance(module, torch.jit.ScriptModule)
+            named = [*module.named_parameters(remove_duplicate=False),
+                     *module.named_buffers(remove_duplicate=False)] if own else []
+            fake = _to_fake(inputs, named)
             inputs = tree_map(lambda t: _fake_input(fake, t), inputs, is_leaf=lambda t: isinstance(t, PackedSequence))
-            if not program and not isinstance(module, torch.jit.ScriptModule):   # parameters and buffers as
-                # fakes: the caller's module is never written (a ScriptModule's are faked as its ops read them)
-                state = _fake_state(module, fake, training)
+            if own:
+                state = _fake_state(named, fake, training)
                 call = lambda *a: torch.func.functional_call(module, state, a, strict=False)  # noqa: E731
             stack.enter_context(fake)
         if program:

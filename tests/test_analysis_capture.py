@@ -226,3 +226,27 @@ def test_an_op_without_a_fake_implementation_is_one_clear_error():
         count_ops(model, torch.randn(3))
     assert "\n" not in str(e.value)
     assert count_ops(model, torch.randn(3), capture="real").unsupported == {"adderconv_test::no_fake": 1}
+
+
+# --- the fake-tensor bookkeeping (issue 28, item 4) ----------------------------------------------------------------
+
+def test_a_model_counted_again_fakes_no_parameter_twice(monkeypatch):
+    from torch._subclasses.meta_utils import MetaConverter
+
+    model, x = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(6, 4)).eval(), torch.randn(1, 3, 8, 8)
+    count_ops(model, x)
+    made = []
+    real_call = MetaConverter.__call__
+    monkeypatch.setattr(MetaConverter, "__call__",
+                        lambda self, t, *a, **k: made.append(t) or real_call(self, t, *a, **k))
+    again = count_ops(model, x)
+    assert made == [] and again.total == count_ops(model, x).total      # parameters, buffers and input: all known
+
+
+def test_a_tensor_changed_since_its_fake_was_made_is_faked_again():
+    lin = nn.Linear(4, 3, bias=False)
+    x = torch.randn(2, 4)
+    assert count_ops(lin, x).total == Tally(mul=24, acc=24)
+    lin.weight.data = torch.randn(5, 4)                 # the same Parameter object, another shape
+    x.data = torch.randn(6, 4)
+    assert count_ops(lin, x).total == Tally(mul=6 * 5 * 4, acc=6 * 5 * 4)
