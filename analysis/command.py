@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from adderconv.errors import AdderconvError
-from adderconv.io import atomic_write
+from adderconv.io import atomic_writes
 
 from .api import analyze
 from .energy import EnergyReport
@@ -153,19 +153,19 @@ def run_energy(o: EnergyOptions, console: Console) -> int:
         render_report(report, console, top=o.top, all_layers=o.all_layers)
         if other is not None:
             render_comparison(other, report, console)
-    if o.json_path:
-        with atomic_write(o.json_path) as tmp:
-            Path(tmp).write_text(to_json(report), encoding="utf-8")
     gate = compare_to_baseline(to_dict(report), baseline, max_increase) if baseline is not None else None
+    files: dict[str, str] = {}                  # every report is made before any is written: all or none land
+    if o.json_path:
+        files[o.json_path] = to_json(report)
     if o.markdown_path:
-        with atomic_write(o.markdown_path) as tmp:
-            Path(tmp).write_text(to_markdown(report, compare=other, top=o.top, baseline=baseline, gate=gate),
-                                 encoding="utf-8")
+        files[o.markdown_path] = to_markdown(report, compare=other, top=o.top, baseline=baseline, gate=gate)
     if o.html_path:
         from .html_report import to_html
-        page = to_html(report, compare=other, more=more, title=DEFAULT_TITLE if o.model is None else None)
-        with atomic_write(o.html_path) as tmp:
-            Path(tmp).write_text(page, encoding="utf-8")
+        files[o.html_path] = to_html(report, compare=other, more=more, title=DEFAULT_TITLE if o.model is None else None)
+    if files:
+        with atomic_writes(*files) as tmps:
+            for tmp, text in zip(tmps, files.values()):
+                Path(tmp).write_text(text, encoding="utf-8")
     code = 0
     if gate is not None:
         render_gate(gate, console)

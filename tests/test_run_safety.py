@@ -20,7 +20,6 @@ from adderconv import io as aio
 from adderconv.errors import AdderconvError
 from adderconv.io import atomic_write, lock_directory, write_json
 
-RENDERERS = pytest.mark.xfail(strict=True, reason="renderer escaping lands with the energy work")
 FAST = ["--epochs", "1", "--limit", "32", "--batch-size", "16", "--quiet"]
 
 
@@ -69,7 +68,6 @@ def test_energy_on_a_full_disk_is_one_line(energy, tmp_path, monkeypatch):
     assert "r.html" in line and "No space left on device" in line
 
 
-@RENDERERS
 def test_energy_on_a_full_disk_writes_all_its_reports_or_none(energy, tmp_path, monkeypatch):   # analysis/command.py
     real = Path.write_text
     monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: _enospc() if ".r.html." in self.name
