@@ -142,7 +142,17 @@ def _composites() -> dict[Any, Any]:
             p.input if len(a) > 3 and isinstance(a[3], bool) else p.data)(a, k))
     table[torch._C._nn.scaled_dot_product_attention] = schema_args(aten.scaled_dot_product_attention.default)
     table[F.instance_norm] = signature_args(aten.instance_norm.default, F.instance_norm)
+    table[F.batch_norm] = signature_args(aten.batch_norm.default, F.batch_norm)
     return table
+
+
+def _same_shape_on_fakes(func: Any, args: tuple) -> bool:
+    """Whether the output of ``func`` is made by shape alone: a batch norm on fake tensors with no gradient to
+    record (fake mode runs its Python decomposition, a third of a new model's first count, for a result whose
+    only content is the input's shape)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return func is F.batch_norm and not torch.is_grad_enabled() and isinstance(args[0], FakeTensor)
 
 
 _COMPOSITE = _composites()
@@ -165,7 +175,12 @@ class _CompositeMode(TorchFunctionMode):
         op, named = choose(args, kwargs)
         self.counter.paused += 1
         try:
-            out = _packed_shapes(op, args) if _fake_packed(op, args) else func(*args, **kwargs)
+            if _fake_packed(op, args):
+                out = _packed_shapes(op, args)
+            elif _same_shape_on_fakes(func, args):
+                out = torch.empty_like(args[0])
+            else:
+                out = func(*args, **kwargs)
         finally:
             self.counter.paused -= 1
         outs = [_value(o) for o in tree_flatten(out)[0]]

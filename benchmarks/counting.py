@@ -10,14 +10,22 @@ FlopCountAnalysis on the same model, and a 7B-parameter decoder-only transformer
    hand formula (every projection ``T * d_in * d_out``; attention ``Q K^T`` and ``P V`` ``2 T^2 d`` per
    layer, the full square: a causal mask does not change what the kernel is counted as).
 
+3. ``--small``: the bookkeeping on small CNNs (ResNet-18, MobileNetV3-S, EfficientNet-B0 at 224), each round in a
+   fresh process: the first count in a process (a torchvision-free CNN: import, the fake-tensor mode's first use,
+   and whether that imported ``torch._dynamo``), then per model its first count, the median of later counts,
+   and FlopCounterMode on real tensors. ``--baseline DIR`` (a checkout of an earlier commit) runs the same rounds
+   on it, alternating with this checkout, so that both see the same machine load.
+
 Prints tables, writes JSON; asserts nothing.
 
     python benchmarks/counting.py --model resnet152 --size 224 --repeats 3
+    python benchmarks/counting.py --small --rounds 5 --baseline /tmp/before
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -29,7 +37,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from adderconv.analysis import count_ops
@@ -130,6 +137,71 @@ def run_7b() -> dict:
             "expected": expected, "unsupported": counts.unsupported, "total_mul": counts.total["mul"]}
 
 
+SMALL = ("resnet18", "mobilenet_v3_small", "efficientnet_b0")
+
+
+def run_small(repeats: int) -> dict:
+    """In this (fresh) process: the first count ever, then per small model first/steady counts and FlopCounterMode."""
+    t0 = time.perf_counter()
+    from adderconv.analysis import count_ops as count
+    cnn = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(16, 10)).eval()
+    count(cnn, torch.randn(1, 3, 32, 32))
+    first = {"first_count_s": time.perf_counter() - t0, "dynamo_imported": "torch._dynamo" in sys.modules,
+             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    import torchvision   # after the first count: its import alone pulls in torch._dynamo
+    from torch.utils.flop_counter import FlopCounterMode
+
+    models = {}
+    for name in SMALL:
+        model, x = torchvision.models.get_model(name).eval(), torch.randn(1, 3, 224, 224)
+        t = time.perf_counter()
+        count(model, x)
+        cold = time.perf_counter() - t
+        ours, flop = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            count(model, x)
+            ours.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with torch.no_grad(), FlopCounterMode(display=False):
+                model(x)
+            flop.append(time.perf_counter() - t)
+        models[name] = {"first_s": cold, "again_s": statistics.median(ours), "flop_counter_s": statistics.median(flop)}
+    return {"first_use": first, "models": models}
+
+
+def small(args) -> dict:
+    trees = {"this": str(Path(__file__).resolve().parent.parent)}
+    if args.baseline:
+        trees = {"baseline": str(Path(args.baseline).resolve()), **trees}
+    runs: dict[str, list] = {k: [] for k in trees}
+    for _ in range(args.rounds):
+        for label, tree in trees.items():          # alternate, so machine load hits every tree alike
+            env = {**os.environ, "PYTHONPATH": tree}
+            proc = subprocess.run([sys.executable, __file__, "--only-small", "--repeats", str(args.repeats)],
+                                  capture_output=True, text=True, check=True, cwd=tree, env=env)
+            runs[label].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    med = {label: {
+        "first_use": {k: statistics.median(r["first_use"][k] for r in rs) for k in ("first_count_s", "rss_mb")}
+        | {"dynamo_imported": all(r["first_use"]["dynamo_imported"] for r in rs)},
+        "models": {m: {k: statistics.median(r["models"][m][k] for r in rs) for k in rs[0]["models"][m]}
+                   for m in SMALL}} for label, rs in runs.items()}
+    print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}; medians of "
+          f"{args.rounds} fresh processes, {args.repeats} repeats each\n")
+    print("| tree | first count in a process (s) | imports torch._dynamo | peak RSS (MB) |\n|---|---:|---|---:|")
+    for label, m in med.items():
+        f = m["first_use"]
+        print(f"| {label} | {f['first_count_s']:.2f} | {f['dynamo_imported']} | {f['rss_mb']:.0f} |")
+    print("\n| tree | model | first count (s) | count again (s) | FlopCounterMode, real (s) | again / FCM |\n"
+          "|---|---|---:|---:|---:|---:|")
+    for label, m in med.items():
+        for name, r in m["models"].items():
+            print(f"| {label} | {name} | {r['first_s']:.3f} | {r['again_s']:.3f} | {r['flop_counter_s']:.3f} | "
+                  f"{r['again_s'] / r['flop_counter_s']:.2f} |")
+    return {"trees": trees, "rounds": args.rounds, "repeats": args.repeats, "runs": runs, "median": med}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet152", help="torchvision model name")
@@ -137,12 +209,24 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-7b", action="store_true")
     ap.add_argument("--only-7b", action="store_true", help=argparse.SUPPRESS)   # the subprocess
+    ap.add_argument("--small", action="store_true", help="the small-CNN bookkeeping benchmark (see above)")
+    ap.add_argument("--rounds", type=int, default=3, help="fresh processes per tree (--small)")
+    ap.add_argument("--baseline", help="an earlier checkout to measure alongside this one (--small)")
+    ap.add_argument("--only-small", action="store_true", help=argparse.SUPPRESS)   # the subprocess
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "counting.json"))
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     if args.only_7b:
         print(json.dumps(run_7b()))
         return
+    if args.only_small:
+        print(json.dumps(run_small(args.repeats)))
+        return
+    if args.small:
+        write_json(Path(args.out).with_name("counting_small.json"), small(args))
+        return
+    import torchvision
+
     model = torchvision.models.get_model(args.model).eval()
     x = torch.randn(1, 3, args.size, args.size)
     times: dict[str, list[float]] = {"fvcore": [], "adderconv": []}
