@@ -296,37 +296,124 @@ def _sanitizer_preload() -> str | None:
     return f"{asan} {stdcpp}" if asan and stdcpp else None
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sanitizer build is tested on Linux (GCC)")
-def test_cpu_kernels_fuzzed_under_address_and_undefined_behaviour_sanitizers(tmp_path):
-    """The C++ kernels built with -fsanitize=address,undefined (a build of their own, outside the kernel cache),
-    run in a subprocess with the ASan runtime preloaded, over random geometries; forward and the clipped input
-    gradient must equal the float64 reference (the weight gradient is oneDNN's, not ours), and the sanitizers must
-    say nothing."""
+_SANITIZE = "-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
+
+
+def _run_sanitized(tmp_path: Path, prefix: str, source: Path, cflags: str, script: str, cases: int) -> None:
+    """Build ``source`` with ``cflags`` + the sanitizers (a build of its own, outside the kernel cache), run
+    ``script`` in a subprocess with the ASan runtime preloaded, and fail on any sanitizer report."""
     preload = _sanitizer_preload()
     if preload is None:
         pytest.fail("no ASan runtime (g++ -print-file-name=libasan.so): install GCC's libasan to run this test")
     from adderconv.kernels.build import build_key, cache_dir
 
-    source = Path(cpu.__file__).with_name("cpu_kernels.cpp")
-    # the production flags (so the same vector width and tiles are fuzzed) plus the sanitizers
-    cflags = "-O1 -g -march=native -fopenmp -fno-omit-frame-pointer -fsanitize=address,undefined " \
-             "-fno-sanitize-recover=undefined"
-    ldflags = "-fopenmp -fsanitize=address,undefined"
-    name = build_key("adderconv_cpu_sanitized", source.read_text(), torch.__version__, sys.version, cflags)
+    texts = [f.read_text() for f in sorted(source.parent.glob("*.h"))] + [source.read_text()]
+    name = build_key(prefix, *texts, torch.__version__, sys.version, cflags)
     build = cache_dir().parent / "sanitized" / name     # never inside the kernel cache the library loads from
     build.mkdir(parents=True, exist_ok=True)
-    script = tmp_path / "fuzz.py"
-    script.write_text(textwrap.dedent(_FUZZ))
+    (tmp_path / "fuzz.py").write_text(textwrap.dedent(script))
     env = {**os.environ, "LD_PRELOAD": preload, "ADDERCONV_ROOT": str(Path(__file__).resolve().parents[1]),
-           "FUZZ_NAME": name, "FUZZ_SOURCE": str(source), "FUZZ_BUILD": str(build), "FUZZ_CFLAGS": cflags,
-           "FUZZ_LDFLAGS": ldflags, "FUZZ_SEED": "0", "FUZZ_CASES": "150",
+           "FUZZ_NAME": name, "FUZZ_SOURCE": str(source), "FUZZ_BUILD": str(build),
+           "FUZZ_CFLAGS": f"{cflags} {_SANITIZE}", "FUZZ_LDFLAGS": "-fopenmp -fsanitize=address,undefined",
+           "FUZZ_SEED": "0", "FUZZ_CASES": str(cases),
            # python itself "leaks" at exit; everything else halts with a report and a non-zero exit
            "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=99",
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1:exitcode=98"}
-    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, str(tmp_path / "fuzz.py")], env=env, capture_output=True, text=True,
+                          timeout=900)
     report = proc.stdout + proc.stderr
     found = [i for i, line in enumerate(report.splitlines()) if "Sanitizer" in line or "runtime error:" in line]
     first = "\n".join(report.splitlines()[found[0]:found[0] + 12]) if found else report[-3000:]
     assert proc.returncode == 0 and not found, f"exit {proc.returncode}:\n{first}"
-    assert "FUZZ OK 150" in proc.stdout, report[-3000:]
+    assert f"FUZZ OK {cases}" in proc.stdout, report[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sanitizer build is tested on Linux (GCC)")
+def test_cpu_kernels_fuzzed_under_address_and_undefined_behaviour_sanitizers(tmp_path):
+    """The float C++ kernels with -fsanitize=address,undefined, over random geometries: forward and both gradients
+    through the op (dX is ours, dW oneDNN's plus a rank-1 term) equal the float64 reference, the kernel refuses bad
+    arguments itself, and the sanitizers say nothing. The production flags, so the same vector width and tiles."""
+    _run_sanitized(tmp_path, "adderconv_cpu_sanitized", Path(cpu.__file__).with_name("cpu_kernels.cpp"),
+                   "-march=native -fopenmp", _FUZZ, 300)
+
+
+_FUZZ_INT8 = r"""
+import os, random, sys
+import torch
+from torch.utils import cpp_extension
+sys.path.insert(0, os.environ["ADDERCONV_ROOT"])
+from adderconv.kernels import int8, int8_portable
+from adderconv.quant.op import adder_conv2d_int8, adder_conv2d_int8_residual, quantize_uint8
+
+ext = cpp_extension.load(os.environ["FUZZ_NAME"], [os.environ["FUZZ_SOURCE"]],
+                         build_directory=os.environ["FUZZ_BUILD"], verbose=False,
+                         extra_cflags=os.environ["FUZZ_CFLAGS"].split(),
+                         extra_ldflags=os.environ["FUZZ_LDFLAGS"].split())
+int8._ext = ext                                   # the op's C++ path now calls the sanitized build
+assert int8.extension() is ext and int8.available()
+isas = int8.supported_isas()
+seed = int(os.environ["FUZZ_SEED"])
+rng = random.Random(seed)
+torch.manual_seed(seed)
+runs = 0
+while runs < int(os.environ["FUZZ_CASES"]):
+    groups = rng.choice([1, 1, 2, 3])
+    cg, og = rng.choice([1, 3, 8, 16, rng.randint(1, 20)]), rng.randint(1, 19)
+    kh, kw = rng.randint(1, 3), rng.randint(1, 3)
+    s, p, d = [rng.randint(1, 3), rng.randint(1, 3)], [rng.randint(0, 2), rng.randint(0, 2)], \
+        [rng.randint(1, 2), rng.randint(1, 2)]
+    h, w, n = rng.randint(1, 11), rng.randint(1, 13), rng.randint(1, 2)
+    if h + 2 * p[0] < d[0] * (kh - 1) + 1 or w + 2 * p[1] < d[1] * (kw - 1) + 1:
+        continue
+    o, z, lo = og * groups, rng.randint(0, 255), rng.randint(0, 255)
+    x = torch.randint(0, 256, (n, h, w, cg * groups), dtype=torch.uint8)
+    wt = torch.randint(0, 256, (o, cg, kh, kw), dtype=torch.uint8)
+    scale, shift = torch.randn(o) * 0.01, torch.randn(o) * 10
+    mode = rng.choice(["int32", "float", "uint8"])
+    m = {"int32": 0, "float": 1, "uint8": 2}[mode]
+    want = int8_portable.adder_int8(x, wt, z, s, p, d, groups, scale, shift, m, lo)
+    sums = int8_portable.sums(x, wt, z, s, p, d, groups)
+    res = torch.randn(sums.shape)
+    want_y, want_q = int8_portable.residual_epilogue(sums, scale, shift, res, True, 0.05, 7)
+    for isa in isas:
+        int8.set_isa(isa)
+        y = adder_conv2d_int8(x, wt, z, s, p, d, groups, scale=scale, shift=shift, mode=mode, lo=lo)
+        assert torch.equal(y, want), f"{isa} {mode} x {tuple(x.shape)} w {tuple(wt.shape)} s{s} p{p} d{d} g{groups}"
+        ry, rq = adder_conv2d_int8_residual(x, wt, z, s, p, d, groups, scale=scale, shift=shift, residual=res,
+                                            relu=True, codes_scale=0.05, codes_zero_point=7)
+        assert torch.equal(ry, want_y) and torch.equal(rq, want_q), f"{isa} residual s{s} p{p} d{d} g{groups}"
+        xf = torch.randn(n, cg * groups, h, w) * 3
+        assert torch.equal(quantize_uint8(xf, 0.02, z, lo), int8_portable.quantize(xf, torch.tensor(0.02), z, lo))
+    runs += 1
+# the kernel's own refusals under the sanitizers
+packed = int8.pack(torch.zeros(2, 8, 3, 3, dtype=torch.uint8), 3, 1)
+xb, one, zero = torch.zeros(1, 6, 6, 8, dtype=torch.uint8), torch.ones(2), torch.zeros(2)
+for call in (lambda: ext.forward(xb, packed, 2, 3, 3, 3, [1, 1], [0, 0], [-1, 1], 1, one, zero, 0, 0, -1),
+             lambda: ext.forward(xb, packed, 2, 3, 3, 3, [0, 1], [0, 0], [1, 1], 1, one, zero, 0, 0, -1),
+             lambda: ext.forward(xb, packed, 2, 3, 3, 3, [1], [0], [1], 1, one, zero, 0, 0, -1),
+             lambda: ext.forward(xb, packed, 2, 3, 3, 3, [1, 1], [0, 0], [1, 1], 1, one, zero, 2, -5, -1),
+             lambda: ext.forward(xb, packed, 2, 3, 3, 300, [1, 1], [0, 0], [1, 1], 1, one, zero, 0, 0, -1),
+             lambda: ext.forward(xb, packed, 2, 3, 3, 3, [1, 1], [0, 0], [1, 1], 1, torch.tensor([1, float("nan")]),
+                                 zero, 1, 0, -1),
+             lambda: ext.quantize(torch.randn(1, 2, 3, 3), float("nan"), 0, 0),
+             lambda: ext.quantize(torch.randn(1, 2, 3, 3), 0.1, 999, 0)):
+    try:
+        call()
+    except (RuntimeError, ValueError):
+        continue
+    raise SystemExit("the int8 kernel accepted a bad argument")
+print(f"FUZZ OK {runs}")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sanitizer build is tested on Linux (GCC)")
+def test_int8_kernels_fuzzed_under_address_and_undefined_behaviour_sanitizers(tmp_path):
+    """The int8 C++ kernels with -fsanitize=address,undefined, over random geometries, zero points, floors and
+    epilogues, on every vector path this CPU has: sums, float and requantised epilogues, the fused residual and the
+    quantiser equal the PyTorch integer fallback exactly; bad arguments are refused; the sanitizers say nothing."""
+    from adderconv.kernels import int8
+
+    _run_sanitized(tmp_path, "adderconv_int8_sanitized", Path(int8.__file__).with_name("int8_kernels.cpp"),
+                   "-ffp-contract=off -fno-trapping-math -fopenmp", _FUZZ_INT8, 100)
