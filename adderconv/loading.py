@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import zoo
-from .arch import ArchSpec, looks_like_spec
+from .arch import ArchSpec, Budget, FileKwargs, looks_like_spec
 from .converters import apply_recipe
 from .errors import AdderconvError
 from .io import (TRUST_HINT, as_state_dict, first_line, is_torchscript, is_zoo_name, read_safetensors,
@@ -143,7 +143,10 @@ def open_model(source: str | os.PathLike, arch: str | ArchSpec | None = None, tr
             return LoadedModel(obj)
         state, metadata = as_state_dict(obj, path), {}
     spec, trusted = _spec(arch, metadata, source)
-    model = spec.build(trusted=trusted or trust)
+    # arguments the file chose are bounded by the weights it holds (10**8 blocks are refused at once)
+    budget = Budget.for_weights(sum(t.numel() for t in state.values()), len(state)) \
+        if isinstance(spec.kwargs, FileKwargs) and spec.kwargs else None
+    model = spec.build(trusted=trusted or trust, budget=budget)
     notes: list[str] = []
     if recipe := metadata.get("adderconv.recipe"):      # plain JSON the converter owns and validates
         model = apply_recipe(model, recipe)
