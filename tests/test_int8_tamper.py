@@ -4,6 +4,8 @@ kernels and on the PyTorch fallback alike.
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -237,3 +239,56 @@ def test_tampered_file_is_one_line_and_exit_2_on_the_command_line(case, command,
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, out, err)
     assert "Traceback" not in out + err and not (tmp_path / "out.onnx").exists()
+
+
+# --- a recipe that disagrees with the architecture (issue 28, 10) ------------------------------------------------
+
+def _recipe_edit(quantised, tmp_path, edit):
+    """The file with its quantisation recipe (JSON metadata) edited."""
+    _, tensors, meta, _ = quantised
+    recipe = json.loads(meta["adderconv.quant"])
+    edit(recipe)
+    path = tmp_path / "recipe.safetensors"
+    save_file(tensors, str(path), metadata={**meta, "adderconv.quant": json.dumps(recipe)})
+    return path
+
+
+def _flip_out(recipe):
+    spec = recipe["layers"][L]                  # hands uint8 codes to layer1.0.conv2
+    spec["out"] = "float" if spec["out"] == "uint8" else "uint8"
+
+
+def _flip_codes_only(recipe):
+    spec = next(s for s in recipe["layers"].values() if "codes_zero_point" in s)
+    spec["codes_only"] = not spec["codes_only"]
+
+
+def _drop_codes(recipe):
+    spec = next(s for s in recipe["layers"].values() if "codes_zero_point" in s)
+    del spec["codes_zero_point"], spec["codes_only"]
+
+
+def _add_codes(recipe):
+    recipe["layers"][L].update(codes_zero_point=3, codes_only=True)
+
+
+def _fold_one_less(recipe):
+    recipe["folded"] = recipe["folded"][1:]
+
+
+@pytest.mark.parametrize("edit, match", [
+    (_flip_out, "writes"), (_flip_codes_only, "read"), (_drop_codes, "lacks the codes"),
+    (_add_codes, "has the codes"), (_fold_one_less, "folded BatchNorms"),
+], ids=["out flipped", "codes_only flipped", "codes dropped", "codes added", "a fold missing"])
+def test_a_recipe_that_disagrees_with_the_architecture_is_one_line(edit, match, quantised, tmp_path, run_cli):
+    """Before: a flipped out loaded and ran without a word; a flipped codes_only ran into a traceback."""
+    path = _recipe_edit(quantised, tmp_path, edit)
+    with pytest.raises(AdderconvError, match=match):
+        adderconv.load_model(path)
+    code, out, err = run_cli("energy", path)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_the_unedited_recipe_passes_the_same_checks(quantised, tmp_path):
+    path = _recipe_edit(quantised, tmp_path, lambda recipe: None)
+    assert any(isinstance(m, QuantAdderConv2d) for m in adderconv.load_model(path).modules())

@@ -26,6 +26,7 @@ from ..untrusted import json_loads
 from .api import set_module
 from .fuse import fuse_residuals
 from .layers import QuantAdderConv2d, QuantAdderLinear, quantizable
+from .plan import plan
 
 __all__ = ["QUANT_KEY", "recipe_json", "apply_quant_recipe", "save_quantized", "is_quantized"]
 
@@ -83,6 +84,20 @@ def apply_quant_recipe(model: nn.Module, text: str) -> nn.Module:
                                  f"this architecture")
         if not isinstance(spec, dict) or spec.get("out") not in ("float", "uint8"):
             raise AdderconvError(f"quantisation recipe: layer {name!r} needs out 'float' or 'uint8', got {spec!r}")
+    # what each layer hands on is a fact of the architecture (the quantiser's plan): a file must agree with it,
+    # or a layer would write codes its reader takes as floats (or the reverse)
+    structure = plan(model, list(layers))
+    for name, spec in layers.items():
+        step = structure.steps[name]
+        if spec["out"] != ("uint8" if step.next else "float"):
+            raise AdderconvError(f"quantisation recipe: layer {name!r} writes {spec['out']}, but in this architecture "
+                                 + (f"it hands uint8 codes to {step.next!r}" if step.next else "its output is read "
+                                    "as float"))
+    if {str(b) for b in folded} != {s.bn for s in structure.steps.values() if s.bn}:
+        raise AdderconvError(f"quantisation recipe: the folded BatchNorms {sorted(map(str, folded))[:4]} are not "
+                             f"the ones this architecture folds")
+    for name, spec in layers.items():
+        adder = modules[name]
         zp, lo = _int(spec.get("zero_point"), f"{name} zero_point"), _int(spec.get("lo", 0), f"{name} lo")
         if isinstance(adder, AdderLinear):
             layer: QuantAdderConv2d = QuantAdderLinear(adder.in_features, adder.out_features, zp, spec["out"], lo)
@@ -101,10 +116,19 @@ def apply_quant_recipe(model: nn.Module, text: str) -> nn.Module:
         raise AdderconvError(f"quantisation recipe: the residual fusions of this architecture "
                              f"({sorted(fused.items())}) differ from the file's ({sorted(wanted.items())})")
     for name, spec in layers.items():
-        if "codes_zero_point" in spec:
+        step = structure.steps[name]
+        codes = bool(step.readers) and name in fused           # as quantize decides (its set_codes)
+        if ("codes_zero_point" in spec) != codes:
+            raise AdderconvError(f"quantisation recipe: layer {name!r} {'has' if not codes else 'lacks'} the codes of "
+                                 f"a residual sum that this architecture's layers {'do not ' if not codes else ''}read")
+        if codes:
             only = spec.get("codes_only", False)
             if not isinstance(only, bool):
                 raise AdderconvError(f"quantisation recipe: {name} codes_only must be true or false, got {only!r}")
+            if only != step.only_readers:
+                raise AdderconvError(f"quantisation recipe: layer {name!r} says its sum is read "
+                                     f"{'only' if only else 'not only'} by the next layers' codes, but in this "
+                                     f"architecture it is {'' if step.only_readers else 'not '}")
             model.get_submodule(name).set_codes(_int(spec["codes_zero_point"], f"{name} codes_zero_point"),
                                                 only=only)
     setattr(model, _REPLAYED, {"folded": list(folded), "calibration": recipe.get("calibration", {})})
