@@ -13,8 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from adderconv import __version__
-from adderconv.errors import AdderconvError
+from adderconv.errors import AdderconvError   # torch-free, as is `import adderconv`: parsing and --help load no torch
 
 if __name__ not in ("adderconv.cli", "__main__"):   # a checkout's top level is on sys.path: no second copy
     raise ImportError(f"import adderconv.cli, not {__name__}")
@@ -65,6 +64,8 @@ def _take(cls, args: dict):
 
 def _version_callback(value: bool) -> None:
     if value:
+        from adderconv import __version__
+
         typer.echo(f"adderconv {__version__}")
         raise typer.Exit()
 

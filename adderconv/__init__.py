@@ -35,32 +35,58 @@ if _in_checkout:
     if not any(isinstance(f, _CheckoutSiblings) for f in _sys.meta_path):
         _sys.meta_path.append(_CheckoutSiblings())
 
-from .adaptive_lr import AdaptiveLR, adaptive_scale  # noqa: E402
-from .errors import AdderconvError  # noqa: E402
-from .layers import AdderConv1d, AdderConv2d, AdderConv3d, AdderLinear  # noqa: E402
-from .ops import adder_conv2d, adder_conv3d  # noqa: E402
-from .sr import AdderSRBlock, PowerActivation  # noqa: E402
-from .zoo import default_input_shape, get_model, list_models  # noqa: E402
+from .errors import AdderconvError  # noqa: E402  (torch-free: the CLI's error boundary needs it before parsing)
 
-try:
-    from importlib.metadata import PackageNotFoundError, version as _version
+# Every other public name is imported on first use (PEP 562): name -> (submodule, attribute). `import adderconv`
+# (and so `adderconv --help`) stays free of torch, and the layers above the op (conversion, loading,
+# quantisation) can import the op's modules without a cycle. A submodule imported here registers what it
+# defines, e.g. adderconv.ops the custom ops torch.ops.adderconv.* and their counting handles.
+_LAZY = {
+    "AdaptiveLR": ("adaptive_lr", "AdaptiveLR"), "adaptive_scale": ("adaptive_lr", "adaptive_scale"),
+    "AdderConv1d": ("layers", "AdderConv1d"), "AdderConv2d": ("layers", "AdderConv2d"),
+    "AdderConv3d": ("layers", "AdderConv3d"), "AdderLinear": ("layers", "AdderLinear"),
+    "adder_conv2d": ("ops", "adder_conv2d"), "adder_conv3d": ("ops", "adder_conv3d"),
+    "AdderSRBlock": ("sr", "AdderSRBlock"), "PowerActivation": ("sr", "PowerActivation"),
+    "default_input_shape": ("zoo", "default_input_shape"), "get_model": ("zoo", "get_model"),
+    "list_models": ("zoo", "list_models"), "convert": ("converters", "convert"), "quantize": ("quant", "quantize"),
+    "load_model": ("loading", "load_model"), "load": ("loading", "load_model"),   # load: the short name
+}
 
-    __version__ = _version("adderconv")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
 
-# Names imported on first use: name -> (submodule, attribute). `import adderconv` stays light, and the layers
-# above the op (conversion, loading, quantisation) can import the op's modules without a cycle.
-_LAZY = {"convert": ("converters", "convert"), "quantize": ("quant", "quantize"),
-         "load_model": ("loading", "load_model"), "load": ("loading", "load_model")}   # load: the short name
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("adderconv")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+unknown"
+
+
+def _is_submodule(name: str) -> bool:
+    import importlib.util
+
+    return name.isidentifier() and not name.startswith("__") \
+        and importlib.util.find_spec(f"{__name__}.{name}") is not None
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
+
+    if name == "__version__":
+        value = _version()
+    elif name in _LAZY:
         module, attr = _LAZY[name]
-        return getattr(importlib.import_module(f".{module}", __name__), attr)
-    raise AttributeError(f"module 'adderconv' has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    elif _is_submodule(name):   # `import adderconv; adderconv.layers.X` worked when this file imported them eagerly
+        return importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

@@ -25,6 +25,7 @@ import onnx
 import torch
 from torch import nn
 
+import adderconv.ops  # noqa: F401  (registers torch.ops.adderconv.adder_conv2d, translated below)
 from adderconv.errors import AdderconvError
 from adderconv.io import atomic_write
 
