@@ -13,6 +13,24 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session")
+def with_bn_stats():
+    """``with_bn_stats(net, shape=(3, 32, 32), seed=0)``: ``net`` in eval mode with BatchNorms holding real
+    statistics of random inputs (a random net's default ones kill every ReLU)."""
+    def fill(net: torch.nn.Module, shape: tuple[int, ...] = (3, 32, 32), seed: int = 0) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None
+        net.train()
+        with torch.no_grad():
+            net(torch.randn(32, *shape))
+        return net.eval()
+
+    return fill
+
+
 @pytest.fixture()
 def run_cli(monkeypatch, capsys):
     """Run ``adderconv ARGS`` in-process through ``main()``'s error boundary: (exit code, stdout, stderr)."""

@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch import nn
 
 import adderconv
 from adderconv import AdderconvError
@@ -122,22 +121,11 @@ def test_residual_op_refuses_bad_code_grids(codes_scale, codes_zero_point, match
 
 # --- files --------------------------------------------------------------------------------------------------------
 
-def _with_bn_stats(net: nn.Module, shape) -> nn.Module:
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    net.train()
-    with torch.no_grad():
-        net(torch.randn(32, *shape))
-    return net.eval()
-
-
 @pytest.fixture(scope="module")
-def quantised(tmp_path_factory):
+def quantised(tmp_path_factory, with_bn_stats):
     """A quantised ResNet-20 (residual layers emit codes: a codes_scale) saved as a file; (path, tensors, meta)."""
     torch.manual_seed(0)
-    net = _with_bn_stats(adderconv.get_model("resnet20_adder"), (3, 32, 32))
+    net = with_bn_stats(adderconv.get_model("resnet20_adder"), (3, 32, 32))
     q = adderconv.quantize(net, [torch.randn(8, 3, 32, 32) for _ in range(2)])
     path = tmp_path_factory.mktemp("q") / "q.safetensors"
     save_quantized(q, path, {"adderconv.arch": "resnet20_adder"})

@@ -18,22 +18,9 @@ from adderconv.quant import QuantAdderConv2d, save_quantized
 from adderconv.quant.scheme import Grid
 
 
-def _with_bn_stats(net: nn.Module, shape=(3, 32, 32), seed: int = 0) -> nn.Module:
-    """A random net whose BatchNorms hold real statistics (random ones kill every ReLU)."""
-    torch.manual_seed(seed)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    net.train()
-    with torch.no_grad():
-        net(torch.randn(32, *shape))
-    return net.eval()
-
-
 @pytest.fixture(scope="module")
-def resnet():
-    net = _with_bn_stats(get_model("resnet20_adder"))
+def resnet(with_bn_stats):
+    net = with_bn_stats(get_model("resnet20_adder"))
     gen = torch.Generator().manual_seed(1)
     return net, adderconv.quantize(net, [torch.randn(16, 3, 32, 32, generator=gen) for _ in range(2)])
 
@@ -161,12 +148,12 @@ def test_recipe_is_validated_data(resnet, tmp_path):
             adderconv.load_model(bad_path)
 
 
-def test_depthwise_grouped_strided_dilated_layers():
+def test_depthwise_grouped_strided_dilated_layers(with_bn_stats):
     torch.manual_seed(0)
     net = nn.Sequential(AdderConv2d(8, 8, 3, padding=2, dilation=2, groups=8), nn.BatchNorm2d(8), nn.ReLU(),
                         AdderConv2d(8, 12, 3, stride=2, padding=1, groups=2), nn.BatchNorm2d(12), nn.ReLU(),
                         AdderConv2d(12, 5, 1))
-    net = _with_bn_stats(net, (8, 11, 13))
+    net = with_bn_stats(net, (8, 11, 13))
     q = adderconv.quantize(net, torch.randn(8, 8, 11, 13))
     assert q[0].out_mode == "uint8" and q[3].out_mode == "uint8" and q[6].out_mode == "float"
     x = torch.randn(4, 8, 11, 13)
@@ -176,8 +163,8 @@ def test_depthwise_grouped_strided_dilated_layers():
 
 
 @pytest.mark.parametrize("method", ["minmax", "percentile", "mse"])
-def test_calibration_methods_report(method):
-    net = _with_bn_stats(get_model("lenet5_bn_adder"), (1, 32, 32))
+def test_calibration_methods_report(method, with_bn_stats):
+    net = with_bn_stats(get_model("lenet5_bn_adder"), (1, 32, 32))
     q = adderconv.quantize(net, [torch.randn(8, 1, 32, 32)] * 2, method=method)
     report = q.adderconv_quant
     assert report.method == method and report.batches == 2 and report.samples == 16
@@ -193,8 +180,8 @@ def test_original_model_untouched(resnet):
     assert isinstance(net.layer1[0].bn1, nn.BatchNorm2d)
 
 
-def test_bad_input_one_line():
-    net = _with_bn_stats(get_model("resnet20_adder"))
+def test_bad_input_one_line(with_bn_stats):
+    net = with_bn_stats(get_model("resnet20_adder"))
     with pytest.raises(AdderconvError, match=r"calibration batch of shape \(4, 1, 32, 32\) does not fit"):
         adderconv.quantize(net, torch.randn(4, 1, 32, 32))
     with pytest.raises(AdderconvError, match="no adder layers"):
@@ -208,13 +195,13 @@ def test_bad_input_one_line():
         adderconv.quantize(net, [])
 
 
-def test_adder_linear_layers_quantised_and_reloaded(tmp_path):
+def test_adder_linear_layers_quantised_and_reloaded(tmp_path, with_bn_stats):
     from adderconv.converters import Policy, convert, save_converted
     from adderconv.quant import QuantAdderLinear
 
     cnn = get_model("lenet5_bn").eval()
     net = convert(cnn, Policy(convert_linear=True), example_inputs=(torch.zeros(1, 1, 32, 32),))
-    net = _with_bn_stats(net, (1, 32, 32))
+    net = with_bn_stats(net, (1, 32, 32))
     src = tmp_path / "adder.safetensors"
     save_converted(net, src, arch="lenet5_bn")
     q = adderconv.quantize(net, torch.randn(16, 1, 32, 32))

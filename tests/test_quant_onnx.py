@@ -18,20 +18,8 @@ from adderconv.converters.onnx_verify import verify_onnx
 pytest.importorskip("onnxruntime")
 
 
-def _with_bn_stats(net: nn.Module, shape) -> nn.Module:
-    torch.manual_seed(0)
-    for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    net.train()
-    with torch.no_grad():
-        net(torch.randn(32, *shape))
-    return net.eval()
-
-
-def test_quantised_resnet_exports_qdq_and_verifies_exactly(tmp_path):
-    net = _with_bn_stats(get_model("resnet20_adder"), (3, 32, 32))
+def test_quantised_resnet_exports_qdq_and_verifies_exactly(tmp_path, with_bn_stats):
+    net = with_bn_stats(get_model("resnet20_adder"), (3, 32, 32))
     q = adderconv.quantize(net, torch.randn(16, 3, 32, 32))
     path = tmp_path / "q.onnx"
     info = export_onnx(q, path, (1, 3, 32, 32))
@@ -50,13 +38,13 @@ def test_quantised_resnet_exports_qdq_and_verifies_exactly(tmp_path):
         assert c.codes_different <= 1e-5 * c.codes_checked
 
 
-def test_grouped_dilated_and_linear_layers_export_exactly(tmp_path):
+def test_grouped_dilated_and_linear_layers_export_exactly(tmp_path, with_bn_stats):
     from adderconv import AdderConv2d, AdderLinear
 
     net = nn.Sequential(AdderConv2d(8, 8, 3, padding=2, dilation=2, groups=8), nn.BatchNorm2d(8), nn.ReLU(),
                         AdderConv2d(8, 12, 3, stride=2, padding=1, groups=2), nn.BatchNorm2d(12), nn.ReLU(),
                         nn.Flatten(), AdderLinear(12 * 6 * 7, 16), nn.BatchNorm1d(16), nn.ReLU(), AdderLinear(16, 4))
-    net = _with_bn_stats(net, (8, 11, 13))
+    net = with_bn_stats(net, (8, 11, 13))
     q = adderconv.quantize(net, torch.randn(16, 8, 11, 13))
     path = tmp_path / "g.onnx"
     export_onnx(q, path, (1, 8, 11, 13))
@@ -76,11 +64,11 @@ def _run(monkeypatch, capsys, *args):
 
 
 @pytest.mark.slow
-def test_cli_quantize_then_every_command_reads_the_file(tmp_path, monkeypatch, capsys):
+def test_cli_quantize_then_every_command_reads_the_file(tmp_path, monkeypatch, capsys, with_bn_stats):
     from adderconv.converters import save_converted
 
     src, out, js = tmp_path / "adder.safetensors", tmp_path / "q.safetensors", tmp_path / "q.json"
-    save_converted(_with_bn_stats(get_model("lenet5_bn_adder"), (1, 32, 32)), src, arch="lenet5_bn_adder")
+    save_converted(with_bn_stats(get_model("lenet5_bn_adder"), (1, 32, 32)), src, arch="lenet5_bn_adder")
     code, stdout, _ = _run(monkeypatch, capsys, "quantize", src, "-o", out, "--limit", "128",
                            "--calib-batches", "2", "--json", js)
     assert code == 0, stdout
