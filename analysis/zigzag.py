@@ -497,6 +497,25 @@ def _workload(specs: Sequence[LayerSpec], operand_bits: int, accumulator_bits: i
     return layers
 
 
+@dataclass(frozen=True)
+class _Mapped:
+    """What ZigZag's search found for one layer geometry: everything but the compute price, which is ours."""
+
+    macs: int
+    memory_pj: dict[str, float]
+    engine_compute_pj: float
+    latency_cycles: float
+    utilization: float
+    spatial_utilization: float
+    spatial_mapping: str
+
+
+# setup (accelerator as run, mapping, search settings, widths) -> layer geometry -> its mapping. A search depends
+# on neither the layer's name nor its unit's price, so a CNN and its adder net (the same geometries) share one
+# search per accelerator, as do repeated layers and repeated calls in one process.
+_SEARCHED: dict[tuple, dict[tuple, _Mapped]] = {}
+
+
 def _memory_levels(cme: Any) -> dict[str, float]:
     energies: dict[str, float] = {}
     hierarchy = cme.accelerator.memory_hierarchy
@@ -552,7 +571,8 @@ def run_dataflow(specs: Sequence[LayerSpec], accelerator: str | Path, *, unit_pj
     of 67 CPU-seconds). ``objective``: what the search minimises per layer, ``latency`` (ZigZag's default),
     ``energy`` or ``EDP``; the unit energy is the same for every mapping of a layer, so re-pricing never changes
     the choice. ``mapping``: a ZigZag mapping YAML (default: the bundled one of a bundled accelerator, else ZigZag
-    generates the spatial mapping). Layers of equal geometry are mapped once: the search is the same.
+    generates the spatial mapping). Layers of equal geometry are mapped once per process and setup (the search is
+    the same; a CNN and its adder net share it), so ``seconds`` is the time of the searches this call ran.
     ZigZag writes no files (its inputs go to a temporary directory); its logging and progress bar are muted.
     """
     require_zigzag()
@@ -591,39 +611,41 @@ def run_dataflow(specs: Sequence[LayerSpec], accelerator: str | Path, *, unit_pj
                      f"({math.prod(new_sizes) / math.prod(sizes):.3g}x the units; asked {array_scale:.3g}x)")
     entry["name"] = "default"   # the one entry: our layers' names never select another
 
-    unique: dict[tuple, int] = {}          # geometry -> index into `first`
-    first: list[LayerSpec] = []
-    for s in specs:
-        if s.geometry() not in unique:
-            unique[s.geometry()] = len(first)
-            first.append(s)
-    workload = _workload(first, operand_bits, accumulator_bits)
-
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="adderconv-zigzag-") as tmp, _quiet():
-        hw_file, mapping_file = Path(tmp) / "accelerator.yaml", Path(tmp) / "mapping.yaml"
-        hw_file.write_text(yaml.safe_dump(hw, sort_keys=False), encoding="utf-8")   # key order = memory order
-        mapping_file.write_text(yaml.safe_dump([entry], sort_keys=False), encoding="utf-8")
-        try:
-            cmes = _search(workload, hw_file, mapping_file, objective, lpf_limit, spatial_mappings)
-        except Exception as e:   # noqa: BLE001  (ZigZag's failures name its own terms: one line, ours)
-            raise AdderconvError(f"ZigZag found no mapping on {path.stem} ({_first_line(e)})") from None
-    seconds = time.perf_counter() - start
+    hw_text = yaml.safe_dump(hw, sort_keys=False)      # key order = memory order
+    mapping_text = yaml.safe_dump([entry], sort_keys=False)
+    known = _SEARCHED.setdefault((hw_text, mapping_text, objective, lpf_limit, spatial_mappings, operand_bits,
+                                  accumulator_bits), {})
+    todo = list({s.geometry(): s for s in specs if s.geometry() not in known}.values())   # each geometry once
 
     levels = list(hw["memories"])
-    by_id = {cme.layer.id: cme for cme in cmes}
+    start = time.perf_counter()
+    if todo:
+        with tempfile.TemporaryDirectory(prefix="adderconv-zigzag-") as tmp, _quiet():
+            hw_file, mapping_file = Path(tmp) / "accelerator.yaml", Path(tmp) / "mapping.yaml"
+            hw_file.write_text(hw_text, encoding="utf-8")
+            mapping_file.write_text(mapping_text, encoding="utf-8")
+            try:
+                cmes = _search(_workload(todo, operand_bits, accumulator_bits), hw_file, mapping_file, objective,
+                               lpf_limit, spatial_mappings)
+            except Exception as e:   # noqa: BLE001  (ZigZag's failures name its own terms: one line, ours)
+                raise AdderconvError(f"ZigZag found no mapping on {path.stem} ({_first_line(e)})") from None
+        for cme in cmes:
+            memory = {level: 0.0 for level in levels}
+            memory.update(_memory_levels(cme))
+            known[todo[cme.layer.id].geometry()] = _Mapped(
+                int(cme.layer.total_mac_count), memory, float(cme.mac_energy), float(cme.latency_total2),
+                float(cme.mac_utilization2), float(cme.mac_spatial_utilization), str(cme.layer.spatial_mapping))
+    seconds = time.perf_counter() - start
+
     layers = []
     for s in specs:
-        cme = by_id[unique[s.geometry()]]
-        if int(cme.layer.total_mac_count) != s.macs:    # our count and ZigZag's loops must describe one layer
-            raise RuntimeError(f"ZigZag counts {cme.layer.total_mac_count} MACs for {s.name!r}, we count {s.macs}")
-        memory = {level: 0.0 for level in levels}
-        memory.update(_memory_levels(cme))
+        m = known[s.geometry()]
+        if m.macs != s.macs:    # our count and ZigZag's loops must describe one layer
+            raise RuntimeError(f"ZigZag counts {m.macs} MACs for {s.name!r}, we count {s.macs}")
         layers.append(LayerDataflow(
             name=s.name, op=s.op, macs=s.macs, compute_pj=s.macs * float(unit_pj[s.name]),
-            engine_compute_pj=float(cme.mac_energy), memory_pj=memory, latency_cycles=float(cme.latency_total2),
-            utilization=float(cme.mac_utilization2), spatial_utilization=float(cme.mac_spatial_utilization),
-            spatial_mapping=str(cme.layer.spatial_mapping)))
+            engine_compute_pj=m.engine_compute_pj, memory_pj=dict(m.memory_pj), latency_cycles=m.latency_cycles,
+            utilization=m.utilization, spatial_utilization=m.spatial_utilization, spatial_mapping=m.spatial_mapping))
     return DataflowResult(accelerator=str(accelerator), layers=layers, seconds=seconds, operand_bits=operand_bits,
                           accumulator_bits=accumulator_bits, array_scale=math.prod(new_sizes) / math.prod(sizes),
                           array_sizes=tuple(new_sizes), engine_unit_pj=engine_unit, lpf_limit=lpf_limit,

@@ -274,3 +274,19 @@ def test_larger_array_is_not_slower():
     assert any("operational array 32x32" in note for note in big.notes)
     assert big.latency_cycles <= base.latency_cycles
     assert big.compute_pj == base.compute_pj                 # the same operations, priced the same
+
+
+@zigzag_installed
+def test_one_search_per_geometry_and_setup_in_a_process(small_net, monkeypatch):
+    """A CNN and its adder net have the same geometries: the second report re-prices the first one's search."""
+    calls = []
+    search = zz._search
+    monkeypatch.setattr(zz, "_search", lambda workload, *a: calls.append(len(workload)) or search(workload, *a))
+    monkeypatch.setattr(zz, "_SEARCHED", {})
+    a = run_dataflow(small_net, "tpu_like", unit_pj=dict.fromkeys("0125", 0.3), lpf_limit=2)
+    b = run_dataflow(small_net, "tpu_like", unit_pj=dict.fromkeys("0125", 0.13), lpf_limit=2)
+    assert calls == [3]                   # 4 layers, 3 geometries (the two adder layers are alike), one search
+    assert a.memory_pj == b.memory_pj and a.latency_cycles == b.latency_cycles and b.seconds < a.seconds
+    assert b.compute_pj == pytest.approx(a.compute_pj * 0.13 / 0.3)
+    run_dataflow(small_net, "tpu_like", unit_pj=dict.fromkeys("0125", 0.3), lpf_limit=2, accumulator_bits=16)
+    assert calls == [3, 3]                # other widths: another setup, another search
