@@ -54,9 +54,10 @@ def _set_mode(module: nn.Module, training: bool) -> None:
 def count_model(model: nn.Module, input_shape: tuple[int, ...], *, capture: str = "dispatch",
                 training: bool = False, optimizer: str | None = None,
                 handles: Mapping[object, object] | None = None) -> ModelCounts:
-    """Count ``model`` on an input of ``input_shape`` (zeros; fakes of it by default); the caller's training
-    flag is restored. Inference counts run in eval mode; ``training=True`` counts a training step in train
-    mode (forward, backward, and the update of ``optimizer`` (``sgd``/``adam``) as a line of its own)."""
+    """Count ``model`` on an input of ``input_shape`` (a fake made from the shape alone by default, nothing
+    allocated; zeros for the real and jit captures); the caller's training flag is restored. Inference counts
+    run in eval mode; ``training=True`` counts a training step in train mode (forward, backward, and the update
+    of ``optimizer`` (``sgd``/``adam``) as a line of its own)."""
     if capture not in CAPTURES:
         raise AdderconvError(f"unknown capture {capture!r}; choose one of {', '.join(CAPTURES)}")
     module = model.module() if isinstance(model, torch.export.ExportedProgram) else model
@@ -64,7 +65,8 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], *, capture: str 
     _set_mode(module, training)
     try:
         param = next(module.parameters(), None)
-        x = torch.zeros(input_shape, device=param.device if param is not None else "cpu")
+        x = torch.empty(input_shape, device="meta") if capture == "dispatch" else \
+            torch.zeros(input_shape, device=param.device if param is not None else "cpu")
         counts = count_ops(model, x, capture=capture, training=training, handles=handles)
     except (RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

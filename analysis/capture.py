@@ -207,14 +207,20 @@ def _packed_shapes(op: Any, args: tuple) -> tuple:
     return (output, *states)
 
 
-def _fake_input(fake: Any, t: Any) -> Any:
-    """Inputs as fakes; a packed sequence keeps its batch sizes and permutations real (they are metadata)."""
+def _fake_input(fake: Any, t: Any, device: torch.device | None = None) -> Any:
+    """Inputs as fakes; a packed sequence keeps its batch sizes and permutations real (they are metadata). An input
+    on ``meta`` (a shape, nothing allocated) becomes a fake on the model's ``device``."""
     if isinstance(t, PackedSequence):
         def constant(x: Tensor | None) -> Tensor | None:   # a fake that knows its values (small, int64)
             return None if x is None else fake.fake_tensor_converter.from_real_tensor(fake, x, make_constant=True)
         return PackedSequence(fake.from_tensor(t.data), constant(t.batch_sizes), constant(t.sorted_indices),
                               constant(t.unsorted_indices))
-    return fake.from_tensor(t) if isinstance(t, Tensor) else t
+    if not isinstance(t, Tensor):
+        return t
+    if t.device.type == "meta" and device is not None and device.type != "meta":
+        with fake:
+            return torch.empty(t.shape, dtype=t.dtype, device=device)
+    return fake.from_tensor(t)
 
 
 def _unwrap(model: Any) -> tuple[nn.Module, bool]:
@@ -387,7 +393,9 @@ def _run(module: nn.Module, program: Any, inputs: tuple, capture: str, training:
             named = [*module.named_parameters(remove_duplicate=False),
                      *module.named_buffers(remove_duplicate=False)] if own else []
             fake = _to_fake(inputs, named)
-            inputs = tree_map(lambda t: _fake_input(fake, t), inputs, is_leaf=lambda t: isinstance(t, PackedSequence))
+            device = param.device if param is not None else torch.device("cpu")
+            inputs = tree_map(lambda t: _fake_input(fake, t, device), inputs,
+                              is_leaf=lambda t: isinstance(t, PackedSequence))
             if own:
                 state = _fake_state(named, fake, training)
                 call = lambda *a: torch.func.functional_call(module, state, a, strict=False)  # noqa: E731

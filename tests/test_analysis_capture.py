@@ -250,3 +250,12 @@ def test_a_tensor_changed_since_its_fake_was_made_is_faked_again():
     lin.weight.data = torch.randn(5, 4)                 # the same Parameter object, another shape
     x.data = torch.randn(6, 4)
     assert count_ops(lin, x).total == Tally(mul=6 * 5 * 4, acc=6 * 5 * 4)
+
+
+def test_counting_a_shape_allocates_no_input():
+    """Issue 28 (7): an input shape of 120 GB (as float32) is counted from the shape alone, by hand: 8 x 99998^2
+    outputs of 27 MACs each (the real allocation of zeros this used to make would fail here)."""
+    from adderconv.analysis import count_model
+
+    counts = count_model(nn.Conv2d(3, 8, 3, bias=False), (1, 3, 100_000, 100_000))
+    assert counts.total == Tally(mul=8 * 99_998**2 * 27, acc=8 * 99_998**2 * 27)
