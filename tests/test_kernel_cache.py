@@ -33,6 +33,7 @@ def test_damaged_builds_are_rebuilt_not_loaded(tmp_path):
     (tmp_path / "k.cpp").write_text(SOURCE)
     first = _load(tmp_path)
     assert first.returncode == 0 and "answer 42" in first.stdout and "built the test kernels" in first.stderr, first
+    assert first.stderr.index("building the test kernels") < first.stderr.index("built the test kernels")
     build = tmp_path / "cache" / "kernels" / "adderconv_cache_test"
     (lib,) = build.glob("adderconv_cache_test*.so")
     assert (build / "adderconv_cache_test.sha256").is_file()
@@ -52,3 +53,22 @@ def test_damaged_builds_are_rebuilt_not_loaded(tmp_path):
     for source in (tmp_path / "other" / "k.cpp", tmp_path / "k.cpp", tmp_path / "other" / "k.cpp"):
         out = _load(tmp_path, source)
         assert out.returncode == 0 and "answer 42" in out.stdout and "damaged" not in out.stderr, out.stderr[-500:]
+
+
+def test_a_build_is_announced_before_it_starts(tmp_path, monkeypatch, capsys):
+    """Issue 27 (2): the first build compiles for minutes; the user hears why before, not only after."""
+    from types import SimpleNamespace
+
+    from adderconv.kernels import build
+
+    heard = []
+
+    def load(name, sources, **kw):          # stands for the compiler: what had been said when it started?
+        heard.append(capsys.readouterr().err)
+        return SimpleNamespace(answer=lambda: 42)
+
+    monkeypatch.setenv("ADDERCONV_CACHE", str(tmp_path))
+    monkeypatch.setattr(build, "_import_cpp_extension", lambda: SimpleNamespace(load=load))
+    assert build.load_extension("adderconv_notice_test", [], cflags=[], ldflags=[], what="test kernels").answer() == 42
+    assert "building the test kernels" in heard[0] and "C++ compiler" in heard[0]
+    assert "built the test kernels" in capsys.readouterr().err

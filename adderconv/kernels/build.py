@@ -119,6 +119,9 @@ def load_extension(name: str, sources: Sequence[Path], *, cflags: Sequence[str],
                     shutil.rmtree(f) if f.is_dir() else f.unlink()
             state = None
         checked = _stamp(build, name) if state else None      # the intact library, as we hashed it
+    if state is None:   # say it before the minutes of compiling, not after them
+        print(f"adderconv: building the {what} for this CPU (first use only: a minute or two on 2 cores; needs a "
+              f"C++ compiler and the Python headers; cached in {build})", file=sys.stderr, flush=True)
     start = time.perf_counter()
     ext = cpp_extension.load(name, [str(s) for s in sources], build_directory=str(build), verbose=False,
                              extra_cflags=list(cflags), extra_ldflags=list(ldflags))
