@@ -116,7 +116,7 @@ def convert_cmd(
         help="swap (modules) or aten (torch.export graph; functional convs).")] = "swap",
     precision: Annotated[str, typer.Option(help="Precision for the energy columns.")] = "fp32",
     html: Annotated[Optional[str], typer.Option(help="Write the before/after energy report as HTML "
-                                                     "(needs adderconv[report]).")] = None,
+                                                     "(needs adderconv\\[report]).")] = None,
 ) -> None:
     """Convert a CNN's convolutions into adder layers by policy; print what changed and what it saves."""
     from rich.console import Console
@@ -164,7 +164,7 @@ def energy_cmd(
     markdown_path: Annotated[Optional[str], typer.Option("--markdown", help="Write a Markdown report (PR "
                                                                              "comments).")] = None,
     html_path: Annotated[Optional[str], typer.Option("--html", help="Write a self-contained HTML report with "
-                                                                    "charts (needs adderconv[report]).")] = None,
+                                                                    "charts (needs adderconv\\[report]).")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="A previous --json report; exit 1 if totals grew.")] = None,
     max_increase: Annotated[str, typer.Option(help="Allowed growth over --baseline, e.g. 1%.")] = "1%",
     strict: Annotated[bool, typer.Option(help="Exit 1 if any operator could not be counted.")] = False,
@@ -179,7 +179,7 @@ def energy_cmd(
     accumulator: Annotated[Optional[str], typer.Option(help="Accumulator precision for every layer (default: "
                                                             "the hardware one for each operand precision).")] = None,
     engine: Annotated[str, typer.Option(help="arithmetic, or zigzag: data movement through an accelerator's memory "
-                                             "hierarchy (needs adderconv[zigzag]).")] = "arithmetic",
+                                             "hierarchy (needs adderconv\\[zigzag]).")] = "arithmetic",
     accelerator: Annotated[str, typer.Option(help="With --engine zigzag: tpu_like, eyeriss_like, ... or a ZigZag "
                                                   "accelerator YAML file.")] = "tpu_like",
     same_area: Annotated[bool, typer.Option(help="With --engine zigzag: also run an adder net on an array with as "
@@ -228,7 +228,7 @@ def finetune_cmd(
     quiet: Annotated[bool, typer.Option(help="No progress bars or per-epoch lines.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a finished run in --out (refused otherwise).")] = False,
     tensorboard: Annotated[Optional[str], typer.Option(help="Also log each epoch to TensorBoard in this directory "
-                                                            "(needs adderconv[tensorboard]).")] = None,
+                                                            "(needs adderconv\\[tensorboard]).")] = None,
 ) -> None:
     """Fine-tune an AdderNet (converting a CNN first) with AdderNet's training rules, KD, checkpoints and DDP."""
     args = dict(locals())           # each option once, under its field's name (tests/test_cli_options.py)

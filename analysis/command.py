@@ -15,6 +15,7 @@ from rich.console import Console
 
 from adderconv.errors import AdderconvError
 from adderconv.io import atomic_writes
+from adderconv.untrusted import console as console_text
 
 from .api import analyze
 from .energy import EnergyReport
@@ -166,6 +167,8 @@ def run_energy(o: EnergyOptions, console: Console) -> int:
         with atomic_writes(*files) as tmps:
             for tmp, text in zip(tmps, files.values()):
                 Path(tmp).write_text(text, encoding="utf-8")
+        for path in files:
+            console.print(f"wrote {console_text(path)}", highlight=False)
     code = 0
     if gate is not None:
         render_gate(gate, console)

@@ -212,3 +212,13 @@ def test_training_and_captures_from_the_command_line(energy, tmp_path):
     # BatchNorm cannot train on one sample: one line naming the shape, not a traceback
     code, _, err = energy("lenet5_bn", "--training")
     assert code == 2 and "training mode" in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_written_report_is_said_and_help_shows_the_extras(energy, run_cli, tmp_path, monkeypatch):
+    """Issue 27 (7): energy said nothing of the files it wrote, and rich markup swallowed '[report]' in help."""
+    paths = [tmp_path / "r.json", tmp_path / "r.md"]
+    code, out, _ = energy("lenet5_bn", "--json", paths[0], "--markdown", paths[1])
+    assert code == 0 and all(f"wrote {p}" in out for p in paths)
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = run_cli("energy", "--help")
+    assert code == 0 and "adderconv[report]" in out and "adderconv[zigzag]" in out
