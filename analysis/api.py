@@ -44,13 +44,6 @@ def program_shape(model: object) -> tuple[int, ...] | None:
     return None
 
 
-def _set_mode(module: nn.Module, training: bool) -> None:
-    try:
-        module.train(training)
-    except NotImplementedError:   # an exported program's module: its mode was fixed at export
-        pass
-
-
 def count_model(model: nn.Module, input_shape: tuple[int, ...], *, capture: str = "dispatch",
                 training: bool = False, optimizer: str | None = None,
                 handles: Mapping[object, object] | None = None) -> ModelCounts:
@@ -61,8 +54,6 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], *, capture: str 
     if capture not in CAPTURES:
         raise AdderconvError(f"unknown capture {capture!r}; choose one of {', '.join(CAPTURES)}")
     module = model.module() if isinstance(model, torch.export.ExportedProgram) else model
-    was_training = module.training
-    _set_mode(module, training)
     try:
         param = next(module.parameters(), None)
         x = torch.empty(input_shape, device="meta") if capture == "dispatch" else \
@@ -73,8 +64,6 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], *, capture: str 
         mode = " in training mode" if training else ""
         raise AdderconvError(f"the model does not run on an input of shape {tuple(input_shape)}{mode}: {first}; "
                              f"pass the right --input-shape") from None
-    finally:
-        _set_mode(module, was_training)
     if training and optimizer:
         from .training import optimizer_layer
 

@@ -24,7 +24,7 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -326,8 +326,9 @@ def count_ops(model: nn.Module | Any, inputs: Tensor | tuple, *, capture: str = 
               training: bool = False, handles: Mapping[Any, Any] | None = None) -> ModelCounts:
     """Count every operator ``model(*inputs)`` runs, per layer (module path), per operator and phase.
 
-    The model is used as it is (``model.eval()`` first for inference counts; the ``training`` flag of the
-    modules decides BatchNorm's and dropout's behaviour). ``training=True`` also counts the backward pass,
+    An inference count runs the model in eval mode and a training count in train mode, whatever mode it is in
+    (a zoo model comes in train mode; BatchNorm would count its batch statistics, and fail on one sample); its
+    own flags are restored afterwards, as in :func:`.api.analyze`. ``training=True`` also counts the backward pass,
     from a gradient of ones at every output (the loss is the user's and is not counted); each op is tagged
     ``forward`` or ``backward``. ``handles={op: fn}`` overrides or adds handles for this call only (the global
     registry is untouched). Ops without a handle are listed in ``unsupported``; zero-arithmetic ops in
@@ -340,6 +341,27 @@ def count_ops(model: nn.Module | Any, inputs: Tensor | tuple, *, capture: str = 
     one = not isinstance(inputs, tuple) or hasattr(inputs, "_fields")    # a namedtuple (PackedSequence) is one
     inputs = (inputs,) if one else inputs
     module, program = _unwrap(model)
+    with _in_mode(module, training):
+        return _count(module, program, inputs, capture, training, overrides)
+
+
+@contextlib.contextmanager
+def _in_mode(module: nn.Module, training: bool) -> Iterator[None]:
+    """``module`` (and every submodule) in train or eval mode for the count; each module's own flag restored."""
+    flags = [(m, m.training) for m in module.modules()]
+    try:
+        module.train(training)
+    except NotImplementedError:   # an exported program's module: its mode was fixed at export
+        pass
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _count(module: nn.Module, program: bool, inputs: tuple, capture: str, training: bool,
+           overrides: Any) -> ModelCounts:
     if capture == "jit":
         if training or program or isinstance(module, torch.jit.ScriptModule):
             raise AdderconvError("the jit capture traces the forward of a Python nn.Module only; use the dispatch "

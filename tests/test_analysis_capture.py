@@ -259,3 +259,17 @@ def test_counting_a_shape_allocates_no_input():
 
     counts = count_model(nn.Conv2d(3, 8, 3, bias=False), (1, 3, 100_000, 100_000))
     assert counts.total == Tally(mul=8 * 99_998**2 * 27, acc=8 * 99_998**2 * 27)
+
+
+def test_count_ops_counts_inference_in_eval_mode_like_analyze():
+    """Issue 27 (4): a zoo model comes in train mode; count_ops raised a raw ValueError at batch 1 (BatchNorm's
+    batch statistics) and counted training-mode BatchNorm at batch 2, unlike analyze. One rule for both now."""
+    model = adderconv.get_model("lenet5_bn")
+    assert model.training
+    one = count_ops(model, torch.zeros(1, 1, 32, 32))
+    two = count_ops(model, torch.zeros(2, 1, 32, 32))
+    assert model.training and all(m.training for m in model.modules())          # flags restored
+    assert two.total == one.total * 2 == analyze("lenet5_bn", (2, 1, 32, 32)).totals.counts
+    model.eval()
+    train = count_ops(model, torch.zeros(2, 1, 32, 32), training=True)            # a training count trains
+    assert not model.training and train.by_phase()["forward"] != two.total
