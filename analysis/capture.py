@@ -44,7 +44,7 @@ from .handles_rnn import GATES
 from .registry import Handle, lookup, op_name, overrides_from
 from .tracking import LayerTracker, memory_hooks, new_layers
 
-__all__ = ["count_ops", "CAPTURES", "DataDependentError"]
+__all__ = ["count_ops", "in_mode", "CAPTURES", "DataDependentError"]
 
 CAPTURES = ("dispatch", "real", "jit")
 
@@ -341,13 +341,14 @@ def count_ops(model: nn.Module | Any, inputs: Tensor | tuple, *, capture: str = 
     one = not isinstance(inputs, tuple) or hasattr(inputs, "_fields")    # a namedtuple (PackedSequence) is one
     inputs = (inputs,) if one else inputs
     module, program = _unwrap(model)
-    with _in_mode(module, training):
+    with in_mode(module, training):
         return _count(module, program, inputs, capture, training, overrides)
 
 
 @contextlib.contextmanager
-def _in_mode(module: nn.Module, training: bool) -> Iterator[None]:
-    """``module`` (and every submodule) in train or eval mode for the count; each module's own flag restored."""
+def in_mode(module: nn.Module, training: bool) -> Iterator[None]:
+    """``module`` (and every submodule) in train or eval mode for a count or a shape trace; each module's own
+    flag restored afterwards."""
     flags = [(m, m.training) for m in module.modules()]
     try:
         module.train(training)

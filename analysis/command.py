@@ -82,7 +82,7 @@ def _validate(o: EnergyOptions, baseline: dict | None) -> None:
     bad input): the price list, precisions and widths, memory level, scale, capture, optimizer, the engine and its
     accelerator, the baseline's kind."""
     from .capture import CAPTURES
-    from .energy import ENGINES, accumulator_for
+    from .energy import ENGINES, check_widths
     from .tables import PRECISIONS, load_table
     from .training import OPTIMIZERS
 
@@ -90,11 +90,7 @@ def _validate(o: EnergyOptions, baseline: dict | None) -> None:
     for p in {o.precision, *o.layer_precision.values()}:
         if p not in PRECISIONS:
             raise AdderconvError(f"unknown precision {p!r}; choose one of {', '.join(PRECISIONS)}")
-        prices.entry(p, "add")
-        acc = accumulator_for(p, pricing=o.pricing, accumulator=o.accumulator)
-        if acc not in prices.compute:
-            raise AdderconvError(f"price list {prices.name!r} has no precision {acc!r}, the accumulator of {p} "
-                                 f"operands; add it, or pass --accumulator or --pricing papers")
+        check_widths(prices, p, pricing=o.pricing, accumulator=o.accumulator)
     if o.engine not in ENGINES:
         raise AdderconvError(f"unknown energy engine {o.engine!r}; choose one of {', '.join(ENGINES)}")
     if o.engine != "arithmetic":

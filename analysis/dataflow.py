@@ -74,12 +74,7 @@ def with_dataflow(report: EnergyReport, module: nn.Module, input_shape: tuple[in
     main = report.main_unit
     if main is None:
         raise AdderconvError(f"{report.model}: no conv, linear or adder layer for a dataflow engine to map")
-    was_training = module.training
-    module.eval()                               # inference shapes (a zoo model comes in train mode)
-    try:
-        specs = layer_specs(module, (1, *input_shape[1:]))
-    finally:
-        module.train(was_training)
+    specs = layer_specs(module, (1, *input_shape[1:]))
     layers = {le.name: le for le in report.layers}
     missing = [s.name for s in specs if s.name not in layers]
     if missing:

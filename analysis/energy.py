@@ -33,7 +33,7 @@ from adderconv.errors import AdderconvError
 from .counts import KINDS, LayerCounts, ModelCounts, Tally, additions
 from .tables import BYTES_PER_ELEMENT, PRECISIONS, PriceTable, load_table
 
-__all__ = ["LayerEnergy", "Totals", "Unit", "EnergyReport", "price", "accumulator_for", "CONVENTIONS",
+__all__ = ["LayerEnergy", "Totals", "Unit", "EnergyReport", "price", "accumulator_for", "check_widths", "CONVENTIONS",
            "PRICINGS", "ENGINES", "ACCUMULATOR"]
 
 #: How accumulations are priced: ``hardware`` at the accumulator's width, ``papers`` at the operand's.
@@ -149,6 +149,20 @@ class EnergyReport:
         return self.units[0] if self.units else None
 
     @property
+    def main_accumulator(self) -> str:
+        """The accumulator of the main unit (the precision itself when nothing accumulates)."""
+        return self.main_unit.accumulator if self.main_unit else self.precision
+
+    def total_with(self, movement: Any) -> float:
+        """Compute energy of every layer plus a dataflow result's data movement of the mapped layers (pJ)."""
+        return self.totals.energy_pj + movement.memory_total_pj
+
+    @property
+    def dataflow_total_pj(self) -> float | None:
+        """With the zigzag engine: compute plus data movement (pJ); None with the arithmetic engine."""
+        return None if self.dataflow is None else self.total_with(self.dataflow.result)
+
+    @property
     def widths(self) -> str:
         """The operand/accumulator widths the report used, in words (every report states them)."""
         pairs = sorted({(le.precision, le.accumulator) for le in self.layers if le.accumulator})
@@ -200,6 +214,17 @@ def accumulator_for(precision: str, *, pricing: str = "hardware", accumulator: s
     return ACCUMULATOR[precision]
 
 
+def check_widths(table: PriceTable, precision: str, *, pricing: str = "hardware",
+                 accumulator: str | None = None) -> str:
+    """The accumulator of ``precision`` operands, once the price list is known to price both widths."""
+    table.entry(precision, "add")                   # a precision the table lacks fails here, clearly
+    acc = accumulator_for(precision, pricing=pricing, accumulator=accumulator)
+    if acc not in table.compute:
+        raise AdderconvError(f"price list {table.name!r} has no precision {acc!r}, the accumulator of {precision} "
+                             f"operands; add it, or choose another accumulator or the papers' pricing")
+    return acc
+
+
 def _unit(lc: LayerCounts) -> tuple[str, int]:
     """The layer's processing element and its forward accumulations: a SAD unit for adder ops, a MAC otherwise."""
     sad = sum(o.tally["acc"] for o in lc.ops if o.phase == "forward" and o.category == "adder")
@@ -235,11 +260,7 @@ def price(counts: ModelCounts, *, precision: str = "fp32", table: PriceTable | N
             who = [n for n, d in declared.items() if d == p]
             raise AdderconvError(f"unknown precision {p!r}{f' (declared by layer {who[0]!r})' if who else ''}; "
                                  f"choose one of {', '.join(PRECISIONS)}")
-        table.entry(p, "add")                       # a precision the table lacks fails here, clearly
-        acc = accumulator_for(p, pricing=pricing, accumulator=accumulator)
-        if acc not in table.compute:
-            raise AdderconvError(f"price list {table.name!r} has no precision {acc!r}, the accumulator of {p} "
-                                 f"operands; add it, or choose another accumulator or the papers' pricing")
+        check_widths(table, p, pricing=pricing, accumulator=accumulator)
     mem_pj = table.memory_price(memory) if memory else 0.0
     layers, by_kind, unpriced, estimates = [], {}, {}, set()
     matched: set[str] = set()

@@ -15,7 +15,7 @@ from adderconv.untrusted import code, markdown
 
 from .counts import KINDS
 from .energy import EnergyReport
-from .render import dataflow_total, fmt_area, fmt_count, fmt_energy
+from .render import fmt_area, fmt_count, fmt_energy
 
 if TYPE_CHECKING:                       # gate imports this module (SCHEMA)
     from .gate import GateResult
@@ -44,9 +44,8 @@ def _flow_layers(res) -> list[dict[str, Any]]:
 
 
 def _flow_totals(r: EnergyReport, res) -> dict[str, Any]:
-    movement = sum(res.memory_pj.values())
     return {"compute_pj": _pj(res.compute_pj), "memory_pj": {lv: _pj(v) for lv, v in res.memory_pj.items()},
-            "data_movement_pj": _pj(movement), "total_pj": _pj(r.totals.energy_pj + movement),
+            "data_movement_pj": _pj(res.memory_total_pj), "total_pj": _pj(r.total_with(res)),
             "latency_cycles": float(res.latency_cycles)}
 
 
@@ -135,7 +134,7 @@ def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: in
                        f"| {k} | 0 | {fmt_count(b)} | new |")
         pairs = [("energy", compare.totals.energy_pj, r.totals.energy_pj, fmt_energy)]
         if compare.dataflow is not None and r.dataflow is not None:
-            pairs += [(f"total energy ({r.dataflow.accelerator})", dataflow_total(compare), dataflow_total(r),
+            pairs += [(f"total energy ({r.dataflow.accelerator})", compare.dataflow_total_pj, r.dataflow_total_pj,
                        fmt_energy),
                       ("latency (cycles)", compare.dataflow.result.latency_cycles, r.dataflow.result.latency_cycles,
                        fmt_count)]
@@ -154,8 +153,8 @@ def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: in
         res = r.dataflow.result
         levels = list(res.memory_pj)
         out += ["", f"Dataflow on {code(r.dataflow.accelerator)} (ZigZag): compute {fmt_energy(r.totals.energy_pj)}, "
-                    f"data movement {fmt_energy(sum(res.memory_pj.values()))}, total "
-                    f"**{fmt_energy(dataflow_total(r))}**, {fmt_count(res.latency_cycles)} cycles", "",
+                    f"data movement {fmt_energy(res.memory_total_pj)}, total "
+                    f"**{fmt_energy(r.dataflow_total_pj)}**, {fmt_count(res.latency_cycles)} cycles", "",
                 "| level | energy |", "|---|---:|",
                 *(f"| {markdown(lv)} | {fmt_energy(res.memory_pj[lv])} |" for lv in levels)]
     out += ["", *(f"- {c}" for c in r.conventions)]

@@ -23,7 +23,7 @@ from .counts import KINDS, additions
 from .energy import EnergyReport, LayerEnergy
 from .figures import class_chart, layer_chart, memory_chart, require_matplotlib
 from .layer_views import align, class_split, layer_label, mixed_precision
-from .render import dataflow_total, fmt_area, fmt_count, fmt_energy
+from .render import fmt_area, fmt_count, fmt_energy
 
 __all__ = ["to_html"]
 
@@ -140,13 +140,13 @@ def _comparison(r: EnergyReport, c: EnergyReport, more: Sequence[tuple[EnergyRep
             rows.append(f"<tr><td>{kind}</td>{_num(a, fmt_count(a))}{_num(b, fmt_count(b))}"
                         f"<td class=\"n\">{_ratio(a, b)}</td></tr>")
     for before, after in ((c, r), *more):
-        acc = before.main_unit.accumulator if before.main_unit else before.precision
+        acc = before.main_accumulator
         pairs = [(f"energy {before.precision}/{acc}", before.totals.energy_pj, after.totals.energy_pj, fmt_energy)]
         if before.memory:
             pairs.append((f"memory {before.precision}", before.totals.memory_pj, after.totals.memory_pj, fmt_energy))
         if before.dataflow is not None and after.dataflow is not None:
-            pairs += [(f"total energy, {before.dataflow.accelerator} (ZigZag)", dataflow_total(before),
-                       dataflow_total(after), fmt_energy),
+            pairs += [(f"total energy, {before.dataflow.accelerator} (ZigZag)", before.dataflow_total_pj,
+                       after.dataflow_total_pj, fmt_energy),
                       ("latency (cycles)", before.dataflow.result.latency_cycles, after.dataflow.result.latency_cycles,
                        fmt_count)]
         ua, ub = before.main_unit, after.main_unit
@@ -226,7 +226,7 @@ def _dataflow(models: Sequence[EnergyReport]) -> str:
     levels = list(dict.fromkeys(lv for m in flows for lv in m.dataflow.result.memory_pj))
     rows = [("compute (all layers)", [m.totals.energy_pj for m in flows], fmt_energy)]
     rows += [(f"memory: {lv}", [m.dataflow.result.memory_pj.get(lv, 0.0) for m in flows], fmt_energy) for lv in levels]
-    rows += [("total", [dataflow_total(m) for m in flows], fmt_energy),
+    rows += [("total", [m.dataflow_total_pj for m in flows], fmt_energy),
              ("latency (cycles)", [m.dataflow.result.latency_cycles for m in flows], fmt_count)]
     same = [m for m in flows if m.dataflow.same_area is not None]
     body = "".join(f"<tr><td>{_esc(label)}</td>" + "".join(_num(v, fmt(v)) for v in vals) + "</tr>"
@@ -234,7 +234,7 @@ def _dataflow(models: Sequence[EnergyReport]) -> str:
     heads = "".join(f'<th class="n">{_esc(m.model)}</th>' for m in flows)
     notes = " ".join(_esc(n) for n in flows[0].dataflow.notes)
     notes += "".join(f" Same area ({m.dataflow.array_scale:.2f}x the units) for {_esc(m.model)}: total "
-                     f"{fmt_energy(m.totals.energy_pj + sum(m.dataflow.same_area.memory_pj.values()))}, latency "
+                     f"{fmt_energy(m.total_with(m.dataflow.same_area))}, latency "
                      f"{fmt_count(m.dataflow.same_area.latency_cycles)} cycles." for m in same)
     return (f'<h2>Dataflow on {_esc(flows[0].dataflow.accelerator)} (ZigZag)</h2><div class="panel"><table><thead>'
             f"<tr><th></th>{heads}</tr></thead><tbody>{body}</tbody></table>"

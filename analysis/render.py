@@ -115,7 +115,7 @@ def render_dataflow(r: EnergyReport, console: Console, *, top: int = 10) -> None
     t = _table(f"Dataflow on {_text(flow.accelerator)} (ZigZag, {flow.operand_bits}-bit operands, "
                f"{flow.accumulator_bits}-bit accumulators; energy in {unit})", "layer", "compute",
                *map(_text, levels), "cycles", "util.", right=range(1, len(levels) + 4))
-    for ld in sorted(res.layers, key=lambda ld: -(ld.compute_pj + sum(ld.memory_pj.values())))[:top]:
+    for ld in sorted(res.layers, key=lambda ld: -ld.total_pj)[:top]:
         t.add_row(_text(ld.name), f"{ld.compute_pj / div:.3g}",
                   *(f"{ld.memory_pj.get(lv, 0.0) / div:.3g}" for lv in levels),
                   fmt_count(ld.latency_cycles), f"{ld.utilization:.0%}")
@@ -123,19 +123,13 @@ def render_dataflow(r: EnergyReport, console: Console, *, top: int = 10) -> None
               *(f"{res.memory_pj[lv] / div:.3g}" for lv in levels), fmt_count(res.latency_cycles), "")
     console.print(t)
     console.print(f"total energy: compute {fmt_energy(r.totals.energy_pj)} + data movement "
-                  f"{fmt_energy(sum(res.memory_pj.values()))} = [bold]{fmt_energy(dataflow_total(r))}[/bold]; "
+                  f"{fmt_energy(res.memory_total_pj)} = [bold]{fmt_energy(r.dataflow_total_pj)}[/bold]; "
                   f"latency {fmt_count(res.latency_cycles)} cycles")
     if flow.same_area is not None:
         s = flow.same_area
         console.print(f"same area ({flow.array_scale:.2f}x the units): data movement "
-                      f"{fmt_energy(sum(s.memory_pj.values()))}, total "
-                      f"{fmt_energy(r.totals.energy_pj + sum(s.memory_pj.values()))}, latency "
+                      f"{fmt_energy(s.memory_total_pj)}, total {fmt_energy(r.total_with(s))}, latency "
                       f"{fmt_count(s.latency_cycles)} cycles")
-
-
-def dataflow_total(r: EnergyReport) -> float:
-    """Compute energy of every layer plus ZigZag's data movement of the mapped ones (pJ)."""
-    return r.totals.energy_pj + sum(r.dataflow.result.memory_pj.values())
 
 
 def _notes(r: EnergyReport, console: Console) -> None:
@@ -196,15 +190,15 @@ def render_comparison(before: EnergyReport, after: EnergyReport, console: Consol
             t.add_row("add + acc", fmt_count(before.totals.add), fmt_count(after.totals.add),
                       ratio(before.totals.add, after.totals.add))
     for x, y in ((before, after), *more):
-        t.add_row(f"energy {x.precision}/{_acc(x)}", fmt_energy(x.totals.energy_pj), fmt_energy(y.totals.energy_pj),
-                  ratio(x.totals.energy_pj, y.totals.energy_pj))
+        t.add_row(f"energy {x.precision}/{x.main_accumulator}", fmt_energy(x.totals.energy_pj),
+                  fmt_energy(y.totals.energy_pj), ratio(x.totals.energy_pj, y.totals.energy_pj))
         if x.memory:
             t.add_row(f"memory {x.precision}", fmt_energy(x.totals.memory_pj), fmt_energy(y.totals.memory_pj),
                       ratio(x.totals.memory_pj, y.totals.memory_pj))
         if x.dataflow is not None and y.dataflow is not None:
-            a, b = sum(x.dataflow.result.memory_pj.values()), sum(y.dataflow.result.memory_pj.values())
+            a, b = x.dataflow.result.memory_total_pj, y.dataflow.result.memory_total_pj
             t.add_row(f"data movement ({_text(x.dataflow.accelerator)})", fmt_energy(a), fmt_energy(b), ratio(a, b))
-            a, b = dataflow_total(x), dataflow_total(y)
+            a, b = x.dataflow_total_pj, y.dataflow_total_pj
             t.add_row(f"total energy ({_text(x.dataflow.accelerator)})", fmt_energy(a), fmt_energy(b), ratio(a, b))
             a, b = x.dataflow.result.latency_cycles, y.dataflow.result.latency_cycles
             t.add_row("latency (cycles)", fmt_count(a), fmt_count(b), ratio(a, b))
@@ -213,8 +207,3 @@ def render_comparison(before: EnergyReport, after: EnergyReport, console: Consol
             t.add_row(f"PE area {x.precision}", f"{fmt_area(ux.um2)} {ux.unit}", f"{fmt_area(uy.um2)} {uy.unit}",
                       ratio(ux.um2, uy.um2))
     console.print(t)
-
-
-def _acc(r: EnergyReport) -> str:
-    """The accumulator a comparison row was priced with (the main unit's, else the global precision's)."""
-    return r.main_unit.accumulator if r.main_unit else r.precision

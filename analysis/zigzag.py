@@ -268,10 +268,13 @@ def layer_specs(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerSpe
     ``AdderConv1d``/``AdderConv2d``/``AdderLinear`` and the quantised ``QuantAdderConv2d``/``QuantAdderLinear``.
     3-d and transposed convolutions raise :class:`AdderconvError` naming the layer. Matrix products outside these
     modules (attention's) are not mapped. Use batch 1 for ZigZag (as ZigZag's ONNX path must: its symbolic batch
-    divides by zero); a larger batch is mapped as given.
+    divides by zero); a larger batch is mapped as given. The model runs in eval mode (inference shapes, as the
+    counts; a zoo model comes in train mode), its modules' flags restored.
     """
     from adderconv.layers import AdderConv3d
     from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from .capture import in_mode
 
     if not input_shape or any(not isinstance(d, int) or d < 1 for d in input_shape):
         raise AdderconvError(f"an input shape of positive sizes is needed, got {tuple(input_shape)!r}")
@@ -297,7 +300,7 @@ def layer_specs(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerSpe
     level = log.level
     log.setLevel(logging.CRITICAL)      # it logs the model's own errors, which we raise
     try:
-        with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+        with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad(), in_mode(model, False):
             model(torch.empty(input_shape, device=device, dtype=dtype))
     finally:
         for h in handles:
@@ -370,8 +373,12 @@ class DataflowResult:
         return total
 
     @property
+    def memory_total_pj(self) -> float:
+        return sum(self.memory_pj.values())
+
+    @property
     def total_pj(self) -> float:
-        return self.compute_pj + sum(self.memory_pj.values())
+        return self.compute_pj + self.memory_total_pj
 
     @property
     def latency_cycles(self) -> float:

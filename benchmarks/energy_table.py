@@ -24,7 +24,7 @@ from pathlib import Path
 
 from adderconv.analysis import Tally, analyze
 from adderconv.analysis.counts import additions
-from adderconv.analysis.render import dataflow_total, fmt_count, fmt_energy
+from adderconv.analysis.render import fmt_count, fmt_energy
 from adderconv.io import write_json
 
 PAIRS = ("lenet5_bn", "resnet20", "resnet32", "resnet56", "vgg_small", "sr_vdsr")
@@ -49,11 +49,11 @@ def row(name: str, zigzag: bool) -> dict:
         r = analyze(name, precision="int8", engine="zigzag", accelerator=acc, same_area=name.endswith("_adder"))
         flow = r.dataflow
         out[f"zigzag_{acc}"] = {
-            "total_pj": round(dataflow_total(r), 3), "compute_pj": round(r.totals.energy_pj, 3),
+            "total_pj": round(r.dataflow_total_pj, 3), "compute_pj": round(r.totals.energy_pj, 3),
             "memory_pj": {lv: round(v, 3) for lv, v in flow.result.memory_pj.items()},
             "latency_cycles": flow.result.latency_cycles, "seconds": round(time.perf_counter() - start, 1),
             **({"same_area_scale": round(flow.array_scale, 3),
-                "same_area_total_pj": round(r.totals.energy_pj + sum(flow.same_area.memory_pj.values()), 3),
+                "same_area_total_pj": round(r.total_with(flow.same_area), 3),
                 "same_area_latency_cycles": flow.same_area.latency_cycles} if flow.same_area else {})}
     return out
 
