@@ -31,6 +31,21 @@ def with_bn_stats():
     return fill
 
 
+class _Fn(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
+@pytest.fixture(scope="session")
+def fn_module():
+    """``fn_module(f)``: a module whose forward is ``f`` (to count a few ops of a function as a model)."""
+    return _Fn
+
+
 @pytest.fixture()
 def run_cli(monkeypatch, capsys):
     """Run ``adderconv ARGS`` in-process through ``main()``'s error boundary: (exit code, stdout, stderr)."""

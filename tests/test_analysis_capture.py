@@ -111,7 +111,7 @@ def test_the_model_is_not_touched(resnet20_adder):
     assert all(p.grad is None for p in resnet20_adder.parameters())
 
 
-def test_per_call_handles_override_without_touching_the_registry():
+def test_per_call_handles_override_without_touching_the_registry(fn_module):
     from adderconv.analysis.registry import HANDLES
 
     before = dict(HANDLES)
@@ -124,20 +124,11 @@ def test_per_call_handles_override_without_touching_the_registry():
     with pytest.raises(ValueError, match="reads 'wieght'"):
         count_ops(conv, x, handles={"aten::convolution": lambda outs, wieght: Tally()})
     # an op without a global handle gains one for the call: its ops leave `unsupported`
-    cumsum = count_ops(_Fn(lambda t: torch.cumsum(t, 1)), torch.randn(3, 4),
+    cumsum = count_ops(fn_module(lambda t: torch.cumsum(t, 1)), torch.randn(3, 4),
                        handles={torch.ops.aten.cumsum: lambda outs, self: Tally(add=math.prod(self))})
     assert cumsum.unsupported == {} and cumsum.total == Tally(add=12)
     assert analyze(conv, (1, 2, 5, 5), handles={torch.ops.aten.convolution: lambda outs: Tally()}).totals.counts \
         == Tally()
-
-
-class _Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs):
-        return self.fn(*xs)
 
 
 # --- training steps -------------------------------------------------------------------------------------------
@@ -220,8 +211,8 @@ def _no_fake(x: torch.Tensor) -> torch.Tensor:
     return x * 2
 
 
-def test_an_op_without_a_fake_implementation_is_one_clear_error():
-    model = _Fn(_no_fake)
+def test_an_op_without_a_fake_implementation_is_one_clear_error(fn_module):
+    model = fn_module(_no_fake)
     with pytest.raises(AdderconvError, match="cannot run on fake tensors.*--capture real") as e:
         count_ops(model, torch.randn(3))
     assert "\n" not in str(e.value)

@@ -11,15 +11,6 @@ from adderconv.analysis.handles_detection import nms_tally, sort_comparisons
 from adderconv.analysis.handles_rnn import LSTM_CELL_BACKWARD
 
 
-class _Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs):
-        return self.fn(*xs)
-
-
 def _by_op(counts, op):
     return Tally.sum(o.tally for layer in counts.layers for o in layer.ops if o.op == op)
 
@@ -47,13 +38,13 @@ def test_the_jit_capture_counts_work_whose_result_is_not_returned():
     assert {n.name: n.tally for n in jit.layers} == {n.name: n.tally for n in dispatch.layers}
 
 
-def test_the_jit_capture_ignores_shape_tensors_and_meshgrid_with_a_reason():
+def test_the_jit_capture_ignores_shape_tensors_and_meshgrid_with_a_reason(fn_module):
     def grid(x):
         shape = torch._shape_as_tensor(x)
         gy, gx = torch.meshgrid(x[0, 0, :, 0], x[0, 0, 0, :], indexing="ij")
         return x * shape[0] + gy + gx
 
-    counts = count_ops(_Fn(grid), torch.randn(1, 2, 3, 4), capture="jit")
+    counts = count_ops(fn_module(grid), torch.randn(1, 2, 3, 4), capture="jit")
     assert counts.unsupported == {}
     assert {"aten::_shape_as_tensor", "aten::meshgrid"} <= set(counts.ignored)
 
@@ -61,21 +52,21 @@ def test_the_jit_capture_ignores_shape_tensors_and_meshgrid_with_a_reason():
 # --- item 3: per-element ops on transformer paths ----------------------------------------------------------------
 
 @pytest.mark.parametrize("capture", ["dispatch", "jit"])
-def test_minimum_maximum_sin_cos_log2_and_rounding(capture):
+def test_minimum_maximum_sin_cos_log2_and_rounding(capture, fn_module):
     def f(a, b):
         rotary = torch.cat([a.sin(), a.cos()], -1)              # 2 * 12 transcendental
         bucket = torch.minimum(a, b) + torch.maximum(a, b)      # 2 * 12 comparisons, 12 adds
         return rotary, bucket, torch.log2(b.abs() + 1).floor() + torch.round(a) + torch.ceil(b)
 
-    counts = count_ops(_Fn(f), (torch.randn(3, 4), torch.randn(3, 4)), capture=capture)
+    counts = count_ops(fn_module(f), (torch.randn(3, 4), torch.randn(3, 4)), capture=capture)
     n = 12
     assert counts.unsupported == {}
     rounding = Tally(add=3 * n) + Tally(add=2 * n)             # floor, round, ceil; the two sums
     assert counts.total == Tally(exp=2 * n, cmp=2 * n, add=n) + Tally(add=n, log=n) + rounding
 
 
-def test_bitwise_and_is_ignored_with_a_reason():
-    counts = count_ops(_Fn(lambda a, b: (a > 0) & (b > 0)), (torch.randn(5), torch.randn(5)))
+def test_bitwise_and_is_ignored_with_a_reason(fn_module):
+    counts = count_ops(fn_module(lambda a, b: (a > 0) & (b > 0)), (torch.randn(5), torch.randn(5)))
     assert counts.unsupported == {} and counts.total == Tally(cmp=10)
     assert counts.ignored["aten::bitwise_and"] == 1
 
@@ -108,29 +99,29 @@ def test_lstm_backward_equals_the_hand_formula(capture):
 
 # --- item 3: sorting, selection and the detection heads' ops ---------------------------------------------------------
 
-def test_sort_topk_argmax_and_nonzero():
+def test_sort_topk_argmax_and_nonzero(fn_module):
     x = torch.randn(4, 16)
-    counts = count_ops(_Fn(lambda x: (x.sort(dim=1)[0], x.topk(5, dim=1)[1], torch.topk(x, 1, dim=0)[0])), x)
+    counts = count_ops(fn_module(lambda x: (x.sort(dim=1)[0], x.topk(5, dim=1)[1], torch.topk(x, 1, dim=0)[0])), x)
     sort = 4 * 16 * 4                                          # 4 rows of 16: 16 * log2(16) each
     topk = 4 * 16 * (1 + 3) + 16 * 4 * 1                       # heap of 5: 1 + ceil(log2 5); k = 1: one compare
     assert counts.unsupported == {} and counts.total == Tally(cmp=sort + topk)
-    arg = count_ops(_Fn(lambda x: (x.argmax(dim=1), x.argmin())), x)
+    arg = count_ops(fn_module(lambda x: (x.argmax(dim=1), x.argmin())), x)
     assert arg.unsupported == {} and arg.total == Tally(cmp=4 * 15 + 63)
-    real = count_ops(_Fn(lambda x: (x > 0).nonzero()), x, capture="real")
+    real = count_ops(fn_module(lambda x: (x > 0).nonzero()), x, capture="real")
     assert real.unsupported == {} and real.total == Tally(cmp=64 + 64)    # the comparison, then the scan
 
 
-def test_unique_sorts_then_compares_neighbours():
+def test_unique_sorts_then_compares_neighbours(fn_module):
     x = torch.tensor([3, 1, 3, 2, 1, 5, 5, 0])
-    counts = count_ops(_Fn(lambda x: torch.unique(x)), x, capture="real")
+    counts = count_ops(fn_module(lambda x: torch.unique(x)), x, capture="real")
     assert counts.unsupported == {} and counts.total == Tally(cmp=8 * 3 + 7)
     assert sort_comparisons(8) == 24 and sort_comparisons(1) == 0
 
 
-def test_nms_counts_each_kept_box_against_every_later_box():
+def test_nms_counts_each_kept_box_against_every_later_box(fn_module):
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [21, 21, 31, 31], [50, 50, 60, 60.]])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
-    counts = count_ops(_Fn(lambda b, s: torchvision.ops.nms(b, s, 0.5)), (boxes, scores), capture="real")
+    counts = count_ops(fn_module(lambda b, s: torchvision.ops.nms(b, s, 0.5)), (boxes, scores), capture="real")
     kept = 3                                                   # boxes 0, 2, 4 (1 and 3 overlap their leader)
     # the kernel compared 0 with 1..4 and 2 with 3..4 (6 pairs); shapes show only that 3 of 5 were kept, and
     # the bound for 3 kept is 3 leaders at the top of the order: 4 + 3 + 2 pairs
@@ -141,14 +132,14 @@ def test_nms_counts_each_kept_box_against_every_later_box():
 
 
 @pytest.mark.parametrize("capture", ["dispatch", "real"])
-def test_roi_align_and_its_backward(capture):
+def test_roi_align_and_its_backward(capture, fn_module):
     feats = torch.randn(1, 3, 8, 8)
     rois = torch.tensor([[0, 0.0, 0.0, 4.0, 4.0], [0, 2.0, 2.0, 7.0, 6.0]])
 
     def f(x):
         return torchvision.ops.roi_align(x, rois, output_size=(2, 3), spatial_scale=1.0, sampling_ratio=2)
 
-    counts = count_ops(_Fn(f), feats.requires_grad_(True), training=True, capture=capture)
+    counts = count_ops(fn_module(f), feats.requires_grad_(True), training=True, capture=capture)
     k, c, bins, s = 2, 3, 2 * 3, 4                             # boxes, channels, bins, points per bin
     n = k * c * bins
     forward = Tally(mul=6 * k * bins * s + 4 * s * n, add=6 * k * bins * s, acc=4 * s * n, div=n)
@@ -157,8 +148,9 @@ def test_roi_align_and_its_backward(capture):
     assert _by_op(counts, "torchvision::_roi_align_backward") == Tally(div=n, mul=10 * s * n, add=10 * s * n)
 
 
-def test_roi_align_with_an_adaptive_grid_is_listed_not_guessed():
-    f = _Fn(lambda x: torchvision.ops.roi_align(x, [torch.tensor([[0.0, 0, 4, 4]])], output_size=2, sampling_ratio=-1))
+def test_roi_align_with_an_adaptive_grid_is_listed_not_guessed(fn_module):
+    box = [torch.tensor([[0.0, 0, 4, 4]])]
+    f = fn_module(lambda x: torchvision.ops.roi_align(x, box, output_size=2, sampling_ratio=-1))
     counts = count_ops(f, torch.randn(1, 2, 8, 8), capture="real")
     assert counts.total == Tally() and len(counts.unsupported) == 1
     assert "sampling_ratio" in next(iter(counts.unsupported))
