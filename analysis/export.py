@@ -118,7 +118,8 @@ def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: in
     comment; with ``gate`` (the check against ``baseline``) a "what grew" section comes first."""
     from .mermaid import energy_chart, what_grew
     shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
-    out = [f"### Energy: {code(r.model)} ({shape}, {r.precision}, {markdown(r.table)})", "", f"_{r.widths}_", "",
+    out = [f"### Energy: {code(r.model)} ({shape}, {r.precision}, {markdown(r.table)})", "",
+           f"_{r.widths}; engine {r.engine}_", "",
            "| kind | count | energy |", "|---|---:|---:|"]
     for kind, (n, pj) in r.by_kind.items():
         out.append(f"| {kind} | {fmt_count(n)} | {'unpriced' if kind in r.totals.unpriced else fmt_energy(pj)} |")

@@ -79,7 +79,8 @@ def _header(r: EnergyReport, compare: EnergyReport | None, title: str | None) ->
     shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
     name = title or (f"{r.model}, compared with {compare.model}" if compare else r.model)
     sub = (f"input {shape} &middot; precision {_esc(r.precision)} &middot; prices {_esc(r.table)} &middot; "
-           f"front end {_esc(r.frontend)} &middot; adderconv {_esc(__version__)}<br>{_esc(r.widths)}")
+           f"front end {_esc(r.frontend)} &middot; adderconv {_esc(__version__)}<br>{_esc(r.widths)}; "
+           f"engine {_esc(r.engine)}")
     return f"<h1>Energy report: {_esc(name)}</h1><div class=\"sub\">{sub}</div>"
 
 

@@ -62,7 +62,7 @@ def _header(r: EnergyReport) -> str:
     front = r.frontend if r.frontend == "onnx" else f"{r.frontend} ({r.capture})"
     step = "  [bold]training step[/bold]" if r.training else ""
     return (f"[bold]{_text(r.model)}[/bold]  input {shape}  precision {r.precision}  prices {_text(r.table)}  "
-            f"front end {front}{step}\n{r.widths}")
+            f"front end {front}{step}\n{r.widths}; engine {r.engine}")
 
 
 def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_layers: bool = False) -> None:

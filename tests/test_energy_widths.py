@@ -99,7 +99,8 @@ def test_every_view_states_the_widths(energy, tmp_path):
                                                               "accumulator": "int32", "um2": 173.0,
                                                               "macs": data["units"][0]["macs"],
                                                               "layers": data["units"][0]["layers"]}
-    assert "int8 / int32" in (tmp_path / "r.md").read_text()
+    assert "int8 / int32" in (tmp_path / "r.md").read_text() and "engine arithmetic" in (tmp_path / "r.md").read_text()
+    assert "engine arithmetic" in out
     code, out, _ = energy("resnet20_adder", "--precision", "int8", "--pricing", "papers")
     assert code == 0 and "papers' convention" in out
 
