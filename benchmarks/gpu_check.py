@@ -148,7 +148,7 @@ def train_throughput(batch: int, steps: int) -> dict:
     """Training steps (forward, backward, adaptive LR, SGD) of ResNet-20 CNN and AdderNet under ``--amp auto``
     (bf16 autocast on GPUs that have it), interleaved; images/s of each and adder/CNN."""
     from adderconv import AdaptiveLR, get_model
-    from adderconv.training.evaluate import autocast
+    from adderconv.data import autocast
     from adderconv.training.settings import amp_dtype
 
     dev = torch.device(DEVICE)
@@ -185,7 +185,8 @@ def train_throughput(batch: int, steps: int) -> dict:
 def finetune_smoke(n: int, batch: int) -> dict:
     """A real ``finetune`` epoch of the adder ResNet-20 on synthetic CIFAR-shaped data with ``amp="auto"``."""
     from adderconv import get_model
-    from adderconv.training import DataSplit, TensorPairs, finetune
+    from adderconv.data import DataSplit, TensorPairs
+    from adderconv.training import finetune
 
     g = torch.Generator().manual_seed(0)
     parts = [TensorPairs(torch.randn(k, 3, 32, 32, generator=g), torch.randint(0, 10, (k,), generator=g))

@@ -202,8 +202,8 @@ def capped_layers(args) -> dict:
 def accuracy(digits_epochs: int, sr_epochs: int, sr_limit: int, calib_batches: int) -> dict:
     """Float vs int8 on the test split; calibration: ``calib_batches`` training batches, 99.99th percentile."""
     from adderconv.converters import Policy, convert
-    from adderconv.training import finetune, load_data
-    from adderconv.training.evaluate import evaluate, loader
+    from adderconv.data import evaluate, load_data, loader
+    from adderconv.training import finetune
     from adderconv.zoo.sr_net import SRNet
 
     torch.set_num_threads(1)

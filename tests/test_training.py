@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adderconv import AdderConv2d
-from adderconv.training import TrainingDiverged, finetune, kd_loss, load_data, load_checkpoint
+from adderconv.data import load_data
+from adderconv.training import TrainingDiverged, finetune, kd_loss, load_checkpoint
 from adderconv.errors import AdderconvError
 
 

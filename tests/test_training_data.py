@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from adderconv.errors import AdderconvError
-from adderconv.training.data import augment_batch, degrade_bicubic, load_data, safe_unpickle
+from adderconv.data import augment_batch, degrade_bicubic, load_data, safe_unpickle
 
 
 def test_digits_split_is_a_function_of_the_seed():
@@ -18,7 +18,7 @@ def test_digits_split_is_a_function_of_the_seed():
     assert not torch.equal(a.test.x, c.test.x)
     assert a.train.x.shape[1:] == (1, 16, 16) and a.num_classes == 10
     assert f"{len(a.train)} train / {len(a.val)} val / {len(a.test)} test" in a.description
-    from adderconv.training.data import _split
+    from adderconv.data import split_indices as _split
     parts = _split(1797, 0, 0.1, 0.2)
     assert sorted(torch.cat(parts).tolist()) == list(range(1797))     # disjoint and complete
 

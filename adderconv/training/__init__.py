@@ -1,4 +1,4 @@
-"""Fine-tuning with AdderNet's training rules: data sources, KD, checkpoints, DDP, AMP.
+"""Fine-tuning with AdderNet's training rules: KD, checkpoints, DDP, AMP (on top of :mod:`adderconv.data`).
 
 >>> from adderconv import get_model
 >>> from adderconv.training import finetune, load_data
@@ -7,13 +7,12 @@
 """
 from __future__ import annotations
 
+from ..data import DataSplit, TensorPairs, degrade_bicubic, evaluate, load_data, safe_unpickle
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DataSplit, TensorPairs, degrade_bicubic, load_data, safe_unpickle
 from .distill import kd_loss, sr_kd_loss
-from .evaluate import energy_comparison, evaluate
 from .prepare import Prepared, check_outputs, prepare
 from .settings import TrainSettings
-from .trainer import FinetuneResult, TrainingDiverged, finetune
+from .trainer import FinetuneResult, TrainingDiverged, energy_comparison, finetune
 
 __all__ = [
     "finetune", "TrainSettings", "FinetuneResult", "TrainingDiverged", "DataSplit", "TensorPairs", "load_data",

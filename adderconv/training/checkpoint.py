@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from ..errors import AdderconvError
-from ..io import atomic_write
+from ..io import atomic_write, first_line
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
@@ -52,7 +52,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise AdderconvError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]})") from None
+        raise AdderconvError(f"{path}: not a readable checkpoint ({first_line(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise AdderconvError(f"{path}: not an adderconv fine-tuning checkpoint (format {FORMAT!r})")
     return state

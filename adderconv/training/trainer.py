@@ -25,7 +25,7 @@ its CNN twin at the same lr (from 0.67 dB behind), while the CNN gets no better 
 LR scaled (x0.5, x5). The default, 1, is the reference rule.
 
 >>> from adderconv import get_model
->>> from adderconv.training.data import load_data
+>>> from adderconv.data import load_data
 >>> res = finetune(get_model("lenet5_bn_adder"), load_data("digits", limit=64), epochs=1, batch_size=32)
 >>> sorted(res.test)
 ['acc', 'loss', 'n']
@@ -51,14 +51,13 @@ from ..io import lock_directory, write_json
 from ..quant.recipe import is_quantized
 from . import checkpoint as ckpt
 from .curves import EpochLog, require_tensorboard
-from .data import DataSplit, augment_batch, load_data
+from ..data import DataSplit, DistInfo, all_reduce_sum, augment_batch, autocast, evaluate, load_data, loader, shard
 from .distill import task_loss
-from .distributed import DistInfo, all_reduce_sum, setup, shard, teardown
-from .evaluate import autocast, energy_comparison, evaluate, loader
+from .distributed import setup, teardown
 from .prepare import check_outputs
 from .settings import TRAJECTORY, TrainSettings, amp_dtype, pick_device
 
-__all__ = ["finetune", "FinetuneResult", "TrainingDiverged", "TrainSettings"]
+__all__ = ["finetune", "FinetuneResult", "TrainingDiverged", "TrainSettings", "energy_comparison"]
 
 # What a checkpoint written before a trajectory key existed implicitly ran with (None: it did not record it,
 # so it cannot be checked).
@@ -214,9 +213,11 @@ def _setup(model, data, teacher, s, dev, info, out, log) -> _Run:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(s.epochs * steps, s.warmup_epochs * steps))
     recorded = {**s.trajectory(), "world_size": info.world_size, "device": str(dev), "teacher": teacher is not None,
                 "data": data.description}    # the source, split seed and sizes: resuming on other data is refused
-    return _Run(model, data, teacher, s, dev, dtype, info, Path(out) if out is not None else None,
-                (log or (lambda m: None)) if info.is_main else (lambda m: None), per_rank, steps, opt, sched,
-                torch.amp.GradScaler(dev.type) if dtype == torch.float16 else None, recorded)
+    return _Run(model=model, data=data, teacher=teacher, s=s, dev=dev, dtype=dtype, info=info,
+                out=Path(out) if out is not None else None,
+                say=(log or (lambda m: None)) if info.is_main else (lambda m: None), per_rank=per_rank, steps=steps,
+                opt=opt, sched=sched, scaler=torch.amp.GradScaler(dev.type) if dtype == torch.float16 else None,
+                recorded=recorded)
 
 
 def _resume(run: _Run) -> None:
@@ -361,16 +362,23 @@ def _finish(run: _Run, energy: bool, arch, notes: list[str]) -> FinetuneResult:
     data = run.data
     test = run.evaluate(run.model, data.test, bicubic=data.task == "sr")
     teacher_test = run.evaluate(run.teacher, data.test) if run.teacher is not None else None
-    result = FinetuneResult(run.model, run.history, test, teacher_test, data.description, data.task, run.recorded,
-                            out=run.out, notes=notes)
+    result = FinetuneResult(model=run.model, history=run.history, test=test, teacher_test=teacher_test,
+                            split=data.description, task=data.task, settings=run.recorded, out=run.out, notes=notes)
     if run.info.is_main:
         if energy:
             result.energy = energy_comparison(run.model, run.teacher, data.input_shape)
-            if not result.energy.get("available"):
-                result.notes.append(f"energy comparison skipped: {result.energy['reason']}")
         if run.out is not None:
             from adderconv.converters import save_converted   # writes the conversion recipe and arch with the weights
 
             save_converted(run.model, run.out / "model.safetensors", arch=arch)
             write_json(run.out / "result.json", result.to_json())
     return result
+
+
+def energy_comparison(student: nn.Module, teacher: nn.Module | None, input_shape: tuple[int, ...],
+                      precision: str = "fp32") -> dict[str, Any]:
+    """Counts and energy of the student and the teacher at batch 1: :func:`adderconv.analysis.compare.compare_energy`
+    under fine-tuning's names (``student``, ``teacher``)."""
+    from adderconv.analysis.compare import compare_energy
+
+    return compare_energy(student, teacher, input_shape, precision=precision, names=("student", "teacher"))
