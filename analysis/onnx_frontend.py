@@ -3,8 +3,10 @@
 ONNX's shape inference does not know our domain, so the adder node's output shape is computed here from
 its Conv-style attributes and fed back until every shape is known. Per-element conventions reuse the
 PyTorch handles (one definition each); structured ops (Conv, Gemm, MatMul, norms, pools, Resize) have
-their own readers because their attributes differ from ATen's arguments. Layers are named by module path
-when the exporter recorded it (``pkg.torch.onnx.name_scopes``), else by node name.
+their own readers because their attributes differ from ATen's arguments. Layers are named by the path of
+the PyTorch module that did the work, as the PyTorch front end names them, so the two reports line up layer
+for layer (see :func:`_layer_name`; a Conv into which the exporter folded a BatchNorm is the conv's, and the
+folded BatchNorm is listed in ``ignored``, see :func:`norm_convention`).
 
 >>> import onnx
 >>> from onnx import helper, TensorProto as T
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ from .counts import LayerCounts, ModelCounts, OpCount, Tally
 from .handles import HANDLES, conv_macs, norm_tally
 from .registry import resolve
 
-__all__ = ["count_onnx", "check_onnx_model", "ADDER_DOMAIN", "ADDER_OP"]
+__all__ = ["count_onnx", "check_onnx_model", "norm_convention", "folded_norm", "ADDER_DOMAIN", "ADDER_OP"]
 
 ADDER_DOMAIN, ADDER_OP = "ai.adderconv", "AdderConv2d"
 Shape = tuple[int, ...]
@@ -317,23 +320,79 @@ def _infer_once(model: onnx.ModelProto) -> dict[str, Shape]:
     return shapes
 
 
-def _layer_name(node) -> str:
+_WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul", ADDER_OP}   # ops whose input 1 is a module's weight
+
+
+def _scope(node) -> tuple[str | None, str]:
+    """(module path, module class) from the dynamo exporter's metadata; (None, "") when the node has none."""
     meta = {p.key: p.value for p in node.metadata_props}
     if "pkg.torch.onnx.name_scopes" in meta:
-        try:
-            scopes = ast.literal_eval(meta["pkg.torch.onnx.name_scopes"])
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            scopes = None
-        if not isinstance(scopes, (list, tuple)) or not all(isinstance(p, str) for p in scopes):
-            raise AdderconvError(f"ONNX node {plain(node.name)!r}: its pkg.torch.onnx.name_scopes metadata must "
-                                 f"be a list of module names, got {plain(meta['pkg.torch.onnx.name_scopes'])[:80]!r}")
-        return scopes[-2] if len(scopes) >= 2 else ""
-    if "namespace" in meta:                 # fused nodes keep only the namespace: 'name: type/...'
+        scopes = _literal_list(node, meta, "pkg.torch.onnx.name_scopes")
+        classes = _literal_list(node, meta, "pkg.torch.onnx.class_hierarchy", required=False)
+        return (scopes[-2] if len(scopes) >= 2 else ""), (classes[-2] if len(classes) >= 2 else "")
+    if "namespace" in meta:                 # 'name: type/...', one part per module, the op last
         parts = meta["namespace"].split("/")
-        return parts[-2].split(":")[0].strip() if len(parts) >= 2 else ""
-    if node.name.startswith("/"):           # TorchScript exporter: /layer1/layer1.0/conv1/Conv
-        return _scoped_path([p for p in node.name.split("/")[1:-1] if p])
-    return node.name or node.op_type
+        if len(parts) < 2:
+            return "", ""
+        name, _, cls = parts[-2].partition(":")
+        return name.strip(), cls.strip()
+    return None, ""
+
+
+def _literal_list(node, meta: dict[str, str], key: str, *, required: bool = True) -> list[str]:
+    if key not in meta:
+        return []
+    try:
+        value = ast.literal_eval(meta[key])
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        value = None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
+        if not required:
+            return []
+        raise AdderconvError(f"ONNX node {plain(node.name)!r}: its {key} metadata must be a list of module names, "
+                             f"got {plain(meta[key])[:80]!r}")
+    return list(value)
+
+
+def folded_norm(node) -> bool:
+    """Whether the exporter folded a BatchNorm into this Conv/Gemm node (its rewriter records the rule; the
+    node then carries the BatchNorm's module scope, not the conv's)."""
+    rules = next((p.value for p in node.metadata_props if p.key == "pkg.onnxscript.rewriter.rule_name"), "")
+    return node.op_type in _WEIGHTED and ("FuseBatchNorm" in rules or "batchnorm" in _scope(node)[1].lower())
+
+
+def _weight_owner(node, inits: Collection[str]) -> str | None:
+    """``layer1.0.conv1`` for a node whose weight is the initializer ``layer1.0.conv1.weight``."""
+    if node.op_type not in _WEIGHTED or len(node.input) < 2 or node.input[1] not in inits:
+        return None
+    owner, dot, leaf = node.input[1].rpartition(".")
+    return owner if dot and owner and leaf == "weight" else None
+
+
+def _layer_name(node, inits: Collection[str] = (), seen: dict[str, set[str]] | None = None) -> str:
+    """The module path of the PyTorch module that did the node's work, as the PyTorch front end names it.
+
+    From the dynamo exporter's scope metadata; a Conv/Gemm into which the exporter folded a BatchNorm carries
+    the BatchNorm's scope, so it is named after its weight's owner (``conv1.weight`` -> ``conv1``), which is
+    also the name of last resort for a weighted node without metadata. The TorchScript exporter's node names
+    hold the scopes; it names a module's second call ``relu_1``: with ``seen`` (path -> op types so far, in
+    graph order) a ``name_N`` whose ``name`` ran the same op type before is ``name``.
+    """
+    path, _ = _scope(node)
+    owner = _weight_owner(node, inits)
+    if owner is not None and (folded_norm(node) or (path is None and not node.name.startswith("/"))):
+        return owner
+    if path is not None:
+        return path
+    if not node.name.startswith("/"):       # TorchScript exporter: /layer1/layer1.0/conv1/Conv
+        return node.name or node.op_type
+    path = _scoped_path([p for p in node.name.split("/")[1:-1] if p])
+    if seen is not None:
+        base = re.sub(r"_\d+$", "", path)
+        if base != path and node.op_type in seen.get(base, ()):
+            path = base                     # a repeated call of module `base`, as PyTorch counts it
+        seen.setdefault(path, set()).add(node.op_type)
+    return path
 
 
 def _scoped_path(parts: list[str]) -> str:
@@ -366,6 +425,33 @@ def _count(fn: OnnxHandle, node, key: str, ins: list, outs: list) -> Tally:
     return tally
 
 
+_FOLDED = "BatchNormalization (folded into"
+
+
+def norm_convention(counts: ModelCounts) -> str:
+    """What an ONNX count did with BatchNorm, in words: counted where BatchNormalization nodes remain, nothing
+    where the exporter folded them into the convolutions (the PyTorch front end counts every BatchNorm).
+
+    >>> folded = ModelCounts(layers=[], ignored={"BatchNormalization (folded into Conv by the exporter)": 2})
+    >>> norm_convention(folded).split(":")[1]
+    ' the exporter folded 2 BatchNorms into the Conv before them (their scale and shift are in its weights and bias)'
+    """
+    folded = sum(n for op, n in counts.ignored.items() if op.startswith(_FOLDED))
+    kept = sum(1 for layer in counts.layers for o in layer.ops if o.op == "BatchNormalization")
+    into = ", ".join(sorted({op[len(_FOLDED):].split(" by ")[0].strip() for op in counts.ignored
+                             if op.startswith(_FOLDED)}))
+    if kept:
+        text = f"BatchNorm: the graph's {kept} BatchNormalization nodes are counted, 1 mul + 1 add per element"
+        return text + (f"; the exporter folded {folded} more into the {into} before them (not counted here, "
+                       f"counted by a PyTorch count of the model)" if folded else " (not assumed folded)")
+    if folded:
+        return (f"BatchNorm: the exporter folded {folded} BatchNorm{'s' if folded > 1 else ''} into the {into} "
+                f"before them (their scale and shift are in its weights and bias): not counted here, where a "
+                f"PyTorch count of the model counts 1 mul + 1 add per element")
+    return ("BatchNorm: the graph has no BatchNormalization node; a BatchNorm the exporter folded into a "
+            "convolution (torch.onnx does in eval mode) costs nothing here")
+
+
 def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] | None = None) -> ModelCounts:
     """Count every node of an ONNX model's main graph, per layer and per op type."""
     where = str(model) if not isinstance(model, onnx.ModelProto) else "the ONNX model"
@@ -391,13 +477,17 @@ def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] |
     layers: dict[str, LayerCounts] = {}
     ignored: dict[str, int] = {}
     init_names = {t.name for t in model.graph.initializer}
+    seen: dict[str, set[str]] = {}
     for node in model.graph.node:
         op = plain(node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}")
         key = node.op_type if node.domain in ("", "ai.onnx", ADDER_DOMAIN) else op
         if key in _IGNORED and node.domain in ("", "ai.onnx"):
             ignored[op] = ignored.get(op, 0) + 1
             continue
-        name = plain(_layer_name(node))       # names from a file are data: one printable line (adderconv.untrusted)
+        name = plain(_layer_name(node, init_names, seen))   # names from a file are data: one printable line
+        if folded_norm(node):          # a BatchNorm the exporter removed: said, not silently absent
+            folded = f"{_FOLDED} {plain(node.op_type)} by the exporter)"
+            ignored[folded] = ignored.get(folded, 0) + 1
         layer = layers.setdefault(name, LayerCounts(name=name, type=plain(node.op_type)))
         if key not in _ONNX or (node.domain == ADDER_DOMAIN) != (key == ADDER_OP):
             layer.unsupported[op] = layer.unsupported.get(op, 0) + 1
