@@ -15,6 +15,12 @@ Sections (``--only`` picks some):
   Adder weights train at ``--sr-adder-lr-scale`` times the LR (Adam moves every weight ~lr per step, small
   for adder weights that live on the scale of their inputs).
 - ``throughput``: training images/s of ResNet-20 CNN vs adder ResNet-20, same batch, CPU, interleaved.
+- ``fashion``: Fashion-MNIST (Debian's ``dataset-fashion-mnist``; ``--fashion-dir`` for another folder of its idx
+  files) at 1x32x32, LeNet-5-BN: the CNN from scratch; the adder converted from that trained CNN (the CLI's
+  policy) and fine-tuned with logit KD from it; the adder from scratch; post-training quantisation of the
+  converted adder at each ``--bits`` x ``--groups``. Test accuracy on the official test set (10,000), wall time
+  and training images/s per row. ``--epochs`` / ``--kd-epochs`` / ``--train-limit`` size it (a smoke run:
+  ``--epochs 1 --kd-epochs 1 --train-limit 2000``); validation is capped like the training part.
 
 Nothing is asserted: the numbers are the result. Sized for a 2-core CPU (minutes); settings are printed
 with the numbers and stored in the JSON.
@@ -28,14 +34,16 @@ import platform
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from adderconv import AdaptiveLR, get_model
+from adderconv.data import DataSplit, TensorPairs, evaluate, load_data, loader
 from adderconv.io import write_json
-from adderconv.training import finetune, load_data
+from adderconv.training import finetune
 
 
 def _row(name: str, res, extra: dict | None = None) -> dict:
@@ -167,19 +175,102 @@ def throughput(batch: int, steps: int, rounds: int) -> dict:
             "images_per_s": med, "all_rounds": rates, "adder_over_cnn": med["resnet20_adder"] / med["resnet20"]}
 
 
+def _train_rate(res) -> float:
+    """Training images/s over the run's epochs (images seen / seconds spent in training steps)."""
+    h = res.history
+    return sum(e["images_per_s"] * e["seconds"] for e in h) / max(sum(e["seconds"] for e in h), 1e-9)
+
+
+def _fashion_data(folder: str | None, train_limit: int | None) -> DataSplit:
+    """Fashion-MNIST at LeNet's 1x32x32; the training part (a seeded random order) and validation cut to
+    ``train_limit`` and ``train_limit // 9`` (the full split's 9:1), the official test set whole."""
+    data = load_data(f"fashion-mnist:{folder}" if folder else "fashion-mnist", (1, 32, 32), split_seed=0)
+    if train_limit is None:
+        return data
+    n_val = max(train_limit // 9, 1)
+    train = TensorPairs(data.train.x[:train_limit], data.train.y[:train_limit])
+    val = TensorPairs(data.val.x[:n_val], data.val.y[:n_val])
+    return replace(data, train=train, val=val, description=f"{data.description}; training cut to "
+                   f"{len(train)} and validation to {len(val)} (--train-limit)")
+
+
+def fashion(epochs: int, kd_epochs: int, batch: int, lr: float, kd_lr: float, seed: int, train_limit: int | None,
+            bits: Sequence[int] = (8,), groups: Sequence[int] = (1,), calib_batches: int = 8,
+            folder: str | None = None) -> dict:
+    from adderconv import quantize
+    from adderconv.converters import Policy, convert
+
+    t = time.perf_counter()
+    data = _fashion_data(folder, train_limit)
+    load_seconds = time.perf_counter() - t
+    common = dict(batch_size=batch, seed=seed, energy=False, log=print)
+    rows: list[dict] = []
+
+    def trained(name: str, model, **kw):
+        t = time.perf_counter()
+        res = finetune(model, data, **common, **kw)
+        rows.append(_row(name, res, {"wall_seconds": time.perf_counter() - t, "train_images_per_s": _train_rate(res)}))
+        return res
+
+    torch.manual_seed(seed)
+    cnn = trained("LeNet-5-BN CNN, from scratch", get_model("lenet5_bn"), epochs=epochs, lr=lr)
+    teacher = cnn.model.eval()
+    # The CLI's conversion (default policy + convert_linear: the zoo adder LeNet's layers; copied weights
+    # rescaled to unit std), then logit KD from the trained CNN.
+    student = convert(teacher, Policy(convert_linear=True, weight_init="copy_rescaled"),
+                      example_inputs=(torch.zeros(1, 1, 32, 32),))
+    converted = trained("adder LeNet-5-BN, converted from the CNN + KD", student, teacher=teacher,
+                        epochs=kd_epochs, lr=kd_lr)
+    torch.manual_seed(seed)
+    trained("adder LeNet-5-BN, from scratch", get_model("lenet5_bn_adder"), epochs=epochs, lr=lr)
+    # Post-training quantisation of the converted adder, calibrated on training batches. Widths below 8 and
+    # group-shared grids go through quantize(bits=, groups=) (issue 26); quantisation-aware fine-tuning rows
+    # (finetune --bits N) belong here too, once that exists: one row per (width, method).
+    float_adder = converted.model.eval()
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+    calib = loader(data.train, order[:calib_batches * batch], batch)
+    for b in bits:
+        for k in groups:
+            t = time.perf_counter()
+            q = quantize(float_adder, calib, **({"bits": b} if b != 8 else {}), **({"groups": k} if k != 1 else {}))
+            acc = evaluate(q, data.test, "classify", batch, torch.device("cpu"))["acc"]
+            name = f"converted adder, {'int8' if b == 8 else f'{b}-bit'} post-training" + \
+                (f", {k} grid groups" if k != 1 else "")
+            rows.append({"model": name, "acc": acc, "bits": b, "groups": k, "epochs": 0,
+                         "wall_seconds": time.perf_counter() - t, "train_images_per_s": None,
+                         "gap_to_float_points": 100 * (converted.test["acc"] - acc)})
+    base = rows[0]["acc"]
+    for r in rows:
+        r["gap_points"] = 100 * (base - r["acc"])
+    settings = {"data": data.description, "load_seconds": load_seconds, "epochs": epochs, "kd_epochs": kd_epochs,
+                "batch": batch, "lr": lr, "kd_lr": kd_lr, "seed": seed, "train_limit": train_limit,
+                "calibration": f"{calib_batches} training batches of {batch}, percentile 99.99",
+                "momentum": 0.9, "weight_decay": 5e-4, "eta": 0.2, "kd_alpha": 0.5, "kd_temperature": 4.0,
+                "schedule": "cosine per step", "test": "official test set (t10k), 10,000 images"}
+    return {"settings": settings, "rows": rows}
+
+
 def _print_table(title: str, rows: list[dict], cols: list[str]) -> None:
     print(f"\n{title}")
     print(" | ".join(["model"] + cols))
     for r in rows:
-        cells = [f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
+        cells = [f"{r[c]:.4f}" if isinstance(r.get(c), float) else "-" if r.get(c) is None else str(r[c]) for c in cols]
         print(" | ".join([r["model"]] + cells))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="*", default=["digits", "sr", "throughput"])
-    ap.add_argument("--epochs", type=int, default=15, help="digits: epochs of the CNN and the adder from scratch")
-    ap.add_argument("--kd-epochs", type=int, default=15, help="digits: epochs of the converted + KD runs")
+    ap.add_argument("--only", nargs="*", default=["digits", "sr", "throughput"],
+                    choices=["digits", "sr", "throughput", "fashion"])
+    ap.add_argument("--epochs", type=int, default=15,
+                    help="digits, fashion: epochs of the CNN and the adder from scratch")
+    ap.add_argument("--kd-epochs", type=int, default=15, help="digits, fashion: epochs of the converted + KD runs")
+    ap.add_argument("--train-limit", type=int, default=None,
+                    help="fashion: training images (a seeded random subset of the 54,000; validation 1/9 of it)")
+    ap.add_argument("--fashion-dir", default=None, help="fashion: a folder of Fashion-MNIST idx files "
+                    "(default: Debian's dataset-fashion-mnist)")
+    ap.add_argument("--bits", type=int, nargs="+", default=[8], help="fashion: post-training code widths")
+    ap.add_argument("--groups", type=int, nargs="+", default=[1], help="fashion: grid groups per layer")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--kd-lr", type=float, default=0.1)
@@ -216,6 +307,11 @@ def main() -> None:
         print(f"\ntraining throughput, batch {args.tp_batch}, CPU ({tp['settings']['threads']} threads): "
               f"ResNet-20 CNN {tp['images_per_s']['resnet20']:.1f} img/s, adder ResNet-20 "
               f"{tp['images_per_s']['resnet20_adder']:.1f} img/s (adder/CNN {tp['adder_over_cnn']:.3f})")
+    if "fashion" in args.only:
+        out["fashion"] = fashion(args.epochs, args.kd_epochs, args.batch, args.lr, args.kd_lr, args.seed,
+                                 args.train_limit, args.bits, args.groups, folder=args.fashion_dir)
+        _print_table(f"Fashion-MNIST ({out['fashion']['settings']})", out["fashion"]["rows"],
+                     ["acc", "gap_points", "gap_to_float_points", "epochs", "wall_seconds", "train_images_per_s"])
     if args.json:
         write_json(args.json, out)
         print(f"wrote {args.json}")
