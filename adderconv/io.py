@@ -15,19 +15,21 @@ import pickle
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import zoo
-from .arch import ArchSpec, default_input_shape
-from .errors import AdderconvError
+from .arch import ArchSpec, default_input_shape, looks_like_spec
+from .errors import AdderconvError, first_line
 
 __all__ = ["read_safetensors", "read_torch_file", "as_state_dict", "is_torchscript", "load_state_dict_file",
            "file_arch", "input_shape_of", "is_zoo_name", "first_line", "TRUST_HINT", "ensure_writable",
-           "atomic_write", "atomic_writes", "write_json", "lock_directory"]
+           "atomic_write", "atomic_writes", "write_text", "write_json", "lock_directory", "ModelKind", "model_kind",
+           "refuse_onnx", "sample_shape"]
 
 TRUST_HINT = ("it can execute arbitrary code when loaded. Pass `trust` only if you trust "
                "the file, or save a state dict / safetensors file and pass `arch` instead")
@@ -37,9 +39,52 @@ def is_zoo_name(source: str | os.PathLike) -> bool:
     return str(source) in zoo.list_models() and not Path(source).exists()
 
 
-def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+class ModelKind(str, Enum):
+    """What a MODEL argument names, decided once (:func:`model_kind`) and carried: a zoo name, an architecture
+    spec built without weights (``torchvision:NAME``, ``module:factory``), an ONNX file, or another file."""
+
+    ZOO = "zoo"
+    SPEC = "spec"
+    ONNX = "onnx"
+    FILE = "file"
+
+
+def model_kind(source: str | os.PathLike) -> ModelKind:
+    """The kind of MODEL ``source``. A zoo name wins unless a file of that name exists; ``.onnx`` is ONNX whether
+    or not the file exists (reading it then says what is wrong); a spec is only a spec when no such file exists.
+
+    >>> model_kind("resnet20"), model_kind("net.onnx"), model_kind("torchvision:resnet18"), model_kind("w.pt")
+    (<ModelKind.ZOO: 'zoo'>, <ModelKind.ONNX: 'onnx'>, <ModelKind.SPEC: 'spec'>, <ModelKind.FILE: 'file'>)
+    """
+    text = str(source)
+    if is_zoo_name(text):
+        return ModelKind.ZOO
+    if Path(text).suffix == ".onnx":
+        return ModelKind.ONNX
+    if not Path(text).exists() and looks_like_spec(text):
+        return ModelKind.SPEC
+    return ModelKind.FILE
+
+
+def refuse_onnx(source: str | os.PathLike, what: str) -> ModelKind:
+    """``source``'s kind, or a one-line error when it is an ONNX file and ``what`` (e.g. "fine-tuning") needs a
+    PyTorch model: asked first, before any shape or data is looked for."""
+    kind = model_kind(source)
+    if kind is ModelKind.ONNX:
+        raise AdderconvError(f"{source}: an ONNX file cannot be used for {what}; give the PyTorch model it came from "
+                             f"(a zoo name, a state dict with `arch`, or a pickled model with `trust`)")
+    return kind
+
+
+def sample_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """The one shape convention at the boundaries: a MODEL's input shape (``input_shape``, ``--input-shape``) is
+    always the model's whole input, batch first, (N, C, H, W); data is loaded per sample, (C, H, W), and that
+    sample shape is the input shape's last three dimensions (given a (C, H, W) already, it is returned as is).
+
+    >>> sample_shape((1, 3, 32, 32)), sample_shape((3, 32, 32))
+    ((3, 32, 32), (3, 32, 32))
+    """
+    return tuple(int(d) for d in shape[-3:])
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -316,8 +361,13 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
         text = json.dumps(obj, indent=indent, default=float, allow_nan=False)
     except ValueError as e:
         raise AdderconvError(f"{path}: refusing to write a non-finite number as JSON ({e})") from None
+    write_text(path, text + "\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` as UTF-8, atomically (every text file a command writes goes through here)."""
     with atomic_write(path) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _umask() -> int:

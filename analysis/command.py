@@ -13,9 +13,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from adderconv.errors import AdderconvError
+from adderconv.choices import CAPTURES, COUNT_OPTIMIZERS, ENGINES, PRECISIONS, PRICINGS
+from adderconv.errors import AdderconvError, check_choice
 from adderconv.io import atomic_writes
-from adderconv.untrusted import console as console_text
+from adderconv.output import Output
 
 from .api import analyze
 from .energy import EnergyReport
@@ -65,7 +66,7 @@ def parse_layer_precision(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         pattern, sep, prec = item.partition("=")
         if not sep or not pattern.strip() or not prec.strip():
-            raise AdderconvError(f"--layer-precision takes PATTERN=PRECISION (e.g. 'layer1.*=int8'), got {item!r}")
+            raise AdderconvError(f"`layer_precision` takes PATTERN=PRECISION (e.g. 'layer1.*=int8'), got {item!r}")
         out[pattern.strip()] = prec.strip()
     return out
 
@@ -81,18 +82,16 @@ def _validate(o: EnergyOptions, baseline: dict | None) -> None:
     """Every option that can be checked without the model, checked before any work (the gate never runs on
     bad input): the price list, precisions and widths, memory level, scale, capture, optimizer, the engine and its
     accelerator, the baseline's kind."""
-    from .capture import CAPTURES
-    from .energy import ENGINES, check_widths
-    from .tables import PRECISIONS, load_table
-    from .training import OPTIMIZERS
+    from .energy import check_widths
+    from .tables import load_table
 
+    check_choice("pricing", o.pricing, PRICINGS, "pricing convention")
     prices = load_table(o.table).scaled(o.energy_scale)
+    check_choice("precision", o.precision, PRECISIONS)
     for p in {o.precision, *o.layer_precision.values()}:
-        if p not in PRECISIONS:
-            raise AdderconvError(f"unknown precision {p!r}; choose one of {', '.join(PRECISIONS)}")
+        check_choice("layer_precision" if p != o.precision else "precision", p, PRECISIONS, "precision")
         check_widths(prices, p, pricing=o.pricing, accumulator=o.accumulator)
-    if o.engine not in ENGINES:
-        raise AdderconvError(f"unknown energy engine {o.engine!r}; choose one of {', '.join(ENGINES)}")
+    check_choice("engine", o.engine, ENGINES, "energy engine")
     if o.engine != "arithmetic":
         from .dataflow import check_engine
 
@@ -102,13 +101,12 @@ def _validate(o: EnergyOptions, baseline: dict | None) -> None:
                              "add the engine choice (zigzag)")
     if o.memory:
         prices.memory_price(o.memory)
-    if o.capture not in CAPTURES:
-        raise AdderconvError(f"--capture must be one of {', '.join(CAPTURES)}, got {o.capture!r}")
-    if o.optimizer is not None and o.optimizer not in OPTIMIZERS:
-        raise AdderconvError(f"--optimizer must be one of {', '.join(OPTIMIZERS)} or none, got {o.optimizer!r}")
+    check_choice("capture", o.capture, CAPTURES)
+    if o.optimizer is not None:
+        check_choice("optimizer", o.optimizer, COUNT_OPTIMIZERS)
     if baseline is not None and bool(baseline.get("training", False)) != o.training:
-        raise AdderconvError(f"--baseline counts {'a training step' if baseline.get('training') else 'inference'}; "
-                             f"{'add' if not o.training else 'drop'} --training to compare like with like")
+        raise AdderconvError(f"`baseline` counts {'a training step' if baseline.get('training') else 'inference'}; "
+                             f"{'add' if not o.training else 'drop'} `training` to compare like with like")
 
 
 def render_gate(result: GateResult, console: Console) -> None:
@@ -127,8 +125,13 @@ def render_gate(result: GateResult, console: Console) -> None:
                   "[green]no regression[/green]")
 
 
-def run_energy(o: EnergyOptions, console: Console) -> int:
-    """Analyse, render, write files, check the baseline; returns the exit code (0 ok, 1 check failed)."""
+def run_energy(o: EnergyOptions, out: Output | Console) -> int:
+    """Analyse, render, write files, check the baseline; returns the exit code (0 ok, 1 check failed).
+
+    With a second model (``compare``, or the built-in demo's pair) the comparison comes first, then the model's
+    own report: the same order whichever way the pair was asked for."""
+    out = Output.of(out)
+    console = out.console
     max_increase = parse_increase(o.max_increase)          # usage errors surface before any work
     baseline = load_baseline(o.baseline) if o.baseline else None
     _validate(o, baseline)
@@ -145,11 +148,9 @@ def run_energy(o: EnergyOptions, console: Console) -> int:
         alt = "int8" if o.precision != "int8" else "fp32"
         more = [(_analyze(o, compare, alt, None), _analyze(o, model, alt, None))]
         render_comparison(other, report, console, more=more, title=DEFAULT_TITLE)
-        render_report(report, console, top=o.top, all_layers=o.all_layers)
-    else:
-        render_report(report, console, top=o.top, all_layers=o.all_layers)
-        if other is not None:
-            render_comparison(other, report, console)
+    elif other is not None:
+        render_comparison(other, report, console)
+    render_report(report, console, top=o.top, all_layers=o.all_layers)
     gate = compare_to_baseline(to_dict(report), baseline, max_increase) if baseline is not None else None
     files: dict[str, str] = {}                  # every report is made before any is written: all or none land
     if o.json_path:
@@ -160,11 +161,11 @@ def run_energy(o: EnergyOptions, console: Console) -> int:
         from .html_report import to_html
         files[o.html_path] = to_html(report, compare=other, more=more, title=DEFAULT_TITLE if o.model is None else None)
     if files:
-        with atomic_writes(*files) as tmps:
+        with atomic_writes(*files) as tmps:     # all or none: the reports belong together
             for tmp, text in zip(tmps, files.values()):
                 Path(tmp).write_text(text, encoding="utf-8")
         for path in files:
-            console.print(f"wrote {console_text(path)}", highlight=False)
+            out.wrote(path)
     code = 0
     if gate is not None:
         render_gate(gate, console)

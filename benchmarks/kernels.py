@@ -3,42 +3,35 @@
 ResNet-20 layer shapes (CIFAR, batch 64 by default) and ResNet-50 bottleneck shapes (ImageNet 224, a smaller
 batch by default to keep the run to a few minutes on 2 cores). Prints a Markdown table per net and writes
 JSON. Times are the minimum over interleaved rounds in one process, so the ratios to convolution are side by
-side. It never asserts anything: the numbers are the result. Same as ``adderconv bench``.
+side. It never asserts anything: the numbers are the result. The same function as ``adderconv bench``
+(:func:`adderconv.kernels.benchmark.bench`); only the flag spelling of the memory switch differs.
 
     python benchmarks/kernels.py --threads 2 --json benchmarks/results/kernels.json
 """
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import dataclasses
 
-import torch
-
-from adderconv.io import write_json
-from adderconv.kernels import backend_for
-from adderconv.kernels.benchmark import machine, render, suite
+from adderconv.choices import BENCH_NETS
+from adderconv.kernels.benchmark import BenchOptions, bench
 
 
 def main(argv: list[str] | None = None) -> dict:
+    defaults = BenchOptions()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nets", default="resnet20,resnet50")
-    ap.add_argument("--batch", type=int, default=64, help="ResNet-20 batch")
-    ap.add_argument("--batch50", type=int, default=8, help="ResNet-50 batch")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--nets", default=",".join(defaults.nets), help=f"comma-separated: {', '.join(BENCH_NETS)}")
+    ap.add_argument("--batch", type=int, default=defaults.batch, help="ResNet-20 batch")
+    ap.add_argument("--batch50", type=int, default=defaults.batch50, help="ResNet-50 batch")
+    ap.add_argument("--threads", type=int, default=defaults.threads)
+    ap.add_argument("--rounds", type=int, default=defaults.rounds)
     ap.add_argument("--no-memory", action="store_true")
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    batches = {"resnet20": args.batch, "resnet50": args.batch50}
-    nets = {n: batches.get(n, args.batch) for n in args.nets.split(",") if n}
-    result = {"benchmark": "kernels", "machine": None, "tables": {}}
-    for net, rows in suite(nets, rounds=args.rounds, memory=not args.no_memory, threads=args.threads):
-        result["machine"] = machine() | {"backend": backend_for(torch.empty(1)).__name__}
-        result["tables"][net] = rows
-        print(f"\n{net} (backend {result['machine']['backend']})\n" + render(rows, result["machine"]), flush=True)
-    if args.json:
-        write_json(args.json, result)
-    return result
+    opts = dataclasses.replace(defaults, nets=tuple(n for n in args.nets.split(",") if n), batch=args.batch,
+                               batch50=args.batch50, threads=args.threads, rounds=args.rounds,
+                               memory=not args.no_memory, json_path=args.json)
+    return bench(opts)
 
 
 if __name__ == "__main__":

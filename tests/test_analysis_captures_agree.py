@@ -12,7 +12,7 @@ import torchvision
 
 from adderconv.analysis import count_ops
 
-from test_analysis_models import _count_smallest as _smallest
+from conftest import count_smallest as _smallest  # tests/conftest.py
 
 #: model -> why the two captures cannot be compared layer by layer (each checked to still differ). None today:
 #: nn.MultiheadAttention takes its fused inference op under the tracer and its decomposed path under fake

@@ -1,5 +1,4 @@
 """Counts of whole models: the papers' CIFAR ResNets, and agreement with fvcore over torchvision's zoo."""
-import contextlib
 import warnings
 
 import pytest
@@ -7,7 +6,9 @@ import torch
 import torchvision
 
 import adderconv
-from adderconv.analysis import Tally, analyze, count_ops
+from adderconv.analysis import Tally, analyze
+
+from conftest import count_smallest  # tests/conftest.py
 
 
 def _conv_macs_by_layer(counts):
@@ -39,49 +40,9 @@ def test_resnet20_conv_counts():
     assert analyze("resnet20").by_category["conv"]["mul"] == expected == 40_813_184
 
 
-@contextlib.contextmanager
-def _no_random_init():
-    """Skip torch.nn.init while building: weights stay uninitialised memory (values do not change counts),
-    buffers computed in constructors (e.g. Swin's relative position index) stay real."""
-    saved = {n: f for n, f in vars(torch.nn.init).items() if n.endswith("_") and not n.startswith("_")
-             and callable(f)}
-    for n in saved:
-        setattr(torch.nn.init, n, lambda tensor, *a, **k: tensor)
-    try:
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(torch.nn.init, n, f)
-
-
-def _build(name, size):
-    kwargs = {"image_size": size} if name.startswith("vit_") else {}   # ViTs fix their input size at build
-    with _no_random_init(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torchvision.models.get_model(name, **kwargs).eval()
-
-
 # Classification models no input size in (32, 64, 112, 224, 299) gets through the tracer, with the reason: none
 # in torchvision 0.29 (the list is pinned, so a model that stops tracing fails the test instead of dropping out).
 UNTRACEABLE: list[str] = []
-
-
-def _count_smallest(name):
-    """(model, input, our counts) at the smallest input in (32, 64, 224, 299) the model accepts, or None."""
-    for size in (32, 64, 112, 224, 299):
-        if name.startswith("vit_") and size % int(name.split("_")[-1]):
-            continue
-        try:
-            model = _build(name, size)
-            x = torch.zeros(1, 3, size, size)
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                # the tracer's ops, as fvcore sees them (the dispatch capture equals it layer by layer:
-                # tests/test_analysis_captures_agree.py)
-                return model, x, count_ops(model, x, capture="jit")
-        except Exception:   # noqa: BLE001  (too small for this architecture, or untraceable: next size)
-            continue
-    return None
 
 
 @pytest.mark.slow
@@ -90,7 +51,7 @@ def test_conv_and_linear_multiplications_equal_fvcore_over_torchvision():
 
     compared, untraceable, unsupported = [], [], {}
     for name in torchvision.models.list_models(module=torchvision.models):
-        found = _count_smallest(name)
+        found = count_smallest(name)
         if found is None:
             untraceable.append(name)
             continue

@@ -10,44 +10,9 @@ from adderconv.converters import AdderBlock, Policy, apply_recipe, convert, reca
 from adderconv.errors import AdderconvError
 from adderconv.reference import adder_conv2d_reference
 
-
-class HardCase(nn.Module):
-    """Nested containers, a shared module, a functional conv, reflect / 'same' padding, dilation, depthwise and
-    grouped convs, Conv1d, a conv with bias and no BN, a ModuleDict."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        self.bn0 = nn.BatchNorm2d(16)
-        self.blocks = nn.Sequential(
-            nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, padding_mode="reflect", bias=False), nn.BatchNorm2d(16),
-                          nn.ReLU()),
-            nn.Sequential(nn.Conv2d(16, 16, 3, padding="same", dilation=2, bias=False), nn.BatchNorm2d(16)),
-        )
-        self.shared = nn.Conv2d(16, 16, 1)
-        self.shared_again = self.shared                       # the same module under a second name
-        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
-        self.dw_bn = nn.BatchNorm2d(16)
-        self.grouped = nn.Conv2d(16, 32, 3, stride=2, padding=1, groups=4, bias=False)
-        self.grouped_bn = nn.BatchNorm2d(32)
-        self.func_weight = nn.Parameter(torch.randn(32, 32, 3, 3) * 0.05)
-        self.heads = nn.ModuleDict({"a": nn.Conv2d(32, 8, 1, bias=True), "unused": nn.Conv2d(32, 8, 1)})
-        self.seq = nn.Conv1d(8, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x):
-        x = F.relu(self.bn0(self.stem(x)))
-        x = self.blocks(x)
-        x = self.shared_again(F.relu(self.shared(x)))
-        x = F.relu(self.dw_bn(self.dw(x)))
-        x = F.relu(self.grouped_bn(self.grouped(x)))
-        x = F.conv2d(x, self.func_weight, padding=1)          # functional: only the ATen rewrite reaches it
-        x = self.heads["a"](x)                                # conv + bias, no BN after it
-        x = self.seq(x.mean(3))
-        return self.fc(x.mean(2))
+from conftest import X, HardCase  # noqa: F401  (tests/conftest.py; `test_convert:HardCase` is an arch below)
 
 
-X = torch.randn(2, 3, 16, 16)
 
 
 def _conv_reference(conv, x):

@@ -9,7 +9,7 @@ from adderconv.converters.report import conversion_report
 from adderconv.functional import adder_conv as adder_conv_like
 from adderconv.reference import adder_conv2d_reference
 
-from test_convert import X, HardCase  # tests/ is on sys.path (pytest prepend mode)
+from conftest import X, HardCase  # tests/conftest.py (tests/ is on sys.path, pytest prepend mode)
 
 
 def _targets(gm):

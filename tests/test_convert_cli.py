@@ -102,7 +102,7 @@ def test_failure_while_writing_leaves_no_half_written_file(tmp_path, monkeypatch
 
 def test_graph_command_writes_graphml(tmp_path, monkeypatch, capsys):
     out = tmp_path / "g.graphml"
-    code, stdout, _ = _run(monkeypatch, capsys, "graph", "resnet20", "--out", out)
+    code, stdout, _ = _run(monkeypatch, capsys, "graph", "resnet20", "--output", out)
     assert code == 0 and "first: conv1" in stdout and "last: fc" in stdout
     g = nx.read_graphml(out)
     convs = [d for _, d in g.nodes(data=True) if d["kind"] == "conv"]

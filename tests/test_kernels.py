@@ -4,7 +4,6 @@ The cases are drawn from a seeded generator (groups, dilation, stride, padding, 
 sizes that cross the C++ kernels' tile boundaries mid-row, channel counts that leave register-block tails);
 tall stride-1 inputs span several of the C++ kernels' padded row bands.
 """
-import random
 import warnings
 
 import pytest
@@ -14,22 +13,7 @@ from adderconv import adder_conv2d, kernels
 from adderconv.kernels import cpu, portable
 from adderconv.reference import adder_conv2d_reference, adder_conv2d_reference_grads
 
-
-def _random_cases(count: int, seed: int = 3, max_stride: int = 3, max_size: int = 19) -> list[tuple]:
-    rng = random.Random(seed)
-    cases = []
-    while len(cases) < count:
-        groups = rng.choice([1, 1, 2, 3])
-        cg, og = rng.randint(1, 5), rng.randint(1, 9)
-        kh, kw = rng.randint(1, 4), rng.randint(1, 4)
-        sh, sw = rng.randint(1, max_stride), rng.randint(1, max_stride)
-        dh, dw = rng.randint(1, 2), rng.randint(1, 2)
-        ph, pw = rng.randint(0, 2), rng.randint(0, 2)
-        h, w = rng.randint(1, max_size), rng.randint(1, max_size)
-        if (h + 2 * ph - dh * (kh - 1) - 1) < 0 or (w + 2 * pw - dw * (kw - 1) - 1) < 0:
-            continue
-        cases.append((rng.randint(1, 3), cg * groups, h, w, og * groups, kh, kw, (sh, sw), (ph, pw), (dh, dw), groups))
-    return cases
+from conftest import kernel_case as _make, random_kernel_cases as _random_cases  # tests/conftest.py
 
 
 CASES = [
@@ -43,14 +27,6 @@ CASES = [
     (2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),           # ResNet-20's last stage: one band, a partial last tile
     (1, 6, 7, 5, 194, 3, 3, 2, 1, 1, 2),           # 97 output channels per group: dX runs in two chunks
 ] + _random_cases(14) + _random_cases(6, seed=5, max_stride=1, max_size=40)
-
-
-def _make(case, dtype=torch.float32):
-    n, c, h, w, o, kh, kw, stride, padding, dilation, groups = case
-    x = torch.randn(n, c, h, w, dtype=dtype)
-    weight = torch.randn(o, c // groups, kh, kw, dtype=dtype) * 0.5
-    pair = lambda v: list(v) if isinstance(v, tuple) else [v, v]  # noqa: E731
-    return x, weight, (pair(stride), pair(padding), pair(dilation), groups)
 
 
 BACKENDS = [pytest.param(portable, id="portable"), pytest.param(cpu, id="cpu")]

@@ -15,7 +15,7 @@ pytest.importorskip("triton")
 from adderconv.kernels import triton_kernels as tk  # noqa: E402
 from adderconv.reference import adder_conv2d_reference, adder_conv2d_reference_grads  # noqa: E402
 
-from test_kernels import _make, _random_cases  # noqa: E402
+from conftest import kernel_case as _make, random_kernel_cases as _random_cases  # noqa: E402
 
 if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
     pytest.skip("TRITON_INTERPRET is set to something other than 1 and there is no GPU", allow_module_level=True)

@@ -8,10 +8,11 @@ minimum over the rounds). Peak memory of each call is measured in a child proces
 Besides the minimum wall time, each row keeps the minimum CPU time of the process (all threads): on a
 machine shared with other jobs the wall-time minimum can still include preemption, the CPU time does not
 (it does include OpenMP threads spinning at barriers). Compute code here returns rows; :func:`render` only
-formats them. Used by ``benchmarks/kernels.py`` and
-``adderconv bench``.
+formats them. ``adderconv bench`` and ``benchmarks/kernels.py`` are one function, :func:`bench` (options in,
+tables printed per net as they finish, the JSON record out).
 
 >>> rows = run(layers=[LayerShape("tiny", 8, 8, 8, 1)], batch=2, rounds=1, memory=False)  # doctest: +SKIP
+>>> bench(BenchOptions(nets=("resnet20",), rounds=1, memory=False))                       # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -22,15 +23,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import AdderconvError
+from ..choices import BENCH_NETS
+from ..errors import AdderconvError, check_choice
 
 __all__ = ["LayerShape", "RESNET20_LAYERS", "RESNET50_LAYERS", "NETS", "reference_unfold", "run", "render", "machine",
-           "suite"]
+           "suite", "BenchOptions", "bench", "run_bench"]
 
 IMPLS = ("adder", "reference_unfold", "conv")
 # The reference materialises O x J x N*L floats several times over (difference, abs, and in backward their
@@ -65,7 +68,23 @@ RESNET50_LAYERS = [LayerShape("r50 64->64 3x3 @56", 64, 64, 56, 1),
                    LayerShape("r50 512->2048 1x1 @7", 512, 2048, 7, 1, 1)]
 
 
-NETS = {"resnet20": RESNET20_LAYERS, "resnet50": RESNET50_LAYERS}
+NETS = dict(zip(BENCH_NETS, (RESNET20_LAYERS, RESNET50_LAYERS)))
+
+
+@dataclass(kw_only=True)   # built by keyword: reordering fields can never mis-wire two flags
+class BenchOptions:
+    nets: tuple[str, ...] = BENCH_NETS   # layer sets (:data:`NETS`), in this order
+    batch: int = 64                      # ResNet-20's batch
+    batch50: int = 8                     # ResNet-50's (a smaller one keeps the run to minutes on 2 cores)
+    threads: int = 2
+    rounds: int = 5                      # interleaved timing rounds; the minimum is kept
+    memory: bool = True                  # peak memory too (one child process per call)
+    json_path: str | None = None
+
+    def batches(self) -> dict[str, int]:
+        """{net: batch} for the chosen nets, each checked against :data:`NETS`."""
+        sizes = {"resnet20": self.batch, "resnet50": self.batch50}
+        return {check_choice("nets", n, BENCH_NETS, "layer set"): sizes[n] for n in self.nets}
 
 
 def reference_unfold(x: Tensor, w: Tensor, stride: int, padding: int) -> Tensor:
@@ -202,9 +221,33 @@ def suite(nets: dict[str, int], rounds: int = 5, memory: bool = True, threads: i
     torch.set_num_threads(threads)
     os.environ["ADDERCONV_BENCH_THREADS"] = str(threads)   # the memory children use the same thread count
     for net, batch in nets.items():
-        if net not in NETS:
-            raise ValueError(f"unknown net {net!r}; known: {sorted(NETS)}")
-        yield net, run(NETS[net], batch, rounds=rounds, memory=memory)
+        yield net, run(NETS[check_choice("nets", net, BENCH_NETS, "layer set")], batch, rounds=rounds, memory=memory)
+
+
+def bench(opts: BenchOptions, out: Any = None) -> dict:
+    """Run :func:`suite` for ``opts``, print each net's table as it finishes (to ``out``, an
+    :class:`adderconv.output.Output`; None: stdout), write ``json_path``; return the JSON record."""
+    from ..kernels import backend_for
+    from ..output import Output
+
+    out = Output.of(out)
+    nets = opts.batches()   # every option checked before the first timing
+    result: dict = {"benchmark": "kernels", "machine": None, "tables": {}}
+    for net, rows in suite(nets, rounds=opts.rounds, memory=opts.memory, threads=opts.threads):
+        result["machine"] = machine() | {"backend": backend_for(torch.empty(1)).__name__}
+        result["tables"][net] = rows
+        out.line(f"\n{net} (backend {result['machine']['backend']})\n" + render(rows, result["machine"]))
+    if opts.json_path:
+        from ..io import write_json
+
+        write_json(opts.json_path, result)
+    return result
+
+
+def run_bench(opts: BenchOptions, out: Any = None) -> int:
+    """``adderconv bench``: :func:`bench`; the exit code (a benchmark never fails on its numbers)."""
+    bench(opts, out)
+    return 0
 
 
 def render(rows: list[dict], info: dict) -> str:

@@ -2,26 +2,28 @@
 test split, price both, write the quantised safetensors file.
 
 >>> opts = QuantizeOptions(model="finetune-out/model.safetensors", output="q.safetensors")   # doctest: +SKIP
->>> run_quantize(opts, Console())                                                            # doctest: +SKIP
+>>> run_quantize(opts, Output())                                                             # doctest: +SKIP
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import AdderconvError
+from ..choices import CALIBRATION_METHODS
+from ..errors import AdderconvError, check_choice
+from ..output import Output
 
 __all__ = ["QuantizeOptions", "QuantizeResult", "run_quantize", "quantize_source", "render"]
 
 _KEEP = ("adderconv.arch", "adderconv.arch_kwargs", "adderconv.recipe")   # what rebuilding the float net needs
 
 
-@dataclass
+@dataclass(kw_only=True)   # built by keyword: reordering fields can never mis-wire two flags
 class QuantizeOptions:
     model: str
     output: str
@@ -38,7 +40,7 @@ class QuantizeOptions:
     json_path: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class QuantizeResult:
     data: str
     task: str
@@ -51,9 +53,10 @@ class QuantizeResult:
     seconds: dict[str, float]
     output: str
     report: dict[str, Any]
+    notes: list[str] = field(default_factory=list)   # shown, not part of the JSON record
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "notes"}
 
 
 def _source_metadata(source: str, loaded) -> dict[str, str]:
@@ -86,6 +89,7 @@ def _weight_bytes(model: nn.Module, names) -> int:
 def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
     """Everything the command does but printing (the library call behind ``adderconv quantize``)."""
     from adderconv.arch import default_input_shape
+    from adderconv.io import ModelKind, refuse_onnx, sample_shape
     from adderconv.loading import open_model
     from adderconv.training.data import default_shape, load_data
     from adderconv.training.evaluate import evaluate, loader
@@ -93,6 +97,8 @@ def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
     from .api import quantize
     from .recipe import save_quantized
 
+    kind = refuse_onnx(opts.model, "int8 quantisation")
+    check_choice("method", opts.method, CALIBRATION_METHODS, "calibration method")
     out = Path(opts.output)
     if out.suffix != ".safetensors":
         raise AdderconvError(f"the quantised model is written as safetensors: give an output ending in "
@@ -104,7 +110,7 @@ def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
     loaded = open_model(opts.model, opts.arch, opts.trust)
     model = loaded.model.cpu().float().eval()
     shape = opts.input_shape or default_input_shape(opts.arch, loaded.arch)
-    chw = tuple(shape[-3:]) if shape else default_shape(opts.data)
+    chw = sample_shape(shape) if shape else default_shape(opts.data)
     data = load_data(opts.data, chw, limit=opts.limit, split_seed=opts.split_seed)
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(opts.split_seed))
     calib = loader(data.train, order[:opts.calib_batches * opts.batch_size], opts.batch_size)
@@ -122,16 +128,19 @@ def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
     energy["ratio"] = energy["int8"]["energy_pj"] / max(energy["float"]["energy_pj"], 1e-30)
     save_quantized(qmodel, out, _source_metadata(opts.model, loaded))
     report = qmodel.adderconv_quant
-    return QuantizeResult(data.description, data.task, metric, float(results["float"]), float(results["int8"]),
-                          report.describe_calibration(), energy,
-                          {"float": _weight_bytes(model, report.layers), "int8": _weight_bytes(qmodel, report.layers)},
-                          seconds,
-                          str(out), report.to_json())
+    notes = [f"{opts.model} is a zoo name: its weights are random, so a test {metric} near chance is expected "
+             f"(quantise a trained file to measure what int8 costs)"] if kind is ModelKind.ZOO else []
+    return QuantizeResult(data=data.description, task=data.task, metric=metric, float_test=float(results["float"]),
+                          int8_test=float(results["int8"]), calibration=report.describe_calibration(), energy=energy,
+                          weight_bytes={"float": _weight_bytes(model, report.layers),
+                                        "int8": _weight_bytes(qmodel, report.layers)},
+                          seconds=seconds, output=str(out), report=report.to_json(), notes=notes)
 
 
-def render(res: QuantizeResult, console: Any) -> None:
+def render(res: QuantizeResult, out: Output | Any) -> None:
     from rich.table import Table
 
+    out = Output.of(out)
     show = (lambda v: f"{v:.2f} dB") if res.metric == "psnr" else (lambda v: f"{100 * v:.2f}%")
     t = Table(title="int8 quantisation", show_header=True)
     for col in ("", "float", "int8"):
@@ -140,25 +149,27 @@ def render(res: QuantizeResult, console: Any) -> None:
     t.add_row("energy pJ (fp32; int8 adder layers)", f"{res.energy['float']['energy_pj']:,.0f}",
               f"{res.energy['int8']['energy_pj']:,.0f}")
     t.add_row("quantised layers' weight bytes", f"{res.weight_bytes['float']:,}", f"{res.weight_bytes['int8']:,}")
-    console.print(f"data: {res.data}")
-    console.print(f"calibration: {res.calibration} (training split)")
-    console.print(t)
+    out.print(f"data: {res.data}")
+    out.print(f"calibration: {res.calibration} (training split)")
+    out.print(t)
+    for note in res.notes:                   # next to the accuracy it explains
+        out.note(note)
     delta = res.int8_test - res.float_test
-    console.print(f"int8 - float: {delta:+.2f} dB" if res.metric == "psnr" else
-                  f"int8 - float: {100 * delta:+.2f} points")
-    console.print(f"energy int8/float: {res.energy['ratio']:.3f} ({res.energy['int8']['int8_layers']} adder layers "
-                  f"priced at int8, the rest at fp32)")
+    out.print(f"int8 - float: {delta:+.2f} dB" if res.metric == "psnr" else
+              f"int8 - float: {100 * delta:+.2f} points")
+    out.print(f"energy int8/float: {res.energy['ratio']:.3f} ({res.energy['int8']['int8_layers']} adder layers "
+              f"priced at int8, the rest at fp32)")
     for name, why in res.report["skipped"].items():
-        console.print(f"note: {name}: {why}")
+        out.note(f"{name}: {why}")
     for note in res.report["notes"]:
-        console.print(f"note: {note}")
-    console.print(f"wrote {res.output}")
+        out.note(note)
+    out.wrote(res.output)
 
 
-def run_quantize(opts: QuantizeOptions, console: Any) -> int:
-    """Quantise, print the comparison, write the file (and ``--json``); return the exit code."""
+def run_quantize(opts: QuantizeOptions, out: Output | Any) -> int:
+    """Quantise, print the comparison, write the file (and ``json_path``); return the exit code."""
     res = quantize_source(opts)
-    render(res, console)
+    render(res, out)
     if opts.json_path:
         from adderconv.io import write_json
 

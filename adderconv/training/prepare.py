@@ -4,15 +4,18 @@ Data before model: the input shape is settled first (:func:`input_shape_for`), t
 and the models are then built once, for the data's number of classes. Rules (``adderconv finetune`` follows them):
 - MODEL with adder layers is fine-tuned as it is; a quantised one (int8 adder layers) is evaluated as it is
   (``epochs`` 0; it does not train).
-- MODEL without adder layers (a CNN) is first converted with the converter's default policy, except that
-  the copied weights are rescaled to unit std (``weight_init="copy_rescaled"``, measured best with KD in
-  benchmarks/accuracy.py); ``convert=False`` trains it as it is, e.g. to train the CNN baseline.
+- MODEL without adder layers (a CNN) is first converted by ``policy``: by default the converter's default policy,
+  except that the copied weights are rescaled to unit std (:data:`DEFAULT_WEIGHT_INIT` ``"copy_rescaled"``,
+  measured best with KD in benchmarks/accuracy.py); ``convert=False`` trains it as it is, e.g. to train the CNN
+  baseline.
 - The teacher is ``--teacher`` when given; otherwise the original CNN when MODEL was converted from a weights
   file. A zoo name has random weights, so a CNN from the zoo gives no teacher (distilling from a random
   network only hurts): pass ``--teacher`` with trained weights.
-- The input shape is ``--input-shape``, else the zoo default of MODEL (or of the file's architecture), else
-  the data source's natural shape. Models built from a name (zoo, ``torchvision:NAME``, ``module:factory``) are
-  built with the data's number of classes, and the saved weights record it, so every command rebuilds them.
+- The input shape is ``--input-shape`` (the model's input, batch first; the data's sample shape is its last
+  three dimensions, :func:`adderconv.io.sample_shape`), else the zoo default of MODEL (or of the file's
+  architecture), else the data source's natural shape. Models built from a name (zoo, ``torchvision:NAME``,
+  ``module:factory``) are built with the data's number of classes, and the saved weights record it, so every
+  command rebuilds them.
 
 >>> p = prepare("lenet5_bn_adder", input_shape=(1, 32, 32), num_classes=2)
 >>> (type(p.student).__name__, p.teacher, p.arch.describe())
@@ -21,20 +24,25 @@ and the models are then built once, for the data's number of classes. Rules (``a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..adaptive_lr import adder_weights
-from ..arch import ArchSpec, looks_like_spec
-from ..errors import AdderconvError
-from ..io import input_shape_of, is_zoo_name
+from ..arch import ArchSpec
+from ..errors import AdderconvError, first_line
+from ..io import ModelKind, input_shape_of, model_kind, sample_shape
 from ..loading import open_model
 from ..quant.recipe import is_quantized
 from .data import default_shape
 
-__all__ = ["Prepared", "prepare", "input_shape_for", "check_outputs"]
+if TYPE_CHECKING:
+    from adderconv.converters.policy import Policy
+
+__all__ = ["Prepared", "prepare", "input_shape_for", "check_outputs", "default_policy", "DEFAULT_WEIGHT_INIT"]
+
+DEFAULT_WEIGHT_INIT = "copy_rescaled"   # fine-tuning's one departure from the converter's default policy
 
 
 @dataclass
@@ -47,16 +55,22 @@ class Prepared:
 
 
 def _is_name(source: str) -> bool:
-    return is_zoo_name(source) or (not Path(source).exists() and looks_like_spec(source))
+    return model_kind(source) in (ModelKind.ZOO, ModelKind.SPEC)
+
+
+def default_policy() -> Policy:
+    """How fine-tuning converts a CNN unless told otherwise: the converter's default policy with the copied
+    weights rescaled to unit std."""
+    from adderconv.converters import Policy
+
+    return Policy(weight_init=DEFAULT_WEIGHT_INIT)
 
 
 def input_shape_for(model: str, arch: str | None, input_shape: tuple[int, ...] | None, data: str) -> tuple[int, ...]:
-    """(C, H, W): ``input_shape``, else the zoo default of MODEL / ``arch`` / the file's architecture, else the
-    data source's natural shape."""
-    if input_shape:
-        return tuple(input_shape[-3:])
-    shape = input_shape_of(model, arch)
-    return tuple(shape[1:]) if shape else default_shape(data)
+    """(C, H, W): the sample shape of ``input_shape``, else of the zoo default of MODEL / ``arch`` / the file's
+    architecture, else the data source's natural shape."""
+    shape = input_shape or input_shape_of(model, arch)
+    return sample_shape(shape) if shape else default_shape(data)
 
 
 def _build(source: str, num_classes: int | None, arch: str | None, trust: bool):
@@ -69,9 +83,10 @@ def _build(source: str, num_classes: int | None, arch: str | None, trust: bool):
 
 
 def prepare(model: str, *, teacher: str | None = None, arch: str | None = None, trust: bool = False,
-            convert: bool = True, input_shape: tuple[int, ...], num_classes: int | None = None) -> Prepared:
-    """Load (and convert) the student and load the teacher, for data of ``input_shape`` (C, H, W) and
-    ``num_classes`` (None: not a classification task); see the module rules."""
+            convert: bool = True, input_shape: tuple[int, ...], num_classes: int | None = None,
+            policy: Policy | None = None) -> Prepared:
+    """Load (and convert, by ``policy``; None: :func:`default_policy`) the student and load the teacher, for data
+    of ``input_shape`` (C, H, W) and ``num_classes`` (None: not a classification task); see the module rules."""
     student, spec, notes = _build(model, num_classes, arch, trust)
     shape = tuple(input_shape)
     t = None
@@ -81,19 +96,22 @@ def prepare(model: str, *, teacher: str | None = None, arch: str | None = None, 
         if _is_name(teacher):
             notes.append(f"teacher {teacher!r} is built from its name: random weights, distillation will not help")
     if not adder_weights(student) and convert and not is_quantized(student):   # int8: converted already
-        from adderconv.converters import Policy, convert as convert_model
+        from adderconv.converters import convert as convert_model
 
+        given = policy is not None and policy != default_policy()
         original = student
         example = (torch.zeros(1, *shape),)
         # Copied conv weights are ~10x smaller than the inputs they are subtracted from: |x - w| ~ |x| makes
         # every channel alike, and the adaptive LR (step lr*eta*sqrt(k)) overwrites them at once. Rescaled to
         # unit std they keep the conv's pattern at the scale of fresh N(0, 1) adder weights (README, Fine-tuning).
-        student = convert_model(original, Policy(weight_init="copy_rescaled"), example_inputs=example)
+        student = convert_model(original, policy if given else default_policy(), example_inputs=example)
         n = len(adder_weights(student))
+        which = "the given policy" if given else "the converter's default policy"
         if n == 0:
-            raise AdderconvError(f"{model}: the converter's default policy converted no layer; nothing to fine-tune "
-                                 f"as an AdderNet (use --no-convert to train it as it is)")
-        notes.append(f"{model}: no adder layers, converted with the default policy and weights rescaled to unit "
+            raise AdderconvError(f"{model}: {which} converted no layer; nothing to fine-tune as an AdderNet (turn "
+                                 f"`convert` off to train it as it is)")
+        notes.append(f"{model}: no adder layers, converted with the given policy ({n} adder layers)" if given else
+                     f"{model}: no adder layers, converted with the default policy and weights rescaled to unit "
                      f"std ({n} adder layers)")
         if t is None and not _is_name(model):
             t = original
@@ -111,8 +129,7 @@ def check_outputs(model: nn.Module, input_shape: tuple[int, ...], task: str, num
         with torch.no_grad():
             y = model.eval()(torch.zeros(2, *input_shape, device=next(model.parameters()).device))
     except Exception as e:  # the user's model on the user's shape: any failure is a usage error
-        raise AdderconvError(f"the model does not run on inputs of shape {input_shape}: "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise AdderconvError(f"the model does not run on inputs of shape {input_shape}: {first_line(e)}") from None
     finally:
         model.train(was)
     if task == "classify" and (y.dim() != 2 or y.shape[1] != num_classes):
