@@ -9,6 +9,12 @@ gate (``tolerance``) applies to ONNX against it; ONNX against the float32 run is
 is float32 PyTorch against float64, which shows how much of the difference is PyTorch's own rounding (an
 AdderNet's BatchNorm divides a large, nearly constant sum by a small spread, which amplifies rounding).
 
+When every input gives the model the same output (an untrained adder net: an adder layer's output is <= 0,
+BatchNorm with its initial statistics keeps it there and ReLU zeroes it, so a zoo name's random weights end
+in all zeros), the outputs cannot tell models apart; verify then also compares every ``AdderConv2d`` node's
+own output with the PyTorch layer of the same name (:class:`LayerCheck`; these still depend on the weights)
+and says so in ``notes``. With nothing of the sort to compare it is an error, never a silent pass.
+
 >>> result = verify_onnx("resnet20_adder.onnx", model)          # doctest: +SKIP
 >>> result.ok, f"{result.max_rel_error:.1e}"                     # doctest: +SKIP
 (True, '6.3e-06')
@@ -24,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from adderconv.errors import AdderconvError
+from adderconv.errors import AdderconvError, first_line
 
-__all__ = ["BatchCheck", "IntegerCheck", "VerifyResult", "verify_onnx", "relative_error", "load_seeded"]
+__all__ = ["BatchCheck", "IntegerCheck", "LayerCheck", "VerifyResult", "verify_onnx", "relative_error", "load_seeded"]
 
 
 @dataclass
@@ -55,6 +61,18 @@ class IntegerCheck:
 
 
 @dataclass
+class LayerCheck:
+    """The file's ``AdderConv2d`` nodes' own outputs against the PyTorch layers of the same names (float64,
+    bias excluded: the export adds it after the node), one batch: what verify compares when the model's
+    outputs do not depend on its input."""
+
+    batch: int
+    nodes: int                       # nodes compared (named after a layer of the model, same number of values)
+    rel_error: float                 # the largest over those nodes, as BatchCheck.rel_error
+    input_dependent: int             # of those, nodes whose output differs between the batch's samples
+
+
+@dataclass
 class VerifyResult:
     tolerance: float
     input_shape: tuple[int, ...]
@@ -63,6 +81,8 @@ class VerifyResult:
     #: initial statistics, so ReLU zeroes the adder outputs): the comparison then says little
     input_independent: bool = False
     integer: list[IntegerCheck] = field(default_factory=list)   # quantised models only
+    layers: list[LayerCheck] = field(default_factory=list)      # only when input_independent
+    notes: list[str] = field(default_factory=list)              # what the figures do not say by themselves
 
     @property
     def max_rel_error(self) -> float:
@@ -79,7 +99,8 @@ class VerifyResult:
 
     @property
     def ok(self) -> bool:
-        return self.max_rel_error <= self.tolerance and self.integer_exact and self.codes_agree
+        return (self.max_rel_error <= self.tolerance and self.integer_exact and self.codes_agree
+                and all(c.rel_error <= self.tolerance for c in self.layers))
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -122,10 +143,10 @@ def _input_shape(session, input_shape: Sequence[int] | None) -> tuple[list[int],
     if input_shape is not None:
         shape = [int(d) for d in input_shape]
         if len(shape) != len(dims) or any(isinstance(d, int) and d != s for d, s in zip(dims[1:], shape[1:])):
-            raise AdderconvError(f"--input-shape {tuple(shape)} does not fit the file's input {dims}")
+            raise AdderconvError(f"`input_shape` {tuple(shape)} does not fit the file's input {dims}")
         return shape, dynamic_batch
     if any(not isinstance(d, int) for d in dims[1:]):
-        raise AdderconvError(f"the file's input {dims} has dynamic non-batch dimensions: pass --input-shape")
+        raise AdderconvError(f"the file's input {dims} has dynamic non-batch dimensions: pass `input_shape`")
     return [1 if not isinstance(dims[0], int) else dims[0], *dims[1:]], dynamic_batch
 
 
@@ -146,7 +167,7 @@ def verify_onnx(
     try:
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for missing/corrupt files
-        raise AdderconvError(f"{onnx_path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
+        raise AdderconvError(f"{onnx_path}: onnxruntime cannot load it ({first_line(e)})") from None
     shape, dynamic = _input_shape(session, input_shape)
     if batch_sizes is None:
         batch_sizes = sorted({1, 4, shape[0]}) if dynamic else [shape[0]]
@@ -172,13 +193,13 @@ def verify_onnx(
                 out32 = model(x.to(device, dtype))
             except Exception as e:  # the user's model on the file's input shape: a model of another architecture
                 raise AdderconvError(f"the PyTorch model does not run on the file's input {tuple(x.shape)}: "
-                                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (another "
-                                     f"architecture?)") from None
+                                     f"{first_line(e)} (another architecture?)") from None
             fp32 = [t.detach().float().cpu().numpy() for t in _flatten(out32)]
+            double = None if quantised else exact
             try:
                 fp64 = fp32 if quantised else [t.detach().cpu().numpy() for t in _flatten(exact(x.double().to(device)))]
             except (RuntimeError, TypeError, NotImplementedError):   # an op without float64: judge by float32
-                fp64 = fp32
+                fp64, double = fp32, None
         got = session.run(None, {name: x.numpy().astype(feed_dtype)})
         if len(got) != len(fp32):
             raise AdderconvError(f"the ONNX file has {len(got)} outputs, the PyTorch model {len(fp32)}")
@@ -190,13 +211,82 @@ def verify_onnx(
             max(float(np.abs(np.asarray(g, np.float64) - e).max()) for g, e in zip(got, fp64))))
         if batch > 1:
             result.input_independent = all(np.ptp(e, axis=0).max() == 0 for e in fp64 if e.ndim and e.size)
+            if result.input_independent and not quantised:
+                ref, ref_dtype = (double, torch.float64) if double is not None else (model, dtype)
+                layers = _layer_check(onnx_path, ref, x.to(device, ref_dtype), name, feed_dtype)
+                if layers.nodes:
+                    result.layers.append(layers)
         if quantised:
             result.integer.append(_integer_check(onnx_path, model, x.to(device, dtype), name, feed_dtype))
-    if result.input_independent and result.ok:   # constant outputs match any model with those constants
-        raise AdderconvError("every input gave the PyTorch model the same output (untrained BatchNorm "
-                             "statistics?), so the comparison cannot tell models apart: verify against a trained "
-                             "or calibrated model")
+    if result.input_independent:
+        _degenerate(result)
     return result
+
+
+def _degenerate(result: VerifyResult) -> None:
+    """Constant outputs match any model with those constants: say what was compared instead, or refuse."""
+    why = ("every input gave the PyTorch model the same output (untrained BatchNorm statistics? an adder layer's "
+           "output is <= 0 and BatchNorm's initial statistics keep it there, so ReLU zeroes it), so the outputs "
+           "cannot tell models apart")
+    if result.layers:
+        c = max(result.layers, key=lambda c: c.rel_error)
+        result.notes.append(f"{why}; compared each of the {c.nodes} AdderConv2d nodes' own output with the layer "
+                            f"of the same name instead (max rel error {c.rel_error:.2e}; {c.input_dependent} of "
+                            f"them vary with the input): verify against a trained or calibrated model for an "
+                            f"end-to-end check")
+    elif result.integer:
+        result.notes.append(f"{why}; the integer adder nodes' sums and codes were compared (above): verify against "
+                            f"a trained or calibrated model for an end-to-end check")
+    elif result.ok:
+        raise AdderconvError(f"{why}, and the file has no AdderConv2d node named after a layer of the model to "
+                             f"compare instead: verify against a trained or calibrated model")
+
+
+def _layer_check(onnx_path, model: nn.Module, x: torch.Tensor, name: str, feed_dtype) -> LayerCheck:
+    """Expose each AdderConv2d node named after a layer of ``model`` as an output and compare it with that
+    layer's first call (the export names the first call's node after the layer), bias taken off."""
+    import onnx
+    import onnxruntime as ort
+
+    from .onnx_function import DOMAIN, OP_TYPE
+
+    proto = onnx.load(str(onnx_path))
+    layers = dict(model.named_modules())
+    nodes = [n for n in proto.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE and n.name in layers]
+    check = LayerCheck(int(x.shape[0]), 0, 0.0, 0)
+    if not nodes:
+        return check
+    known = {o.name for o in proto.graph.output}
+    elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(feed_dtype))      # the node computes in its input's type
+    proto.graph.output.extend(onnx.helper.make_tensor_value_info(n.output[0], elem, None)
+                              for n in nodes if n.output[0] not in known)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run([n.output[0] for n in nodes], {name: x.float().cpu().numpy().astype(feed_dtype)})
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(module, args, out) -> None:
+            seen.setdefault(name, out)
+        return hook
+
+    hooks = [layers[n.name].register_forward_hook(keep(n.name)) for n in nodes]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    for n, g in zip(nodes, got):
+        out, bias = seen.get(n.name), getattr(layers[n.name], "bias", None)
+        if not isinstance(out, torch.Tensor) or out.numel() != g.size:
+            continue                     # a layer whose output is not its node's (a view around it): not compared
+        if isinstance(bias, torch.Tensor) and out.dim() >= 2 and bias.numel() == out.shape[1]:
+            out = out - bias.reshape(1, -1, *[1] * (out.dim() - 2))
+        expected = out.detach().cpu().double().numpy().reshape(g.shape)
+        check.nodes += 1
+        check.rel_error = max(check.rel_error, relative_error(g, expected))
+        check.input_dependent += bool(expected.shape[0] > 1 and np.ptp(expected, axis=0).max() > 0)
+    return check
 
 
 def _integer_check(onnx_path, model: nn.Module, x: torch.Tensor, name: str, feed_dtype) -> IntegerCheck:
