@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AdderconvError
-from ..io import first_line
+from ..errors import AdderconvError, first_line
 
 __all__ = ["read_idx", "MAGIC", "MAX_IDX_BYTES"]
 

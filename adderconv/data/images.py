@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import AdderconvError
-from ..io import first_line
+from ..errors import AdderconvError, first_line
 
 __all__ = ["IMAGE_EXT", "RGB_MEAN", "RGB_STD", "fit", "normalise", "luminance", "check_image"]
 

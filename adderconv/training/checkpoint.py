@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ..errors import AdderconvError
-from ..io import atomic_write, first_line
+from ..errors import AdderconvError, first_line
+from ..io import atomic_write
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
