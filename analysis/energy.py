@@ -44,9 +44,10 @@ PRICINGS: tuple[str, ...] = ("hardware", "papers")
 ENGINES: tuple[str, ...] = ("arithmetic", "zigzag")
 
 #: The accumulator a datapath uses for each operand precision (int8 MACs sum into int32: a 3x3x64 adder
-#: layer sums 576 terms of up to 255, 18 bits; tensor cores accumulate fp16/bf16 products in fp32).
-ACCUMULATOR: dict[str, str] = {"int8": "int32", "int16": "int32", "int32": "int32",
-                               "fp16": "fp32", "bf16": "fp32", "fp32": "fp32"}
+#: layer sums 576 terms of up to 255, 18 bits; narrower codes (int4..int7) keep the int32 accumulator; tensor
+#: cores accumulate fp16/bf16 products in fp32).
+ACCUMULATOR: dict[str, str] = {**{f"int{n}": "int32" for n in range(4, 8)}, "int8": "int32", "int16": "int32",
+                               "int32": "int32", "fp16": "fp32", "bf16": "fp32", "fp32": "fp32"}
 
 CONVENTIONS: tuple[str, ...] = (
     "conv/linear/matmul: one multiply-accumulate = 1 mul + 1 acc (the accumulation); a bias is 1 acc per output",

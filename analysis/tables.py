@@ -26,8 +26,11 @@ from .counts import KINDS
 
 __all__ = ["PriceTable", "load_table", "PRECISIONS", "BYTES_PER_ELEMENT", "DEFAULT_TABLE"]
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "int16", "int32")
-BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int16": 2, "int32": 4}
+#: int4..int7: what quantised adder layers below 8 bits declare (the built-in list prices them by estimate)
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int4", "int5", "int6", "int7", "int8", "int16", "int32")
+#: memory packs narrow integers: an int4 element is half a byte
+BYTES_PER_ELEMENT: dict[str, float] = {"fp32": 4, "fp16": 2, "bf16": 2, **{f"int{n}": n / 8 for n in range(4, 8)},
+                                       "int8": 1, "int16": 2, "int32": 4}
 DEFAULT_TABLE = Path(__file__).resolve().parent / "tables" / "horowitz_45nm.toml"
 
 

@@ -1,4 +1,4 @@
-"""``adderconv.quantize``: an int8 copy of an adder network, calibrated on real batches.
+"""``adderconv.quantize``: an integer (4 to 8 bit) copy of an adder network, calibrated on real batches.
 
 Every :class:`~adderconv.AdderConv2d` (zero, symmetric padding) and :class:`~adderconv.AdderLinear` becomes a
 :class:`~adderconv.quant.layers.QuantAdderConv2d` (``QuantAdderLinear``) on its own shared grid
@@ -6,7 +6,9 @@ Every :class:`~adderconv.AdderConv2d` (zero, symmetric padding) and :class:`~add
 consumer is another quantised layer (:mod:`.plan`). Multiplicative layers (stem, classifier) stay float:
 they are ~1-2% of ResNet-20's operations. The result takes and returns float tensors, runs in eval mode and
 records its recipe (plain JSON data, see :mod:`.recipe`) so that a saved file is rebuilt by
-:func:`adderconv.load_model`.
+:func:`adderconv.load_model`. ``bits`` (4..8) sets the code width: codes stay unsigned bytes on 0 .. 2^bits - 1,
+so the same uint8 SAD kernels run every width. ``groups`` k > 1 gives each layer k grids shared by groups of its
+output channels (:mod:`.scheme`); such a layer takes float input (quantised once per grid) and hands float on.
 
 >>> import torch, adderconv
 >>> net = adderconv.get_model("resnet20_adder").eval()
@@ -25,11 +27,12 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import AdderconvError
+from ..io import first_line
 from ..layers import AdderConv1d, AdderConv2d, AdderLinear
 from .fuse import fuse_residuals
 from .layers import affine_of, fold_bn, from_adder, quantizable
-from .plan import plan
-from .scheme import METHODS, Observer, choose_grid
+from .plan import codes_for_readers, codes_to, plan
+from .scheme import METHODS, Observer, check_bits, choose_grid, group_grids, split_channels
 
 __all__ = ["quantize", "QuantReport", "set_module", "calibration_batches"]
 
@@ -45,6 +48,8 @@ class QuantReport:
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    bits: int = 8
+    groups: int = 1
 
     def describe_calibration(self) -> str:
         how = f"{self.method} ({self.percentile:g}th percentile)" if self.method == "percentile" else self.method
@@ -52,7 +57,8 @@ class QuantReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "percentile": self.percentile, "batches": self.batches, "samples": self.samples,
-                "layers": self.layers, "skipped": self.skipped, "notes": self.notes}
+                "bits": self.bits, "groups": self.groups, "layers": self.layers, "skipped": self.skipped,
+                "notes": self.notes}
 
 
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -86,20 +92,36 @@ def _check_model(model: nn.Module) -> tuple[list[str], dict[str, str]]:
     return layers, skipped
 
 
+def _grid_groups(src: nn.Module, layers: list[str], groups: int) -> dict[str, int]:
+    """How many grids each layer gets: ``groups``, or 1 for a layer with channel groups (a depthwise layer's
+    output channels read different inputs); more grids than a layer's output channels is an error."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise AdderconvError(f"`groups` (grids per layer) must be a positive integer, got {groups!r}")
+    out = {}
+    for n in layers:
+        m = src.get_submodule(n)
+        channels = m.weight.shape[0]
+        if groups > channels:
+            raise AdderconvError(f"`groups` is {groups}, more than the {channels} output channels of layer {n!r}")
+        out[n] = groups if getattr(m, "groups", 1) == 1 else 1
+    return out
+
+
 @torch.no_grad()
-def quantize(model: nn.Module, calibration: Tensor | Iterable[Any], *, bits: int = 8, method: str = "percentile",
-             percentile: float = 99.99, max_batches: int | None = None) -> nn.Module:
+def quantize(model: nn.Module, calibration: Tensor | Iterable[Any], *, bits: int = 8, groups: int = 1,
+             method: str = "percentile", percentile: float = 99.99, max_batches: int | None = None) -> nn.Module:
     """A quantised, eval-mode copy of ``model`` (which is not changed); see the module docstring.
 
     ``calibration``: a batch, or an iterable of batches or (input, target) pairs, run through the float model
     to choose each layer's grid by ``method`` (``minmax``, ``percentile`` or ``mse``; see :mod:`.scheme`).
+    ``bits``: the code width, 4..8. ``groups``: grids per layer (output channels grouped by weight range).
     """
-    if isinstance(bits, bool) or bits != 8:
-        raise AdderconvError(f"only 8-bit integer quantisation is supported (bits=8), got bits={bits!r}")
+    check_bits(bits)
     if method not in METHODS:
         raise AdderconvError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
     src = copy.deepcopy(model).cpu().float().eval()
     layers, skipped = _check_model(src)
+    ngrids = _grid_groups(src, layers, groups)
     observers = {n: Observer(seed=i) for i, n in enumerate(layers)}
     hooks = [src.get_submodule(n).register_forward_pre_hook(lambda m, args, o=observers[n]: o(args[0]))
              for n in layers]
@@ -109,40 +131,50 @@ def quantize(model: nn.Module, calibration: Tensor | Iterable[Any], *, bits: int
             try:
                 src(x.to(torch.float32))
             except Exception as e:  # the model says what it expected; keep the first line
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise AdderconvError(f"calibration batch of shape {tuple(x.shape)} does not fit the model: "
-                                     f"{first}") from None
+                                     f"{first_line(e)}") from None
             batches, samples = batches + 1, samples + int(x.shape[0]) if x.dim() else samples + 1
     finally:
         for h in hooks:
             h.remove()
     if batches == 0:
         raise AdderconvError("the calibration data is empty: quantisation needs at least one batch")
-    grids = {n: choose_grid(observers[n], method, percentile) for n in layers}
+    grids = {n: choose_grid(observers[n], method, percentile, bits) for n in layers}
     structure = plan(src, layers)
     for step in structure.steps.values():   # the layers reading one sum saw the same values: one grid for all
         for r in step.readers[1:]:
             grids[r] = grids[step.readers[0]]
     report = QuantReport(method, percentile if method == "percentile" else None, batches, samples,
-                         skipped=skipped, notes=list(structure.notes))
+                         skipped=skipped, notes=list(structure.notes), bits=bits, groups=groups)
+    if any(ngrids[n] < groups for n in layers):
+        report.notes.append(f"layers with channel groups keep one grid: "
+                            f"{', '.join(n for n in layers if ngrids[n] < groups)}")
     out = copy.deepcopy(src)
     for n in layers:
         step, adder = structure.steps[n], src.get_submodule(n)
-        layer = from_adder(adder, grids[n])
-        a, b = affine_of(adder, grids[n])
+        group_of = split_channels(adder.weight, ngrids[n]) if ngrids[n] > 1 else None
+        own = group_grids(observers[n], adder.weight, group_of, grids[n]) if group_of is not None else grids[n]
+        layer = from_adder(adder, own, group_of)
+        a, b = affine_of(adder, own, group_of)
         if step.bn:
             a, b = fold_bn(a, b, src.get_submodule(step.bn))
             set_module(out, step.bn, nn.Identity())
-        layer.set_epilogue(a, b, grids[step.next] if step.next else None, step.relu)
+        codes_next = codes_to(step, ngrids)
+        layer.set_epilogue(a, b, grids[codes_next] if codes_next else None, step.relu and codes_next is not None)
         set_module(out, n, layer)
         obs = observers[n]
         report.layers[n] = {"scale": grids[n].scale, "zero_point": grids[n].zero_point, "bn": step.bn,
-                            "next": step.next, "relu": step.relu, "input_range": [obs.lo, obs.hi],
+                            "next": codes_next, "relu": step.relu and codes_next is not None,
+                            "input_range": [obs.lo, obs.hi],
                             "weight_range": [float(adder.weight.min()), float(adder.weight.max())]}
+        if group_of is not None:
+            report.layers[n]["grids"] = [[g.scale, g.zero_point] for g in own]
+            report.layers[n]["group_sizes"] = torch.bincount(group_of, minlength=ngrids[n]).tolist()
     out, fused = fuse_residuals(out)
     for n, kind in fused.items():
         report.layers[n]["residual"] = kind
-        if readers := structure.steps[n].readers:
+        readers = structure.steps[n].readers
+        if codes_for_readers(structure.steps[n], True, ngrids):
             only = structure.steps[n].only_readers
             out.get_submodule(n).set_codes(grids[readers[0]].zero_point, grids[readers[0]], only)
             report.layers[n]["codes_for"] = list(readers)

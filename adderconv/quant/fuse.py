@@ -1,6 +1,7 @@
 """Fuse residual adds into the quantised layer before them: ``relu(layer(x) + identity)`` -> ``layer(x, identity)``.
 
-A graph pass over a quantised model. Every module that holds quantised layers is traced with torch.fx
+A graph pass over a quantised model (layers with one grid: one with several keeps its add and ReLU).
+Every module that holds quantised layers is traced with torch.fx
 (quantised layers kept as leaves), innermost first; where a float-output :class:`QuantAdderConv2d`, called once,
 feeds only an add of two tensors, and that add feeds
 only a ReLU or nothing else in particular, the chain becomes one call of the layer with the other operand,
@@ -57,7 +58,7 @@ def _rewrite(graph: fx.Graph, modules: dict[str, nn.Module], prefix: str) -> dic
     for node in list(graph.nodes):
         layer = _quant(node, modules)
         if (layer is None or type(layer) is not QuantAdderConv2d or layer.out_mode != "float" or layer.residual
-                or calls[node.target] != 1 or len(node.args) != 1 or node.kwargs):
+                or layer.grid_groups != 1 or calls[node.target] != 1 or len(node.args) != 1 or node.kwargs):
             continue
         cur = node
         if len(cur.users) != 1 or not _is_add(add := next(iter(cur.users)), cur):

@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..io import first_line
 from ..layers import AdderConv1d, AdderConv2d, AdderLinear
 
-__all__ = ["Step", "Plan", "plan"]
+__all__ = ["Step", "Plan", "plan", "codes_to", "codes_for_readers"]
 
 _RELUS = (F.relu, torch.relu, torch.relu_)
 _ADDS = (operator.add, torch.add)
@@ -44,6 +45,18 @@ class Step:
     residual: str = ""         # "add" / "add_relu": the output is added to another tensor (then a ReLU)
     readers: tuple[str, ...] = ()   # the quantised layers that read that sum directly
     only_readers: bool = False      # and nothing else reads it
+
+
+def codes_to(step: Step, grids: dict[str, int]) -> str | None:
+    """The layer ``step`` hands uint8 codes to: its ``next``, unless that layer has several grids (``grids``: each
+    layer's count), which quantises a float input once per grid."""
+    return step.next if step.next and grids.get(step.next, 1) == 1 else None
+
+
+def codes_for_readers(step: Step, fused: bool, grids: dict[str, int]) -> bool:
+    """Whether a residual layer (its add ``fused``) also writes its sum's codes for its readers: they exist and
+    each has one grid."""
+    return fused and bool(step.readers) and all(grids.get(r, 1) == 1 for r in step.readers)
 
 
 @dataclass
@@ -77,8 +90,7 @@ def plan(model: nn.Module, layers: list[str]) -> Plan:
     try:
         graph = _Tracer().trace(model)
     except Exception as e:  # data-dependent control flow, unsupported Python: no folding, still correct
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return Plan({n: Step() for n in layers}, [f"torch.fx could not trace the model ({first}): every "
+        return Plan({n: Step() for n in layers}, [f"torch.fx could not trace the model ({first_line(e)}): every "
                                                   f"BatchNorm stays float after its adder layer"])
     modules = dict(model.named_modules())
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")

@@ -1,17 +1,27 @@
-"""The int8 grid of one adder layer and how calibration chooses it.
+"""The integer grid of one adder layer (4 to 8 bits) and how calibration chooses it.
 
 ``|x - w| = s * |q(x) - q(w)|`` holds only when input and weight are codes on one grid, so an adder layer has
 ONE scale ``s`` and zero point ``z`` shared by its input and its weight, per tensor. Per-channel weight scales
 (the usual int8 choice for convolutions) cannot work: output channel ``o`` would compare ``x / s_in`` with
 ``w / s_o``, and ``|a/s_in - b/s_o|`` is not a multiple of ``|a - b|`` for any rescaling of the sum. Codes are
-unsigned 8-bit, ``q(v) = clamp(round(v / s) + z, 0, 255)``; float 0 is exactly code ``z`` (zero padding is the
-zero point), so the grid's range always contains 0.
+unsigned, ``q(v) = clamp(round(v / s) + z, 0, 2^N - 1)`` at N bits (4..8), held in bytes whatever N: the uint8
+SAD kernels serve every width unchanged (a narrower grid only uses fewer of a byte's codes); float 0 is exactly
+code ``z`` (zero padding is the zero point), so the grid's range always contains 0.
 
 The grid spans the INPUT's range only. A weight outside it is clipped to it, exactly: for every x in
 [lo, hi] and w > hi, ``|x - w| = |x - hi| + (w - hi)`` (and the mirror for w < lo), so clipping adds a constant
 per output channel, ``C_o = sum_j dist(w_oj, [lo, hi])``, which the layer's epilogue subtracts
 (:func:`adderconv.quant.layers.affine_of`). Adder weights often lie far outside their inputs (an SR net's
 reach +-80 over inputs in [0, 1.3]); a grid joined with the weights would give those inputs 2 codes.
+
+Group-shared grids (Nie et al., NeurIPS 2022; AdderNet 2.0): with ``groups`` k > 1 a layer's output channels are
+sorted by their largest weight magnitude ``max_j |w_oj|`` and cut into k contiguous groups of (near) equal size
+(:func:`split_channels`; a sort, not k-means: deterministic, and no group of one outlier channel). Each group
+gets its own grid and the input is quantised once per group. Its range is chosen (:func:`group_grids`) among
+the layer's calibrated input range scaled by 0.3 .. 2 (clipped toward small weights, extended toward large ones)
+by the mean squared error of the quantity the layer sums, ``|x - w|``, over pairs of calibration inputs and the
+group's weights, computed as the layer computes it (codes, and the clip constant for weights outside the grid).
+The calibrated range is a candidate, so no group is worse than one grid by that measure.
 
 Calibration observes the layer's input on real batches and chooses the range:
 - ``minmax``: the observed input range (nothing saturates on the batches seen);
@@ -22,6 +32,9 @@ Calibration observes the layer's input on real batches and chooses the range:
 >>> g = Grid.from_range(-1.0, 3.0)
 >>> (round(g.scale, 6), g.zero_point)
 (0.015686, 64)
+>>> g4 = Grid.from_range(-1.0, 3.0, bits=4)
+>>> (round(g4.scale, 6), g4.zero_point, g4.qmax)
+(0.266667, 4, 15)
 """
 from __future__ import annotations
 
@@ -32,40 +45,56 @@ from torch import Tensor
 
 from ..errors import AdderconvError
 
-__all__ = ["Grid", "Observer", "METHODS", "choose_grid"]
+__all__ = ["Grid", "Observer", "METHODS", "BITS", "check_bits", "choose_grid", "split_channels", "group_grids"]
 
+BITS = range(4, 9)   # code widths: 4 bits is where published adder PTQ stops; 8 is a byte
 METHODS = ("minmax", "percentile", "mse")
 _SAMPLE = 1 << 18   # input values kept per layer for percentile / MSE (a random subsample across batches)
 
 
+def check_bits(bits: object) -> int:
+    """``bits`` as an int in 4..8, else :class:`AdderconvError` (one line, in library terms)."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in BITS:
+        raise AdderconvError(f"`bits` must be an integer from {BITS[0]} to {BITS[-1]} (codes on 0 .. 2^bits - 1), "
+                             f"got {bits!r}")
+    return bits
+
+
 @dataclass(frozen=True)
 class Grid:
-    """Scale (float32-representable) and zero point of one layer's shared uint8 grid."""
+    """Scale (float32-representable), zero point and code width of one shared grid (codes 0 .. 2^bits - 1)."""
 
     scale: float
     zero_point: int
+    bits: int = 8
+
+    @property
+    def qmax(self) -> int:
+        """The largest code, 2^bits - 1."""
+        return (1 << self.bits) - 1
 
     @classmethod
-    def from_range(cls, lo: float, hi: float) -> Grid:
+    def from_range(cls, lo: float, hi: float, bits: int = 8) -> Grid:
+        qmax = (1 << check_bits(bits)) - 1
         lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
         if hi - lo <= 0:
             hi = lo + 1e-8
-        scale = float(torch.tensor((hi - lo) / 255.0, dtype=torch.float32))
-        zero_point = int(min(255, max(0, round(-lo / scale))))
-        return cls(scale, zero_point)
+        scale = float(torch.tensor((hi - lo) / qmax, dtype=torch.float32))
+        zero_point = int(min(qmax, max(0, round(-lo / scale))))
+        return cls(scale, zero_point, bits)
 
     def codes(self, v: Tensor) -> Tensor:
-        """uint8 codes of ``v`` (the same float32 arithmetic as the kernels' quantiser)."""
+        """uint8 codes of ``v`` (the same float32 arithmetic as the kernels' quantiser, then the width's clamp)."""
         scale = torch.tensor(self.scale, dtype=torch.float32)
-        return (torch.round(v.to(torch.float32) / scale) + self.zero_point).clamp_(0, 255).to(torch.uint8)
+        return (torch.round(v.to(torch.float32) / scale) + self.zero_point).clamp_(0, self.qmax).to(torch.uint8)
 
     def values(self, q: Tensor) -> Tensor:
         return (q.to(torch.float32) - self.zero_point) * self.scale
 
     @property
     def bounds(self) -> tuple[float, float]:
-        """The float range the codes represent, ``[(0 - z) s, (255 - z) s]``."""
-        return (-self.zero_point * self.scale, (255 - self.zero_point) * self.scale)
+        """The float range the codes represent, ``[(0 - z) s, (2^bits - 1 - z) s]``."""
+        return (-self.zero_point * self.scale, (self.qmax - self.zero_point) * self.scale)
 
 
 class Observer:
@@ -91,26 +120,73 @@ def _mse(values: Tensor, grid: Grid) -> float:
     return float((grid.values(grid.codes(values)) - values).pow(2).mean())
 
 
-def choose_grid(obs: Observer, method: str = "percentile", percentile: float = 99.99) -> Grid:
+def choose_grid(obs: Observer, method: str = "percentile", percentile: float = 99.99, bits: int = 8) -> Grid:
     """The shared grid of one layer from its observed inputs (weights are clipped to it exactly, see above)."""
     if method not in METHODS:
         raise AdderconvError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
     if obs.count == 0:
         raise AdderconvError("a quantised layer saw no calibration data (is it reached by the model's forward?)")
     if method == "minmax":
-        return Grid.from_range(obs.lo, obs.hi)
+        return Grid.from_range(obs.lo, obs.hi, bits)
     sample = torch.cat(obs.sample)
     if method == "percentile":
         if not 50.0 < percentile <= 100.0:
             raise AdderconvError(f"the calibration percentile must be in (50, 100], got {percentile}")
         q = torch.quantile(sample[:1 << 24], torch.tensor([1 - percentile / 100, percentile / 100])).tolist()
-        return Grid.from_range(q[0], q[1])
+        return Grid.from_range(q[0], q[1], bits)
     lo, hi = min(obs.lo, 0.0), max(obs.hi, 0.0)
     best: tuple[float, Grid] | None = None
     for k in range(20):
         clip = 1.0 - 0.7 * k / 19   # 1.0 ... 0.3 of the joined range
-        grid = Grid.from_range(lo * clip, hi * clip)
+        grid = Grid.from_range(lo * clip, hi * clip, bits)
         err = _mse(sample, grid)
         if best is None or err < best[0]:
             best = (err, grid)
     return best[1]
+
+
+def split_channels(weight: Tensor, k: int) -> Tensor:
+    """Each output channel's group (int64, 0 .. k-1): channels sorted by ``max |w|``, cut into k contiguous groups
+    whose sizes differ by at most one.
+
+    >>> split_channels(torch.tensor([[3.0], [0.1], [2.0], [0.2]]), 2).tolist()
+    [1, 0, 1, 0]
+    """
+    out = weight.shape[0]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= out:
+        raise AdderconvError(f"`groups` must be an integer from 1 to the layer's {out} output channels, got {k!r}")
+    order = torch.argsort(weight.detach().flatten(1).abs().amax(1).cpu(), stable=True)
+    group_of = torch.empty(out, dtype=torch.int64)
+    group_of[order] = torch.arange(out, dtype=torch.int64) * k // out
+    return group_of
+
+
+_PAIRS = 512                      # calibration inputs x up to 2 * _PAIRS weights per group for the range search
+_CLIPS = tuple(0.3 + 0.05 * i for i in range(14)) + (1.0, 1.25, 1.5, 2.0)
+
+
+def _pair_mse(x: Tensor, w: Tensor, grid: Grid) -> float:
+    """Mean squared error of ``|x - w|`` as the layer computes it: ``s |q(x) - q(w)| + dist(w, [lo, hi])``."""
+    lo, hi = grid.bounds
+    qx, qw = grid.codes(x).double(), grid.codes(w).double()
+    clip = (w.double() - hi).clamp(min=0) + (lo - w.double()).clamp(min=0)
+    got = grid.scale * (qx[:, None] - qw[None, :]).abs() + clip[None, :]
+    return float((got - (x.double()[:, None] - w.double()[None, :]).abs()).pow(2).mean())
+
+
+def group_grids(obs: Observer, weight: Tensor, group_of: Tensor, base: Grid) -> list[Grid]:
+    """One grid per group of output channels: the ``base`` (calibrated) range scaled by each of ``_CLIPS``,
+    the candidate with the least :func:`_pair_mse` over calibration inputs and the group's weights."""
+    sample = torch.cat(obs.sample)
+    gen = torch.Generator().manual_seed(0)
+    x = sample[torch.randperm(sample.numel(), generator=gen)[:_PAIRS]]
+    lo, hi = base.bounds
+    w = weight.detach().cpu().flatten(1)
+    grids = []
+    for g in range(int(group_of.max()) + 1):
+        wg = w[group_of == g].flatten()
+        wg = wg[torch.randperm(wg.numel(), generator=gen)[:2 * _PAIRS]]
+        best = min(((_pair_mse(x, wg, c), i, c) for i, c in enumerate(
+            [base] + [Grid.from_range(lo * f, hi * f, base.bits) for f in _CLIPS if f != 1.0])), key=lambda t: t[:2])
+        grids.append(best[2])
+    return grids
