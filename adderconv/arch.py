@@ -4,14 +4,18 @@ A spec is one of
 - a zoo name (``resnet20_adder``; ``adderconv zoo`` lists them);
 - ``torchvision:NAME``: a registered torchvision builder (``torchvision:resnet18``, ``torchvision:r3d_18``);
 - ``timm:NAME``: a timm model, when timm is installed;
-- ``package.module:factory``: any importable callable that returns an ``nn.Module`` (``torchvision.models:resnet18``).
+- ``package.module:factory``: any importable callable that returns an ``nn.Module`` (``torchvision.models:resnet18``,
+  or ``mypkg.models:build`` for ``mypkg/`` in the working directory: a spec the user typed also finds modules there,
+  as ``python -m adderconv`` would; the console script's own path does not hold it).
 Each builds with random initialisation (no weights are downloaded) and with keyword arguments of plain types
 (the class count a model was fine-tuned for, say), which saved files record beside the name.
 
 A spec the *user* typed is the user's choice and builds as asked. A spec read from a *file* is data: it is
 built only when it names our own zoo or an allow-listed builder (torchvision's and timm's registries), with
 allow-listed keyword arguments; anything else needs the user's own ``arch`` or ``trust``, because
-importing a module and calling a function named by a file runs code the file chose.
+importing a module and calling a function named by a file runs code the file chose. For the same reason the
+working directory is searched only for a spec the user typed, never for one a file recorded (even with ``trust``:
+trusting a file is not trusting whatever code lies beside it).
 
 >>> spec = ArchSpec.parse("lenet5_bn", {"num_classes": 2})
 >>> spec.build()[-1].out_features
@@ -27,6 +31,8 @@ import importlib
 import importlib.util
 import json
 import math
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +40,7 @@ from typing import Any
 from torch import nn
 
 from . import zoo
-from .errors import AdderconvError
+from .errors import AdderconvError, first_line
 from .untrusted import json_loads, plain
 
 __all__ = ["ArchSpec", "Budget", "FileKwargs", "looks_like_spec", "default_input_shape"]
@@ -92,6 +98,7 @@ class ArchSpec:
 
     name: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    from_file: bool = field(default=False, compare=False)     # read from a file's metadata: never a cwd import
 
     @classmethod
     def parse(cls, name: str, kwargs: Mapping[str, Any] | None = None) -> ArchSpec:
@@ -115,7 +122,7 @@ class ArchSpec:
             raise AdderconvError(f"architecture arguments in the file's metadata must be a JSON object, got "
                                  f"{plain(repr(kwargs))[:80]}")
         spec = cls.parse(name, kwargs)
-        return cls(spec.name, FileKwargs(spec.kwargs))
+        return cls(spec.name, FileKwargs(spec.kwargs), from_file=True)
 
     def to_metadata(self) -> dict[str, str]:
         md = {ARCH_KEY: self.name}
@@ -153,7 +160,7 @@ class ArchSpec:
             if extra := sorted(set(self.kwargs) - _FILE_KWARGS):
                 raise AdderconvError(f"the file asks for architecture arguments {extra} beyond the allowed "
                                      f"{sorted(_FILE_KWARGS)}; pass `arch` (or `trust` if you trust the file)")
-        factory = _factory(module_name, attr)
+        factory = _factory(module_name, attr, search_cwd=not self.from_file)
         if budget is not None:
             self._check_budget(factory, budget)
         return self._call(factory)
@@ -197,8 +204,7 @@ class ArchSpec:
         except AdderconvError:
             raise
         except Exception as e:  # the factory is user or third-party code: any failure is a bad spec
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise AdderconvError(f"architecture {self.describe()} could not be built: {first}") from None
+            raise AdderconvError(f"architecture {self.describe()} could not be built: {first_line(e)}") from None
         if not isinstance(model, nn.Module):
             raise AdderconvError(f"architecture {self.describe()} returned {type(model).__name__}, not an nn.Module")
         return model
@@ -223,17 +229,29 @@ def _allow_listed(module_name: str, attr: str):
     return None
 
 
-def _factory(module_name: str, attr: str):
+def _factory(module_name: str, attr: str, *, search_cwd: bool = False):
     if (builder := _allow_listed(module_name, attr)) is not None:
         return builder
     if module_name in ("torchvision", "timm"):
         raise AdderconvError(f"{module_name}:{attr}: no such {module_name} model"
                              + ("" if module_name == "torchvision" or _has_timm() else " (timm is not installed)"))
+    if search_cwd:
+        _search_cwd()
     try:
         return getattr(importlib.import_module(module_name), attr)
     except Exception as e:  # ImportError, AttributeError, or whatever the module raises while importing
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AdderconvError(f"cannot import architecture {module_name}:{attr}: {first}") from None
+        raise AdderconvError(f"cannot import architecture {module_name}:{attr}: {first_line(e)}") from None
+
+
+def _search_cwd() -> None:
+    """Let a user's ``module:factory`` find modules in the working directory, as ``python -m`` does (the console
+    script's ``sys.path`` starts at its own folder instead). Appended, not prepended: a folder named like an
+    installed package does not shadow it. It stays for the process, so the user's package can import its own
+    modules lazily when the factory runs."""
+    cwd = os.getcwd()
+    if not any(os.path.abspath(p or os.curdir) == cwd for p in sys.path):
+        sys.path.append(cwd)
+        importlib.invalidate_caches()
 
 
 def _has_timm() -> bool:
