@@ -95,7 +95,8 @@ def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_
     cols = ["layer", "type", "widths", "mul", "add", "energy", "share"] + (["memory"] if r.memory else [])
     lt = _table(title, *cols, right=(3, 4, 5, 6, 7))
     for le in shown:
-        row = [_text(le.name or "(model)"), _text(le.type), f"{le.precision}/{le.accumulator}", fmt_count(le.mul),
+        mark = " *" if le.precision_from == "pattern" else ""      # a per-layer override (see the notes)
+        row = [_text(le.name or "(model)"), _text(le.type), f"{le.precision}/{le.accumulator}{mark}", fmt_count(le.mul),
                fmt_count(le.add), fmt_energy(le.energy_pj), f"{r.share(le):.1%}"]
         lt.add_row(*row, *([fmt_energy(le.memory_pj)] if r.memory else []))
     console.print(lt)
@@ -143,6 +144,13 @@ def _notes(r: EnergyReport, console: Console) -> None:
                            for ph, t in r.by_phase.items())
         console.print(f"- training step: {phases}; backward from a gradient of ones at the output (the loss "
                       f"is not counted)" + ("" if r.optimizer else "; no optimizer update"))
+    if overridden := [le for le in r.layers if le.precision_from == "pattern"]:
+        groups = []
+        for p in dict.fromkeys(le.precision for le in overridden):
+            names = [_text(le.name) for le in overridden if le.precision == p]
+            groups.append(f"{len(names)} at {p} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
+        console.print(f"- priced by a layer-precision pattern (widths marked *), not at {r.precision}: "
+                      + "; ".join(groups), highlight=False, markup=False)
     if r.declared:
         shown = ", ".join(r.declared[:5]) + (", ..." if len(r.declared) > 5 else "")
         console.print(f"- priced at the precision the layer declares (energy_precision): {shown}")

@@ -87,12 +87,14 @@ _OPTIONS = (("Linear", "convert_linear=True (--linear)"), ("keep_first", "keep_f
 def kept_energy_hint(report: ConversionReport, energy_by_layer: Mapping[str, float],
                      threshold: float = 0.5) -> str | None:
     """A note when the kept multiplicative layers hold more than ``threshold`` of the converted model's energy,
-    naming the option that would convert them (None otherwise).
+    suggesting the option that would convert them too (None otherwise): a suggestion, not the settings in use.
 
     >>> r = ConversionReport([LayerRecord("fc", "Linear", False, "kept: Linear (convert_linear is off)"),
     ...                       LayerRecord("conv", "Conv2d", True, "converted")])
-    >>> kept_energy_hint(r, {"fc": 90.0, "conv": 10.0})
-    'kept layers hold 90% of the energy after conversion: 1 Linear (convert_linear=True (--linear))'
+    >>> for part in kept_energy_hint(r, {"fc": 90.0, "conv": 10.0}).split("; "):
+    ...     print(part)
+    kept layers hold 90% of the energy after conversion
+    to convert them too: 1 Linear (convert_linear=True (--linear))
     """
     total = sum(energy_by_layer.values())
     groups: dict[str, list[LayerRecord]] = {}
@@ -105,7 +107,8 @@ def kept_energy_hint(report: ConversionReport, energy_by_layer: Mapping[str, flo
         return None
     parts = [f"{len(rs)} {'/'.join(sorted({r.type_name for r in rs}))} ({option})"
              for option, rs in sorted(groups.items(), key=lambda kv: -sum(energy_by_layer[r.name] for r in kv[1]))]
-    return f"kept layers hold {kept / total:.0%} of the energy after conversion: " + ", ".join(parts)
+    return (f"kept layers hold {kept / total:.0%} of the energy after conversion; to convert them too: "
+            + ", ".join(parts))
 
 
 def conversion_report(model: object) -> ConversionReport:
