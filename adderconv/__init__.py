@@ -38,9 +38,11 @@ if _in_checkout:
 from .errors import AdderconvError  # noqa: E402  (torch-free: the CLI's error boundary needs it before parsing)
 
 # Every other public name is imported on first use (PEP 562): name -> (submodule, attribute). `import adderconv`
-# (and so `adderconv --help`) stays free of torch, and the layers above the op (conversion, loading,
-# quantisation) can import the op's modules without a cycle. A submodule imported here registers what it
-# defines, e.g. adderconv.ops the custom ops torch.ops.adderconv.* and their counting handles.
+# (and so `adderconv --help`) stays free of torch. This folder is the ground floor: its modules never import
+# analysis/, converters/ or cli.py at import time (tests/test_floors.py), so the ops count with the vocabulary
+# and registry kept here (counting, op_registry) and loading replays a conversion with recipe and blocks. A
+# submodule imported here registers what it defines, e.g. adderconv.ops the custom ops torch.ops.adderconv.*
+# and their counting handles.
 _LAZY = {
     "AdaptiveLR": ("adaptive_lr", "AdaptiveLR"), "adaptive_scale": ("adaptive_lr", "adaptive_scale"),
     "AdderConv1d": ("layers", "AdderConv1d"), "AdderConv2d": ("layers", "AdderConv2d"),

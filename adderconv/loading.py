@@ -1,8 +1,9 @@
 """Models from every MODEL form: zoo names, architecture specs, weight files with their recipes, trusted pickles.
 
 This is the layer above :mod:`adderconv.io` (reading files safely) and :mod:`adderconv.arch` (what a name may
-build): it rebuilds a saved model's structure with the converter's and the quantiser's recipes, so it imports
-them directly (nothing below it imports this module).
+build): it rebuilds a saved model's structure with the conversion recipe (:mod:`adderconv.recipe`) and the
+quantiser's (:mod:`adderconv.quant.recipe`), both on the ground floor: loading a file imports none of the
+converter's graph, rewriting or counting code.
 
 >>> net = load_model("resnet20_adder")
 >>> type(net.layer1[0].conv1).__name__
@@ -20,12 +21,12 @@ from torch import nn
 
 from . import zoo
 from .arch import ArchSpec, Budget, FileKwargs, looks_like_spec
-from .converters import apply_recipe
 from .errors import AdderconvError
 from .io import (TRUST_HINT, as_state_dict, first_line, is_torchscript, is_zoo_name, read_safetensors,
                  read_torch_file)
 from .official import official_layout
 from .quant.recipe import apply_quant_recipe
+from .recipe import apply_recipe
 
 __all__ = ["LoadedModel", "open_model", "load_model", "build_arch"]
 

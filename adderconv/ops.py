@@ -140,9 +140,9 @@ def adder_conv2d(
                          list(pair(dilation, "dilation")), int(groups))
 
 
-# --- counting (adderconv.analysis): the op's registration, next to the op --------------------------------
-from adderconv.analysis.counts import Tally as _Tally  # noqa: E402
-from adderconv.analysis.registry import register as _register_count  # noqa: E402
+# --- counting (adderconv.op_registry, which adderconv.analysis reads): the op's registration, next to the op --
+from .counting import Tally as _Tally  # noqa: E402
+from .op_registry import register as _register_count  # noqa: E402
 
 
 def _macs(x, weight, out) -> int:   # one |x - w| per output element and receptive-field element

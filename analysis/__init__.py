@@ -2,9 +2,10 @@
 
 Counts are facts (:mod:`.counts`, :mod:`.registry` + :mod:`.handles`, :mod:`.capture`, :mod:`.onnx_frontend`),
 energy is a price list applied to them (:mod:`.tables`, :mod:`.energy`), reports are views (:mod:`.render`,
-:mod:`.export`); :mod:`.gate` compares a report with a baseline for CI. Names are imported lazily, so a
-custom op anywhere can ``from adderconv.analysis import register`` next to its definition without an import
-cycle.
+:mod:`.export`); :mod:`.gate` compares a report with a baseline for CI. The counting vocabulary and the handle
+registry live on the ground floor (:mod:`adderconv.counting`, :mod:`adderconv.op_registry`; :mod:`.counts` and
+:mod:`.registry` re-export the same objects), so the ops register their handles without importing this package;
+a custom op elsewhere can ``from adderconv.analysis import register`` as well. Names are imported lazily.
 
 >>> from adderconv.analysis import analyze
 >>> report = analyze("resnet20_adder", precision="int8")

@@ -63,7 +63,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], *, capture: str 
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         mode = " in training mode" if training else ""
         raise AdderconvError(f"the model does not run on an input of shape {tuple(input_shape)}{mode}: {first}; "
-                             f"pass the right --input-shape") from None
+                             f"pass the right `input_shape`") from None
     if training and optimizer:
         from .training import optimizer_layer
 
@@ -122,7 +122,7 @@ def analyze(model: nn.Module | str | Path, input_shape: tuple[int, ...] | None =
 
             if training or capture != "dispatch":
                 raise AdderconvError(f"{name}: an ONNX graph is counted as it is (inference only, its own front "
-                                     f"end); training counts and --capture need a PyTorch model")
+                                     f"end); training counts and `capture` need a PyTorch model")
 
             counts = count_onnx(Path(name), input_shape)
         else:
@@ -144,7 +144,7 @@ def analyze(model: nn.Module | str | Path, input_shape: tuple[int, ...] | None =
         from .dataflow import with_dataflow
 
         if module is None:
-            raise AdderconvError(f"{name}: --engine zigzag builds its workload from a PyTorch model's layers; "
+            raise AdderconvError(f"{name}: `engine` zigzag builds its workload from a PyTorch model's layers; "
                                  f"count the model itself (zoo name or model file), not its ONNX export")
         report = with_dataflow(report, module, tuple(input_shape), accelerator=accelerator, table=prices,
                                same_area=same_area)

@@ -38,10 +38,10 @@ from torch.utils._pytree import tree_flatten, tree_map
 from adderconv.errors import AdderconvError
 
 from . import handles as _handles  # noqa: F401  (fills the registry)
-from .counts import LayerCounts, ModelCounts, OpCount
+from .counts import LayerCounts, ModelCounts
 from .handles_detection import register_torchvision
 from .handles_rnn import GATES
-from .registry import Handle, lookup, op_name, overrides_from
+from .registry import Handle, apply_handle, lookup, op_name, overrides_from
 from .tracking import LayerTracker, memory_hooks, new_layers
 
 __all__ = ["count_ops", "in_mode", "CAPTURES", "DataDependentError"]
@@ -85,20 +85,7 @@ class _Counter:
 
     def count(self, name: str, handle: Handle | str | None, outs: list, named: Mapping[str, Any]) -> None:
         layer, phase = self.tracker.current()
-        if handle is None:
-            layer.unsupported[name] = layer.unsupported.get(name, 0) + 1
-            return
-        if isinstance(handle, str):
-            self.ignored[name] = self.ignored.get(name, 0) + 1
-            return
-        try:
-            tally = handle(outs, named)
-        except (ValueError, TypeError, IndexError, KeyError) as e:   # shapes it cannot read: say so, never guess
-            key = f"{name} ({e})"
-            layer.unsupported[key] = layer.unsupported.get(key, 0) + 1
-            return
-        category = "linear" if handle.category == "matmul" and layer.name in self.linear else handle.category
-        layer.ops.append(OpCount(name, category, tally, phase))
+        apply_handle(layer, name, handle, outs, named, self.ignored, phase=phase, linear=layer.name in self.linear)
 
 
 class _DispatchMode(TorchDispatchMode):

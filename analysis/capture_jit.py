@@ -24,9 +24,9 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
 from . import handles as _handles  # noqa: F401  (fills the registry)
-from .counts import ModelCounts, OpCount
+from .counts import ModelCounts
 from .handles_detection import register_torchvision
-from .registry import HANDLES, IGNORED, Handle, OpKey
+from .registry import Handle, OpKey, apply_handle, lookup
 from .tracking import memory_hooks, new_layers
 
 __all__ = ["count_ops_jit"]
@@ -124,15 +124,6 @@ def _op(kind: str, node: torch._C.Node) -> tuple[OpKey | None, list[str]]:
     return op, [a.name for a in schema.arguments]
 
 
-def _lookup(op: Any, overrides: dict) -> Handle | str | None:
-    packet = getattr(op, "overloadpacket", op)
-    for table in (overrides, HANDLES):
-        h = table.get(op) or table.get(packet)
-        if h is not None:
-            return h
-    return IGNORED.get(op) or IGNORED.get(packet)
-
-
 def count_ops_jit(model: nn.Module, inputs: tuple, overrides: dict) -> ModelCounts:
     """Count ``model(*inputs)`` from its TorchScript trace (see the module)."""
     register_torchvision()
@@ -159,26 +150,17 @@ def count_ops_jit(model: nn.Module, inputs: tuple, overrides: dict) -> ModelCoun
         layer = layers.get(node.scopeName().split("/")[-1]) or layers[""]
         used.setdefault(layer.name)
         op, names = _op(kind, node) if not kind.startswith("prim::") else (None, [])
-        handle = _lookup(op, overrides) if op is not None else None
-        if handle is None or isinstance(handle, str):
-            table = ignored if isinstance(handle, str) else layer.unsupported
-            table[kind] = table.get(kind, 0) + 1
-            continue
-        named = dict(zip(names, (_value(v) for v in node.inputs())))
-        outs = [_value(v) for v in node.outputs()]
-        first = next(iter(node.outputs()), None)
-        if first is not None and outs[0] is None and isinstance(first.type(), torch._C.TensorType):
-            key = f"{kind} (shapes unknown to the tracer, e.g. inside a scripted function)"
-            layer.unsupported[key] = layer.unsupported.get(key, 0) + 1
-            continue
-        try:
-            tally = handle(outs, named)
-        except (ValueError, TypeError, IndexError, KeyError) as e:   # shapes it cannot read: say so, never guess
-            key = f"{kind} ({e})"
-            layer.unsupported[key] = layer.unsupported.get(key, 0) + 1
-            continue
-        category = "linear" if handle.category == "matmul" and layer.name in linear else handle.category
-        layer.ops.append(OpCount(kind, category, tally))
+        handle = lookup(op, overrides) if op is not None else None
+        named, outs = {}, []
+        if isinstance(handle, Handle):
+            named = dict(zip(names, (_value(v) for v in node.inputs())))
+            outs = [_value(v) for v in node.outputs()]
+            first = next(iter(node.outputs()), None)
+            if first is not None and outs[0] is None and isinstance(first.type(), torch._C.TensorType):
+                key = f"{kind} (shapes unknown to the tracer, e.g. inside a scripted function)"
+                layer.unsupported[key] = layer.unsupported.get(key, 0) + 1
+                continue
+        apply_handle(layer, kind, handle, outs, named, ignored, linear=layer.name in linear)
     # Layers that only ran zero-arithmetic ops (Flatten, Dropout, Identity) are left out: views move no data.
     kept = [layers[n] for n in used if layers[n].ops or layers[n].unsupported]
     return ModelCounts(layers=kept, ignored=dict(sorted(ignored.items())), frontend="pytorch", capture="jit")

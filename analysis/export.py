@@ -8,27 +8,19 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from adderconv.errors import AdderconvError
 from adderconv.untrusted import code, markdown
 
 from .counts import KINDS
 from .energy import EnergyReport
+from .gate import GateResult
+from .mermaid import energy_chart, what_grew
 from .render import fmt_area, fmt_count, fmt_energy
-
-if TYPE_CHECKING:                       # gate imports this module (SCHEMA)
-    from .gate import GateResult
+from .schema import SCHEMA, SCHEMAS
 
 __all__ = ["SCHEMA", "SCHEMAS", "to_dict", "to_json", "to_markdown"]
-
-#: /2 adds how the ops were captured, training steps (phases per layer and in total, the optimizer) and where
-#: each layer's precision came from. /3 counts accumulations as their own kind (``acc``; before, an ``add``),
-#: prices them at the accumulator's width (``pricing``, ``accumulator``, each layer's ``accumulator``), adds
-#: processing elements and their area (``units``, each layer's ``unit``/``unit_um2``) and the dataflow engine's
-#: result (``engine``, ``dataflow``). The gate reads every version.
-SCHEMA = "adderconv.energy/3"
-SCHEMAS = ("adderconv.energy/1", "adderconv.energy/2", SCHEMA)
 
 
 def _pj(x: float) -> float:
@@ -109,14 +101,13 @@ def to_json(r: EnergyReport) -> str:
         return json.dumps(to_dict(r), sort_keys=True, indent=2, ensure_ascii=True, allow_nan=False) + "\n"
     except ValueError:
         raise AdderconvError(f"report for {r.model}: a non-finite number (NaN or infinity) in the energies; "
-                             f"check the price list and --energy-scale") from None
+                             f"check the price list and `energy_scale`") from None
 
 
 def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: int = 10,
                 baseline: dict[str, Any] | None = None, gate: GateResult | None = None) -> str:
     """A compact Markdown report (totals, optional comparison, a Mermaid chart, top layers, notes) for a PR
     comment; with ``gate`` (the check against ``baseline``) a "what grew" section comes first."""
-    from .mermaid import energy_chart, what_grew
     shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
     out = [f"### Energy: {code(r.model)} ({shape}, {r.precision}, {markdown(r.table)})", "",
            f"_{r.widths}; engine {r.engine}_", "",

@@ -26,7 +26,7 @@ from typing import Any
 from adderconv.errors import AdderconvError
 
 from .counts import KINDS
-from .export import SCHEMA, SCHEMAS
+from .schema import SCHEMA, SCHEMAS
 
 __all__ = ["GateRow", "GateResult", "compare_to_baseline", "load_baseline", "parse_increase"]
 
@@ -67,7 +67,7 @@ def parse_increase(text: str) -> float:
     (no signs, exponents, underscores, NaN or other scripts' digits)."""
     s = str(text).strip()
     if not _PERCENT.fullmatch(s):
-        raise AdderconvError(f"--max-increase must be a percentage like 1% or 0.5%, got {text!r}")
+        raise AdderconvError(f"`max_increase` must be a percentage like 1% or 0.5%, got {text!r}")
     return float(s.rstrip("%")) / 100
 
 

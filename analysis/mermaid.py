@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from adderconv import untrusted
 
 from .energy import EnergyReport
+from .gate import GateResult
 from .layer_views import align, energy_unit, layer_label
 from .render import fmt_count, fmt_energy
-
-if TYPE_CHECKING:                       # gate imports export, which imports this module
-    from .gate import GateResult
 
 __all__ = ["xychart", "energy_chart", "what_grew"]
 

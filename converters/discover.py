@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from adderconv.blocks import default_mapping, mapped_target
 from adderconv.errors import AdderconvError
+from adderconv.recipe import aliases
 
-from .blocks import default_mapping, mapped_target
 from .graph import MULTIPLICATIVE, first_last, model_graph, reaches_norm
 from .policy import LayerInfo
 
@@ -38,14 +39,6 @@ class Discovery:
     functional: list[tuple[str, str]] = field(default_factory=list)   # (conv | linear, description)
     traced: bool = False
     warnings: list[str] = field(default_factory=list)
-
-
-def aliases(model: nn.Module) -> dict[int, list[str]]:
-    """id(module) -> every name it is registered under (a shared module has several)."""
-    names: dict[int, list[str]] = {}
-    for name, mod in model.named_modules(remove_duplicate=False):
-        names.setdefault(id(mod), []).append(name)
-    return names
 
 
 def _info(name: str, mod: nn.Module, index: int, first: bool, last: bool) -> LayerInfo:
@@ -93,7 +86,8 @@ def discover(model: nn.Module, example_inputs: Sequence[object] | None = None,
                 first, last = {order[0]}, {order[-1]}
     else:
         found.warnings.append("no example inputs: first/last layers follow registration order and functional "
-                              "convolutions are not detected (pass example_inputs / --input-shape)")
+                              "convolutions are not detected (give example inputs, e.g. an input shape, to trace "
+                              "the model)")
         order = list(found.modules)
         if order:
             first, last = {order[0]}, {order[-1]}

@@ -36,12 +36,9 @@ def render_conversion(report: ConversionReport, console: Console) -> None:
 
 def render_savings(before, after, shape, precision: str, console: Console, *, html: str | None = None) -> None:
     """Before/after multiplications, additions and energy, from the analysis package (and as HTML to ``html``)."""
-    try:
-        from adderconv.analysis import analyze, render_comparison
-    except ImportError:
-        console.print("(energy analysis is not available in this installation)")
-        return
     import dataclasses
+
+    from adderconv.analysis import analyze, render_comparison
     reports = [dataclasses.replace(analyze(m, shape, precision=precision), model=label)
                for m, label in ((before, "original"), (after, "converted"))]
     where = f" (input {'x'.join(map(str, shape))})" if shape else ""

@@ -250,8 +250,8 @@ def quantize_uint8(x: Tensor, scale: float, zero_point: int, lo: int = 0) -> Ten
 
 
 # --- counting (adderconv.analysis): the ops' registrations, next to the ops ------------------------------
-from adderconv.analysis.counts import Tally as _Tally  # noqa: E402
-from adderconv.analysis.registry import register as _register_count  # noqa: E402
+from ..counting import Tally as _Tally  # noqa: E402
+from ..op_registry import register as _register_count  # noqa: E402
 
 
 @_register_count(torch.ops.adderconv.adder_conv2d_int8, category="adder")
