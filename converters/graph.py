@@ -2,9 +2,11 @@
 
 Each node carries ``op`` (the ATen op), ``kind`` (conv / linear / adder / norm / input / output / other),
 ``module`` and ``module_type`` (the innermost nn.Module that ran it, "" for the root), ``shape`` and
-``dtype`` of its output, and for multiplicative and adder ops the counts ``mul`` and ``add`` (one MAC = 1 mul +
-1 add; one adder step = 2 add). Edges run from producer to consumer, keyed by argument position (an op may
-read the same tensor twice, hence the multigraph). Parameters and buffers are not nodes.
+``dtype`` of its output, and the counts ``mul`` and ``add`` (additions including accumulations, as every
+report's add) from the analysis handles, the same counting as ``energy`` (a conv MAC = 1 mul + 1 add, an adder
+step = 2 add, an eval BatchNorm 1 mul + 1 add per element); ``counted`` is False where no handle could read the
+node. Edges run from producer to consumer, keyed by argument position (an op may read the same tensor twice,
+hence the multigraph). Parameters and buffers are not nodes.
 
 The converter uses it for first/last detection (a layer is *first* when no multiplicative op precedes it on
 any path, *last* when none follows it) and to find adder layers whose output is never normalised.
@@ -104,6 +106,31 @@ def _counts(kind: str, node: torch.fx.Node) -> tuple[int, int] | None:
     return (0, 2 * macs) if kind == "adder" else (macs, macs)
 
 
+def _tally(node: torch.fx.Node) -> tuple[int, int] | None:
+    """(mul, add incl. accumulations) of one op node by its analysis handle, as a capture counts the call;
+    (0, 0) for an op the analysis ignores (views, copies); None where no handle could read it."""
+    from adderconv.analysis.capture import bind
+    from adderconv.analysis.counts import additions
+    from adderconv.analysis.registry import Handle, lookup
+
+    handle = lookup(node.target)
+    if isinstance(handle, str):
+        return (0, 0)
+    if not isinstance(handle, Handle) or not hasattr(node.target, "_schema"):
+        return None
+    val = lambda a: a.meta.get("val")  # noqa: E731  (a node's value: a fake tensor, or a shape's int)
+    try:
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), val)
+        out = node.meta.get("val")
+        outs = [_shape(o) for o in (out if isinstance(out, (tuple, list)) else (out,))]
+        if any(o is None for o in outs):
+            return None
+        tally = handle(outs, bind(node.target._schema, args, kwargs))
+    except (ValueError, TypeError, IndexError, KeyError):   # symbolic sizes, shapes a handle cannot read
+        return None
+    return tally["mul"], additions(tally)
+
+
 def build_graph(ep: torch.export.ExportedProgram) -> nx.MultiDiGraph:
     """The MultiDiGraph of an exported program (see the module docstring for the attributes)."""
     user_inputs = set(ep.graph_signature.user_inputs)
@@ -123,7 +150,9 @@ def build_graph(ep: torch.export.ExportedProgram) -> nx.MultiDiGraph:
         attrs = {"op": str(node.target) if node.op == "call_function" else node.op, "kind": kind,
                  "module": str(module), "module_type": str(module_type).rsplit(".", 1)[-1],
                  "shape": str(list(_shape(val) or ())), "dtype": str(getattr(val, "dtype", "")), "order": len(g)}
-        counts = _counts(kind, node) if kind in MULTIPLICATIVE else None
+        counts = _tally(node) if node.op == "call_function" else (0, 0)
+        if counts is None and kind in MULTIPLICATIVE:
+            counts = _counts(kind, node)          # a shape no handle reads: the MAC formula still does
         attrs["counted"] = counts is not None
         attrs["mul"], attrs["add"] = counts or (0, 0)
         g.add_node(node.name, **attrs)
