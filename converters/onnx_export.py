@@ -47,6 +47,19 @@ class OnnxExport:
     output_names: list[str]
     adder_nodes: list[str] = field(default_factory=list)       # node names, one per adder layer call
     overloads: list[str] = field(default_factory=list)         # one function per kernel configuration
+    node_types: dict[str, int] = field(default_factory=dict)   # op type -> nodes (AdderConv2d, AdderConv2dInteger)
+
+    def describe_nodes(self) -> str:
+        """The adder nodes by type, in words: ``18 AdderConv2dInteger nodes`` for a quantised model.
+
+        >>> OnnxExport(None, 20, ["x"], ["y"], node_types={"AdderConv2d": 1, "AdderConv2dInteger": 18}).describe_nodes()
+        '1 AdderConv2d and 18 AdderConv2dInteger nodes'
+        """
+        if not self.node_types:
+            return f"0 {OP_TYPE} nodes"
+        parts = [f"{n} {op}" for op, n in sorted(self.node_types.items())]
+        return (" and ".join(parts) if len(parts) < 3 else ", ".join(parts)) + \
+            (" node" if len(parts) == 1 and sum(self.node_types.values()) == 1 else " nodes")
 
 
 def resolve_input_shape(source: str, arch: str | None, shape: Sequence[int] | None) -> tuple[int, ...]:
@@ -154,10 +167,10 @@ def _module_path(node) -> str | None:
     return names[-2] if len(names) >= 2 and names[-2] else None
 
 
-def _finish(model) -> tuple[list[str], list[str]]:
+def _finish(model) -> tuple[list[str], list[str], dict[str, int]]:
     """Name adder nodes after their modules, attach the functions, drop machine-specific metadata."""
     taken = {n.name for n in model.graph}
-    adder_nodes = []
+    adder_nodes, types = [], {}
     for node in model.graph:
         for key in _DROPPED_METADATA:
             node.metadata_props.pop(key, None)
@@ -168,9 +181,10 @@ def _finish(model) -> tuple[list[str], list[str]]:
                 node.name = path
                 taken.add(path)
             adder_nodes.append(node.name)
+            types[node.op_type] = types.get(node.op_type, 0) + 1
     attach_functions(model)
     overloads = sorted({n.overload for n in model.graph if n.domain == DOMAIN and n.op_type in (OP_TYPE, INT_OP_TYPE)})
-    return adder_nodes, overloads
+    return adder_nodes, overloads, types
 
 
 def export_onnx_model(
@@ -219,7 +233,7 @@ def export_onnx_model(
     finally:
         model.train(was_training)
     ir_model = program.model
-    adder_nodes, overloads = _finish(ir_model)
+    adder_nodes, overloads, types = _finish(ir_model)
     import onnx_ir as ir
 
     proto = ir.serde.serialize_model(ir_model)
@@ -229,7 +243,7 @@ def export_onnx_model(
         raise AdderconvError(f"the exporter could not write opset {opset} (it produced {used_opset}); "
                              f"choose an opset torch's exporter supports")
     info = OnnxExport(None, used_opset, [i.name for i in proto.graph.input], [o.name for o in proto.graph.output],
-                      adder_nodes, overloads)
+                      adder_nodes, overloads, types)
     return proto, info
 
 

@@ -173,6 +173,10 @@ def test_node_names_follow_modules_and_training_mode_is_restored(tmp_path):
     assert model.training
     assert info.adder_nodes[0] == "layer1.0.conv1" and "layer2.0.downsample.0" in info.adder_nodes
     assert len(info.overloads) == 3                   # 3x3 s1, 3x3 s2, 1x1 s2
+    # the export says which node types it holds (a quantised model's are AdderConv2dInteger, not AdderConv2d)
+    assert info.node_types == {"AdderConv2d": 20} and info.describe_nodes() == "20 AdderConv2d nodes"
+    info.node_types = {"AdderConv2dInteger": 18, "AdderConv2d": 2}
+    assert info.describe_nodes() == "2 AdderConv2d and 18 AdderConv2dInteger nodes"
 
 
 def test_export_without_shape_is_a_user_error(tmp_path):
