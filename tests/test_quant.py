@@ -140,7 +140,7 @@ def test_recipe_is_validated_data(resnet, tmp_path):
     recipe = json.loads(adderconv.quant.recipe_json(q))
     for bad in ({**recipe, "layers": {"conv1": {"zero_point": 3, "out": "float"}}},          # a float conv
                 {**recipe, "layers": {"layer1.0.conv1": {"zero_point": 300, "out": "float"}}},
-                {**recipe, "folded": ["os.system"]}, {**recipe, "bits": 4}):
+                {**recipe, "folded": ["os.system"]}, {**recipe, "bits": 3}):   # 4-bit recipes: test_quant_lowbit
         bad_path = tmp_path / "bad.safetensors"
         save_file(load_file(str(path)), str(bad_path),
                   metadata={"format": "pt", "adderconv.arch": "resnet20_adder", "adderconv.quant": json.dumps(bad)})

@@ -31,10 +31,11 @@ from ..io import first_line
 from ..layers import AdderConv1d, AdderConv2d, AdderLinear
 from .fuse import fuse_residuals
 from .layers import affine_of, fold_bn, from_adder, quantizable
-from .plan import codes_for_readers, codes_to, plan
-from .scheme import METHODS, Observer, check_bits, choose_grid, group_grids, split_channels
+from .plan import Plan, codes_for_readers, codes_to, plan
+from .qat import FakeQuantAdder
+from .scheme import METHODS, Grid, Observer, check_bits, choose_grid, group_grids, split_channels
 
-__all__ = ["quantize", "QuantReport", "set_module", "calibration_batches"]
+__all__ = ["quantize", "QuantReport", "set_module", "calibration_batches", "build"]
 
 
 @dataclass
@@ -107,21 +108,9 @@ def _grid_groups(src: nn.Module, layers: list[str], groups: int) -> dict[str, in
     return out
 
 
-@torch.no_grad()
-def quantize(model: nn.Module, calibration: Tensor | Iterable[Any], *, bits: int = 8, groups: int = 1,
-             method: str = "percentile", percentile: float = 99.99, max_batches: int | None = None) -> nn.Module:
-    """A quantised, eval-mode copy of ``model`` (which is not changed); see the module docstring.
-
-    ``calibration``: a batch, or an iterable of batches or (input, target) pairs, run through the float model
-    to choose each layer's grid by ``method`` (``minmax``, ``percentile`` or ``mse``; see :mod:`.scheme`).
-    ``bits``: the code width, 4..8. ``groups``: grids per layer (output channels grouped by weight range).
-    """
-    check_bits(bits)
-    if method not in METHODS:
-        raise AdderconvError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
-    src = copy.deepcopy(model).cpu().float().eval()
-    layers, skipped = _check_model(src)
-    ngrids = _grid_groups(src, layers, groups)
+def _observe(src: nn.Module, layers: list[str], calibration: Tensor | Iterable[Any],
+             max_batches: int | None) -> tuple[dict[str, Observer], int, int]:
+    """Run the calibration batches through ``src``, observing each layer's input: (observers, batches, samples)."""
     observers = {n: Observer(seed=i) for i, n in enumerate(layers)}
     hooks = [src.get_submodule(n).register_forward_pre_hook(lambda m, args, o=observers[n]: o(args[0]))
              for n in layers]
@@ -139,34 +128,93 @@ def quantize(model: nn.Module, calibration: Tensor | Iterable[Any], *, bits: int
             h.remove()
     if batches == 0:
         raise AdderconvError("the calibration data is empty: quantisation needs at least one batch")
+    return observers, batches, samples
+
+
+#: a layer's grids: one, or one per group with each output channel's group
+LayerGrids = tuple[Grid | list[Grid], Tensor | None]
+
+
+@torch.no_grad()
+def quantize(model: nn.Module, calibration: Tensor | Iterable[Any] | None, *, bits: int = 8, groups: int = 1,
+             method: str = "percentile", percentile: float = 99.99, max_batches: int | None = None) -> nn.Module:
+    """A quantised, eval-mode copy of ``model`` (which is not changed); see the module docstring.
+
+    ``calibration``: a batch, or an iterable of batches or (input, target) pairs, run through the float model
+    to choose each layer's grid by ``method`` (``minmax``, ``percentile`` or ``mse``; see :mod:`.scheme`).
+    ``bits``: the code width, 4..8. ``groups``: grids per layer (output channels grouped by weight range).
+    A model from :func:`adderconv.quant.qat.prepare_qat` keeps the grids it trained on (``calibration`` unused;
+    ``bits`` and ``groups`` must be the ones it was prepared with).
+    """
+    check_bits(bits)
+    if method not in METHODS:
+        raise AdderconvError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+    if any(isinstance(m, FakeQuantAdder) for m in model.modules()):
+        return _from_qat(model, bits, groups)
+    if calibration is None:
+        raise AdderconvError("quantisation needs calibration data (a batch or an iterable of batches)")
+    src = copy.deepcopy(model).cpu().float().eval()
+    layers, skipped = _check_model(src)
+    ngrids = _grid_groups(src, layers, groups)
+    observers, batches, samples = _observe(src, layers, calibration, max_batches)
     grids = {n: choose_grid(observers[n], method, percentile, bits) for n in layers}
     structure = plan(src, layers)
     for step in structure.steps.values():   # the layers reading one sum saw the same values: one grid for all
         for r in step.readers[1:]:
             grids[r] = grids[step.readers[0]]
+    chosen: dict[str, LayerGrids] = {}
+    for n in layers:
+        adder = src.get_submodule(n)
+        group_of = split_channels(adder.weight, ngrids[n]) if ngrids[n] > 1 else None
+        chosen[n] = (grids[n], None) if group_of is None else \
+            (group_grids(observers[n], adder, group_of, grids[n]), group_of)
     report = QuantReport(method, percentile if method == "percentile" else None, batches, samples,
                          skipped=skipped, notes=list(structure.notes), bits=bits, groups=groups)
     if any(ngrids[n] < groups for n in layers):
         report.notes.append(f"layers with channel groups keep one grid: "
                             f"{', '.join(n for n in layers if ngrids[n] < groups)}")
+    return build(src, structure, chosen, report, observers)
+
+
+def _from_qat(model: nn.Module, bits: int, groups: int) -> nn.Module:
+    """The quantised model of a QAT model: its trained adders on the grids they trained through."""
+    src = copy.deepcopy(model).cpu().float().eval()
+    wrapped = {n: m for n, m in src.named_modules() if isinstance(m, FakeQuantAdder)}
+    for n, m in wrapped.items():
+        if (m.bits, m.groups) != (bits, groups):
+            raise AdderconvError(f"layer {n!r} was prepared for quantisation-aware training at bits={m.bits}, "
+                                 f"groups={m.groups}; quantise it with those, got bits={bits}, groups={groups}")
+        set_module(src, n, m.adder)
+    chosen: dict[str, LayerGrids] = {n: (list(m.grids), m.channel_group.clone()) if len(m.grids) > 1
+                                     else (m.grids[0], None) for n, m in wrapped.items()}
+    _, skipped = _check_model(src)
+    structure = plan(src, list(wrapped))
+    report = QuantReport("qat", None, 0, 0, skipped=skipped, notes=list(structure.notes), bits=bits, groups=groups)
+    return build(src, structure, chosen, report)
+
+
+def build(src: nn.Module, structure: Plan, chosen: dict[str, LayerGrids], report: QuantReport,
+          observers: dict[str, Observer] | None = None) -> nn.Module:
+    """The quantised model of the float eval-mode ``src`` (copied) with each layer's ``chosen`` grids: BatchNorms
+    folded, codes handed on and residuals fused as ``structure`` (:func:`.plan`) allows."""
+    ngrids = {n: 1 if g is None else int(g.max()) + 1 for n, (_, g) in chosen.items()}
+    first = {n: own if g is None else own[0] for n, (own, g) in chosen.items()}
     out = copy.deepcopy(src)
-    for n in layers:
+    for n, (own, group_of) in chosen.items():
         step, adder = structure.steps[n], src.get_submodule(n)
-        group_of = split_channels(adder.weight, ngrids[n]) if ngrids[n] > 1 else None
-        own = group_grids(observers[n], adder.weight, group_of, grids[n]) if group_of is not None else grids[n]
         layer = from_adder(adder, own, group_of)
         a, b = affine_of(adder, own, group_of)
         if step.bn:
             a, b = fold_bn(a, b, src.get_submodule(step.bn))
             set_module(out, step.bn, nn.Identity())
         codes_next = codes_to(step, ngrids)
-        layer.set_epilogue(a, b, grids[codes_next] if codes_next else None, step.relu and codes_next is not None)
+        layer.set_epilogue(a, b, first[codes_next] if codes_next else None, step.relu and codes_next is not None)
         set_module(out, n, layer)
-        obs = observers[n]
-        report.layers[n] = {"scale": grids[n].scale, "zero_point": grids[n].zero_point, "bn": step.bn,
+        report.layers[n] = {"scale": first[n].scale, "zero_point": first[n].zero_point, "bn": step.bn,
                             "next": codes_next, "relu": step.relu and codes_next is not None,
-                            "input_range": [obs.lo, obs.hi],
                             "weight_range": [float(adder.weight.min()), float(adder.weight.max())]}
+        if observers is not None:
+            report.layers[n]["input_range"] = [observers[n].lo, observers[n].hi]
         if group_of is not None:
             report.layers[n]["grids"] = [[g.scale, g.zero_point] for g in own]
             report.layers[n]["group_sizes"] = torch.bincount(group_of, minlength=ngrids[n]).tolist()
@@ -176,7 +224,7 @@ def quantize(model: nn.Module, calibration: Tensor | Iterable[Any], *, bits: int
         readers = structure.steps[n].readers
         if codes_for_readers(structure.steps[n], True, ngrids):
             only = structure.steps[n].only_readers
-            out.get_submodule(n).set_codes(grids[readers[0]].zero_point, grids[readers[0]], only)
+            out.get_submodule(n).set_codes(first[readers[0]].zero_point, first[readers[0]], only)
             report.layers[n]["codes_for"] = list(readers)
             report.layers[n]["codes_only"] = only
     out.eval()
