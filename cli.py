@@ -72,6 +72,10 @@ InputShape = Annotated[Optional[str], typer.Option("--input-shape", "-s", help="
 Arch = Annotated[Optional[str], typer.Option("--arch", help="Architecture for a state dict: zoo name, torchvision:NAME "
                                                             "or module:factory.")]
 Trust = Annotated[bool, typer.Option("--trust", help="Allow loading pickles/TorchScript/.pt2 (they can run code).")]
+Data = Annotated[str, typer.Option("--data", help="Data: digits (built in), fashion-mnist (Debian's "
+                                  "dataset-fashion-mnist package), mnist:DIR (idx files, .gz or not), cifar10:DIR, "
+                                  "imagefolder:DIR, sr:DIR, sr:skimage, or a directory of one of those. Train/val "
+                                  "split by --split-seed; test is the source's own test split where it has one.")]
 JsonPath = Annotated[Optional[str], typer.Option("--json", help="Write the result as JSON.")]
 
 
@@ -260,8 +264,7 @@ def energy_cmd(
 @_policy_options(weight_init="copy_rescaled")
 def finetune_cmd(
     model: TorchModelArg,
-    data: Annotated[str, typer.Option(help="digits (built in), cifar10:DIR, imagefolder:DIR, sr:DIR, sr:skimage, "
-                                           "or a directory (CIFAR-10 python batches or ImageFolder).")] = "digits",
+    data: Data = "digits",
     teacher: Annotated[Optional[str], typer.Option(help="Teacher for distillation (default: the original CNN "
                                                         "when MODEL is a CNN file, converted first).")] = None,
     output: Annotated[str, _output("Output directory (checkpoint, metrics, model).")] = "finetune-out",
@@ -362,8 +365,7 @@ def bench_cmd(
 def quantize_cmd(
     model: TorchModelArg,
     output: Annotated[str, _output("The .safetensors file to write.")],
-    data: Annotated[str, typer.Option(
-        help="Data source as for finetune: calibrate on train, evaluate on test.")] = "digits",
+    data: Data = "digits",
     input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
     method: Annotated[str, _choice("--method", C.CALIBRATION_METHODS, "Calibration",
                                    "calibration method")] = "percentile",

@@ -22,8 +22,8 @@ from torch import nn
 from . import zoo
 from .arch import ArchSpec, Budget, FileKwargs, looks_like_spec
 from .errors import AdderconvError
-from .io import (TRUST_HINT, as_state_dict, first_line, is_torchscript, is_zoo_name, read_safetensors,
-                 read_torch_file)
+from .io import (TRUST_HINT, ModelKind, as_state_dict, first_line, is_torchscript, is_zoo_name, model_kind,
+                 read_safetensors, read_torch_file)
 from .official import official_layout
 from .quant.recipe import apply_quant_recipe
 from .recipe import apply_recipe
@@ -120,7 +120,7 @@ def open_model(source: str | os.PathLike, arch: str | ArchSpec | None = None, tr
                              f"or an architecture (torchvision:NAME, module:factory)")
     if path.is_dir():
         raise AdderconvError(f"{source}: is a directory, expected a model file")
-    if path.suffix == ".onnx":
+    if model_kind(source) is ModelKind.ONNX:
         raise AdderconvError(f"{source}: an ONNX file cannot be loaded as a PyTorch module")
     if path.suffix == ".pt2":
         if not trust:

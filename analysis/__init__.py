@@ -27,7 +27,7 @@ _LAZY = {
     "EnergyReport": "energy", "LayerEnergy": "energy", "Totals": "energy", "price": "energy",
     "render_comparison": "render", "render_report": "render", "PRECISIONS": "tables", "PriceTable": "tables",
     "load_table": "tables", "register": "registry", "ignore": "registry", "Handle": "registry",
-    "optimizer_tally": "training",
+    "optimizer_tally": "training", "compare_energy": "compare",
 }
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from adderconv.errors import AdderconvError
-from adderconv.io import input_shape_of, is_zoo_name
+from adderconv.errors import AdderconvError, first_line
+from adderconv.io import ModelKind, input_shape_of, model_kind
 from adderconv.loading import open_model
 
 from .capture import CAPTURES, count_ops
@@ -60,7 +60,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], *, capture: str 
             torch.zeros(input_shape, device=param.device if param is not None else "cpu")
         counts = count_ops(model, x, capture=capture, training=training, handles=handles)
     except (RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         mode = " in training mode" if training else ""
         raise AdderconvError(f"the model does not run on an input of shape {tuple(input_shape)}{mode}: {first}; "
                              f"pass the right `input_shape`") from None
@@ -117,7 +117,7 @@ def analyze(model: nn.Module | str | Path, input_shape: tuple[int, ...] | None =
         module = model.module() if isinstance(model, torch.export.ExportedProgram) else model
     else:
         name = str(model)
-        if not is_zoo_name(name) and Path(name).suffix == ".onnx":
+        if model_kind(name) is ModelKind.ONNX:
             from .onnx_frontend import count_onnx
 
             if training or capture != "dispatch":

@@ -38,6 +38,9 @@ from torch.utils._pytree import tree_flatten, tree_map
 from adderconv.errors import AdderconvError
 
 from . import handles as _handles  # noqa: F401  (fills the registry)
+from adderconv.choices import CAPTURES
+from adderconv.errors import first_line
+
 from .counts import LayerCounts, ModelCounts
 from .handles_detection import register_torchvision
 from .handles_rnn import GATES
@@ -45,8 +48,6 @@ from .registry import Handle, apply_handle, lookup, op_name, overrides_from
 from .tracking import LayerTracker, memory_hooks, new_layers
 
 __all__ = ["count_ops", "in_mode", "CAPTURES", "DataDependentError"]
-
-CAPTURES = ("dispatch", "real", "jit")
 
 
 class DataDependentError(AdderconvError):
@@ -225,11 +226,6 @@ def _unwrap(model: Any) -> tuple[nn.Module, bool]:
                          f"module or a torch.export ExportedProgram")
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _data_dependent(e: BaseException) -> bool:
     from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
 
@@ -367,14 +363,14 @@ def _count(module: nn.Module, program: bool, inputs: tuple, capture: str, traini
         raise
     except Exception as e:   # noqa: BLE001  (the model's own failure: one line, with what to try)
         if capture == "dispatch" and _no_fake(e):
-            raise AdderconvError(f"an op of the model cannot run on fake tensors ({_first_line(e)}); count with "
-                                 f"real inputs (capture 'real', --capture real) or give the op a fake "
+            raise AdderconvError(f"an op of the model cannot run on fake tensors ({first_line(e)}); count with "
+                                 f"real inputs (`capture` real) or give the op a fake "
                                  f"implementation") from None
         if capture == "dispatch" and _data_dependent(e):
             raise DataDependentError(
-                f"the model's control flow depends on tensor values ({_first_line(e)}), which counting "
-                f"without running cannot follow; count with real inputs (capture 'real', --capture real) "
-                f"or the tracer (--capture jit)") from None
+                f"the model's control flow depends on tensor values ({first_line(e)}), which counting "
+                f"without running cannot follow; count with real inputs (`capture` real) "
+                f"or the tracer (`capture` jit)") from None
         raise
     used = tracker.order
     kept = [layers[n] for n in used if layers[n].ops or layers[n].unsupported]

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from adderconv.errors import AdderconvError
+from adderconv.errors import AdderconvError, first_line
 from adderconv.io import atomic_write
 
 from .onnx_function import DOMAIN, MIN_OPSET, OP_TYPE, attach_functions
@@ -216,7 +216,7 @@ def convert_onnx(src: str | os.PathLike, dst: str | os.PathLike, policy: Policy 
     try:
         proto = onnx.load(str(src))
     except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as e:  # protobuf DecodeError
-        raise AdderconvError(f"{src}: not a readable ONNX file ({str(e).splitlines()[0] if str(e) else e})") from None
+        raise AdderconvError(f"{src}: not a readable ONNX file ({first_line(e)})") from None
     from adderconv.analysis.onnx_frontend import check_onnx_model
 
     check_onnx_model(proto, str(src))          # an empty file, no nodes or inputs, a negative dimension
@@ -243,7 +243,7 @@ def convert_onnx(src: str | os.PathLike, dst: str | os.PathLike, policy: Policy 
     try:
         onnx.checker.check_model(out, full_check=True)
     except Exception as e:
-        raise AdderconvError(f"{src}: the rewritten model fails onnx.checker ({str(e).splitlines()[0]})") from None
+        raise AdderconvError(f"{src}: the rewritten model fails onnx.checker ({first_line(e)})") from None
     with atomic_write(dst) as tmp:
         onnx.save(out, str(tmp))
     result_info.path = Path(dst)

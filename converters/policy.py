@@ -25,7 +25,7 @@ __all__ = ["LayerInfo", "Policy", "Decision", "decide", "decide_all", "WEIGHT_IN
 Kind = Literal["conv", "linear"]
 #: How a converted layer's weights start: the conv's weights as they are, the same weights scaled to unit
 #: standard deviation per layer (the scale of AdderNet's N(0, 1) init), or a fresh N(0, 1) draw.
-WEIGHT_INITS = ("copy", "copy_rescaled", "normal")
+from adderconv.choices import WEIGHT_INITS  # noqa: E402  (said once, for the CLI too)
 
 
 @dataclass(frozen=True)

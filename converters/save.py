@@ -22,14 +22,13 @@ from torch import nn
 
 from adderconv.arch import ArchSpec
 from adderconv.errors import AdderconvError
+from adderconv.choices import SAVE_FORMATS as FORMATS
 from adderconv.io import atomic_write
 from adderconv.quant.recipe import QUANT_KEY, is_quantized, recipe_json
 
 from .report import REPORT_ATTR
 
 __all__ = ["save_converted", "FORMATS"]
-
-FORMATS = ("safetensors", "pickle", "pt2")
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:

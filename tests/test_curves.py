@@ -50,7 +50,7 @@ def test_finetune_writes_curves_and_tensorboard_and_the_teacher_line_leaves_trai
 
     from adderconv import get_model
     from adderconv.training import finetune
-    from adderconv.training.data import load_data
+    from adderconv.data import load_data
 
     data = load_data("digits", (1, 32, 32), limit=96)
 

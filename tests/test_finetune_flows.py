@@ -12,7 +12,7 @@ from safetensors.torch import load_file, safe_open
 import adderconv
 from adderconv import AdderconvError
 from adderconv.io import write_json
-from adderconv.training.data import load_data
+from adderconv.data import load_data
 
 FAST = ["--epochs", "1", "--limit", "48", "--batch-size", "16", "--quiet"]
 

@@ -69,16 +69,16 @@ def _source_metadata(source: str, loaded) -> dict[str, str]:
     return md
 
 
-def _energy(model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
-    from adderconv.analysis.api import analyze
+def _energy(model: nn.Module, qmodel: nn.Module, chw: tuple[int, ...]) -> dict[str, Any]:
+    """The float model and its quantised copy in counts and energy: one comparison (analysis.compare), each
+    quantised layer priced at the precision it declares (``energy_precision``), the rest at fp32."""
+    from adderconv.analysis.compare import compare_energy
 
     from .layers import QuantAdderConv2d
-    # Quantised layers declare energy_precision = "int8"; the analysis prices them at it, the rest at fp32.
-    layers = [n for n, m in model.named_modules() if isinstance(m, QuantAdderConv2d)]
-    report = analyze(model, shape)
-    totals = report.totals
-    return {"mul": int(totals.mul), "add": int(totals.add), "energy_pj": float(totals.energy_pj),
-            "int8_layers": len(layers)}
+
+    res = compare_energy(qmodel, model, chw, precision=None, names=("int8", "float"))
+    res["int8"]["int8_layers"] = sum(isinstance(m, QuantAdderConv2d) for m in qmodel.modules())
+    return {"float": res["float"], "int8": res["int8"], "ratio": res.get("energy_ratio", 0.0)}
 
 
 def _weight_bytes(model: nn.Module, names) -> int:
@@ -91,8 +91,7 @@ def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
     from adderconv.arch import default_input_shape
     from adderconv.io import ModelKind, refuse_onnx, sample_shape
     from adderconv.loading import open_model
-    from adderconv.training.data import default_shape, load_data
-    from adderconv.training.evaluate import evaluate, loader
+    from adderconv.data import default_shape, evaluate, load_data, loader
 
     from .api import quantize
     from .recipe import save_quantized
@@ -124,8 +123,7 @@ def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
         start = time.perf_counter()
         results[name] = evaluate(m, data.test, data.task, opts.batch_size, cpu)[metric]
         seconds[f"test_{name}"] = time.perf_counter() - start
-    energy = {"float": _energy(model, (1, *chw)), "int8": _energy(qmodel, (1, *chw))}
-    energy["ratio"] = energy["int8"]["energy_pj"] / max(energy["float"]["energy_pj"], 1e-30)
+    energy = _energy(model, qmodel, chw)
     save_quantized(qmodel, out, _source_metadata(opts.model, loaded))
     report = qmodel.adderconv_quant
     notes = [f"{opts.model} is a zoo name: its weights are random, so a test {metric} near chance is expected "

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..output import Output
-from .data import load_data
+from ..data import load_data
 from .prepare import input_shape_for, prepare
 from .settings import TrainSettings
 from .summary import render_result

@@ -1,4 +1,5 @@
-"""Re-exports: the data sources live in :mod:`adderconv.data` (this module stays until every import names it).
+"""Re-exports: the data sources live in :mod:`adderconv.data`; this module keeps the old import path working for
+user code (the package itself imports adderconv.data).
 
 >>> from adderconv.training.data import load_data as f
 >>> f is load_data

@@ -1,6 +1,6 @@
 """Re-exports: the evaluation loop lives in :mod:`adderconv.data.evaluate`, the energy comparison in
 :mod:`adderconv.analysis.compare` (fine-tuning's name for it, :func:`energy_comparison`, in ``trainer.py``).
-This module stays until every import names those.
+This module keeps the old import path working for user code; the package imports those.
 
 >>> from adderconv.data import evaluate as e
 >>> e is evaluate

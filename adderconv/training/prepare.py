@@ -35,7 +35,7 @@ from ..errors import AdderconvError, first_line
 from ..io import ModelKind, input_shape_of, model_kind, sample_shape
 from ..loading import open_model
 from ..quant.recipe import is_quantized
-from .data import default_shape
+from ..data import default_shape
 
 if TYPE_CHECKING:
     from adderconv.converters.policy import Policy

@@ -18,7 +18,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ..errors import AdderconvError
+from ..choices import AMP_MODES, TRAIN_OPTIMIZERS
+from ..errors import AdderconvError, check_choice
 
 __all__ = ["TrainSettings", "TRAJECTORY", "pick_device", "amp_dtype"]
 
@@ -54,8 +55,7 @@ class TrainSettings:
 
     def check(self) -> None:
         """Every setting in its range (one line naming all that are not); the device and AMP mode exist."""
-        if self.optimizer not in ("sgd", "adam"):
-            raise AdderconvError(f"`optimizer` must be 'sgd' or 'adam', got {self.optimizer!r}")
+        check_choice("optimizer", self.optimizer, TRAIN_OPTIMIZERS)
         bad = []
         for name, (low, closed, high) in _RANGES.items():
             v = getattr(self, name)
@@ -100,8 +100,7 @@ def pick_device(device: str = "auto") -> torch.device:
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """'auto' -> bf16 on GPUs that have it, fp16 on older GPUs, none on CPU; or 'bf16' | 'fp16' | 'off'."""
-    if amp not in ("auto", "bf16", "fp16", "off"):
-        raise AdderconvError(f"`amp` must be auto, bf16, fp16 or off, got {amp!r}")
+    check_choice("amp", amp, AMP_MODES, "mixed-precision mode")
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     if device.type != "cuda":

@@ -130,7 +130,7 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
         raise AdderconvError("a quantised model is for inference: evaluate it with `epochs` 0 (its int8 layers "
                              "do not train; fine-tune the float model and quantise again)")
     if resume and out is None:
-        raise AdderconvError("`resume` needs the output directory (`out`) of the run to continue")
+        raise AdderconvError("`resume` needs the output directory of the run to continue")
     if tensorboard:
         require_tensorboard()
     dev = pick_device(s.device)
