@@ -25,13 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 UPPER = ("adderconv.analysis", "adderconv.converters", "adderconv.cli")
 # `python -m adderconv` runs the CLI: the entry point is on the top floor, whatever folder it sits in.
 ENTRY_POINTS = {"adderconv.__main__"}
-# Cycles in files this change could not edit, each with its reason; the test fails when one disappears, so that
-# the entry goes with it.
-KNOWN_CYCLES = {
-    frozenset({"adderconv.zoo", f"adderconv.zoo.{m}"}):
-        "zoo/__init__.py imports its model files for their registrations, and each imports `register` from it"
-    for m in ("lenet", "resnet_cifar", "resnet_imagenet", "sr_net", "vgg_small")
-}
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -191,11 +184,8 @@ def test_no_arrow_from_the_ground_floor_up():
 
 
 def test_no_import_cycles():
-    cycles = {frozenset(c): c for c in nx.simple_cycles(_graph())}
-    new = [" -> ".join([*c, c[0]]) for key, c in cycles.items() if key not in KNOWN_CYCLES]
-    assert new == [], "modules import each other:\n" + "\n".join(new)
-    gone = [" <-> ".join(sorted(k)) for k in KNOWN_CYCLES if k not in cycles]
-    assert gone == [], f"known cycles are gone, remove them from KNOWN_CYCLES: {gone}"
+    cycles = [" -> ".join([*c, c[0]]) for c in nx.simple_cycles(_graph())]
+    assert cycles == [], "modules import each other:\n" + "\n".join(cycles)
 
 
 def test_the_report_views_import_one_way():

@@ -22,7 +22,7 @@ class ZooOptions:
 
 def run_zoo(opts: ZooOptions, out: Output | Any) -> int:
     """Name, default input shape and description of every zoo model."""
-    from . import entry, list_models
+    from .registry import entry, list_models
 
     out = Output.of(out)
     for name in list_models():

@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers import AdderConv2d, AdderLinear
-from . import register
+from .registry import register
 
 
 def lenet5_bn(num_classes: int = 10, in_channels: int = 1, adder: bool = False) -> nn.Sequential:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..layers import AdderConv2d
-from . import register
+from .registry import register
 
 
 class BasicBlock(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..layers import AdderConv2d
-from . import register
+from .registry import register
 
 
 class Bottleneck(nn.Module):

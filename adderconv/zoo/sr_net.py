@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..layers import AdderConv2d
 from ..sr import AdderSRBlock
-from . import register
+from .registry import register
 
 
 class SRNet(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers import AdderConv2d
-from . import register
+from .registry import register
 
 
 def vgg_small(num_classes: int = 10, adder: bool = False) -> nn.Sequential:
