@@ -32,11 +32,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .layers import AdderConv2d, AdderConv3d, AdderLinear
+from .layers import AdderConv1d, AdderConv2d, AdderConv3d, AdderLinear
 
 __all__ = ["AdaptiveLR", "adaptive_scale", "adder_weights"]
 
-ADDER_LAYERS = (AdderConv2d, AdderConv3d, AdderLinear)
+ADDER_LAYERS = (AdderConv1d, AdderConv2d, AdderConv3d, AdderLinear)
 
 
 def adaptive_scale(grad: Tensor, eta: float) -> Tensor:

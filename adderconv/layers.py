@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Self
 
 import torch
 import torch.nn.functional as F
@@ -64,16 +65,9 @@ def _from_conv(cls: type, conv: nn.Module, conv_type: type[nn.Module]):
     return layer
 
 
-class AdderConv2d(nn.Module):
-    """2-d adder layer: ``Y = -sum |X - W|`` over each receptive field (AdderNet, CVPR 2020).
-
-    Arguments mean what they mean for :class:`torch.nn.Conv2d`. Follow it with BatchNorm: the outputs are
-    all negative and large, and training stalls without normalisation.
-
-    >>> layer = AdderConv2d(3, 8, 3, padding=1)
-    >>> layer(torch.randn(1, 3, 16, 16)).shape
-    torch.Size([1, 8, 16, 16])
-    """
+class _AdderConv(nn.Module):
+    """What the 1-d and 2-d adder layers share: a 2-d geometry (the 1-d layer is a height-1 image), checks,
+    init, padding modes. Siblings, not parent and child: ``isinstance(m, AdderConv2d)`` means a 4-d weight."""
 
     _conv_type: type[nn.Module] = nn.Conv2d
     norm_type: type[nn.Module] = nn.BatchNorm2d      # the BatchNorm the converter inserts after this layer
@@ -122,12 +116,12 @@ class AdderConv2d(nn.Module):
             nn.init.zeros_(self.bias)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "AdderConv2d":
+    def from_conv(cls, conv: nn.Module) -> Self:
         """An adder layer with ``conv``'s geometry, weights (copied, not shared), bias, device and dtype."""
         return _from_conv(cls, conv, cls._conv_type)
 
     @classmethod
-    def from_float(cls, module: nn.Module) -> "AdderConv2d":
+    def from_float(cls, module: nn.Module) -> Self:
         """The converter's one entry point (as torch.ao's ``from_float``): a user mapping names the class."""
         return cls.from_conv(module)
 
@@ -163,7 +157,19 @@ class AdderConv2d(nn.Module):
         return s
 
 
-class AdderConv1d(AdderConv2d):
+class AdderConv2d(_AdderConv):
+    """2-d adder layer: ``Y = -sum |X - W|`` over each receptive field (AdderNet, CVPR 2020).
+
+    Arguments mean what they mean for :class:`torch.nn.Conv2d`. Follow it with BatchNorm: the outputs are
+    all negative and large, and training stalls without normalisation.
+
+    >>> layer = AdderConv2d(3, 8, 3, padding=1)
+    >>> layer(torch.randn(1, 3, 16, 16)).shape
+    torch.Size([1, 8, 16, 16])
+    """
+
+
+class AdderConv1d(_AdderConv):
     """1-d adder layer (runs the 2-d op on a height-1 image). Arguments as :class:`torch.nn.Conv1d`."""
 
     _conv_type = nn.Conv1d

@@ -28,9 +28,9 @@ _RENAMES = {"adder": "weight", "b": "bias"}    # official adder2d parameter -> o
 
 
 def _adder_modules(model: nn.Module) -> set[str]:
-    from .layers import AdderConv2d, AdderLinear
+    from .layers import AdderConv1d, AdderConv2d, AdderLinear
 
-    return {name for name, m in model.named_modules() if isinstance(m, (AdderConv2d, AdderLinear))}
+    return {name for name, m in model.named_modules() if isinstance(m, (AdderConv1d, AdderConv2d, AdderLinear))}
 
 
 def official_layout(state: Mapping[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], str | None]:

@@ -209,10 +209,10 @@ class LayerSpec:
 
 
 def _adder_types() -> tuple[type, ...]:
-    from adderconv.layers import AdderConv2d, AdderLinear
+    from adderconv.layers import AdderConv1d, AdderConv2d, AdderLinear
     from adderconv.quant.layers import QuantAdderConv2d
 
-    return AdderConv2d, AdderLinear, QuantAdderConv2d     # AdderConv1d and QuantAdderLinear are subclasses
+    return AdderConv1d, AdderConv2d, AdderLinear, QuantAdderConv2d     # QuantAdderLinear is a subclass
 
 
 def _pair(v: Any) -> tuple[int, int]:

@@ -83,3 +83,14 @@ def test_adder_linear_matches_definition_on_any_leading_shape():
     torch.testing.assert_close(layer(x).double(), ref, rtol=1e-5, atol=1e-5)
     linear = nn.Linear(5, 3)
     assert torch.equal(AdderLinear.from_linear(linear).weight, linear.weight)
+
+
+def test_the_1d_layer_is_a_sibling_of_the_2d_layer_not_a_kind_of_it():
+    """isinstance(m, AdderConv2d) means a 4-d weight; every place that meant 'any adder conv' lists the 1-d layer."""
+    from adderconv.adaptive_lr import adder_weights
+
+    one, two = AdderConv1d(3, 4, 3), AdderConv2d(3, 4, 3)
+    assert not isinstance(one, AdderConv2d) and not isinstance(two, AdderConv1d)
+    assert one.weight.dim() == 3 and two.weight.dim() == 4
+    model = torch.nn.Sequential(one, torch.nn.Flatten(), AdderLinear(4 * 6, 2))
+    assert [p.shape for p in adder_weights(model)] == [one.weight.shape, (2, 24)]
