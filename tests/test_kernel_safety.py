@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -218,7 +219,7 @@ from adderconv.kernels import cpu
 from adderconv.ops import adder_conv2d
 from adderconv.reference import adder_conv2d_reference, adder_conv2d_reference_grads
 
-ext = cpp_extension.load(os.environ["FUZZ_NAME"], [os.environ["FUZZ_SOURCE"]],
+ext = cpp_extension.load(os.environ["FUZZ_NAME"], os.environ["FUZZ_SOURCES"].split(os.pathsep),
                          build_directory=os.environ["FUZZ_BUILD"], verbose=False,
                          extra_cflags=os.environ["FUZZ_CFLAGS"].split(),
                          extra_ldflags=os.environ["FUZZ_LDFLAGS"].split())
@@ -299,21 +300,22 @@ def _sanitizer_preload() -> str | None:
 _SANITIZE = "-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
 
-def _run_sanitized(tmp_path: Path, prefix: str, source: Path, cflags: str, script: str, cases: int) -> None:
-    """Build ``source`` with ``cflags`` + the sanitizers (a build of its own, outside the kernel cache), run
-    ``script`` in a subprocess with the ASan runtime preloaded, and fail on any sanitizer report."""
+def _run_sanitized(tmp_path: Path, prefix: str, sources: Sequence[Path], cflags: str, script: str,
+                   cases: int) -> None:
+    """Build ``sources`` (one extension) with ``cflags`` + the sanitizers (a build of its own, outside the kernel
+    cache), run ``script`` in a subprocess with the ASan runtime preloaded, and fail on any sanitizer report."""
     preload = _sanitizer_preload()
     if preload is None:
         pytest.fail("no ASan runtime (g++ -print-file-name=libasan.so): install GCC's libasan to run this test")
     from adderconv.kernels.build import build_key, cache_dir
 
-    texts = [f.read_text() for f in sorted(source.parent.glob("*.h"))] + [source.read_text()]
+    texts = [f.read_text() for f in sorted(sources[0].parent.glob("*.h"))] + [f.read_text() for f in sources]
     name = build_key(prefix, *texts, torch.__version__, sys.version, cflags)
     build = cache_dir().parent / "sanitized" / name     # never inside the kernel cache the library loads from
     build.mkdir(parents=True, exist_ok=True)
     (tmp_path / "fuzz.py").write_text(textwrap.dedent(script))
     env = {**os.environ, "LD_PRELOAD": preload, "ADDERCONV_ROOT": str(Path(__file__).resolve().parents[1]),
-           "FUZZ_NAME": name, "FUZZ_SOURCE": str(source), "FUZZ_BUILD": str(build),
+           "FUZZ_NAME": name, "FUZZ_SOURCES": os.pathsep.join(map(str, sources)), "FUZZ_BUILD": str(build),
            "FUZZ_CFLAGS": f"{cflags} {_SANITIZE}", "FUZZ_LDFLAGS": "-fopenmp -fsanitize=address,undefined",
            "FUZZ_SEED": "0", "FUZZ_CASES": str(cases),
            # python itself "leaks" at exit; everything else halts with a report and a non-zero exit
@@ -334,8 +336,7 @@ def test_cpu_kernels_fuzzed_under_address_and_undefined_behaviour_sanitizers(tmp
     """The float C++ kernels with -fsanitize=address,undefined, over random geometries: forward and both gradients
     through the op (dX is ours, dW oneDNN's plus a rank-1 term) equal the float64 reference, the kernel refuses bad
     arguments itself, and the sanitizers say nothing. The production flags, so the same vector width and tiles."""
-    _run_sanitized(tmp_path, "adderconv_cpu_sanitized", Path(cpu.__file__).with_name("cpu_kernels.cpp"),
-                   "-march=native -fopenmp", _FUZZ, 300)
+    _run_sanitized(tmp_path, "adderconv_cpu_sanitized", cpu.SOURCES, "-march=native -fopenmp", _FUZZ, 300)
 
 
 _FUZZ_INT8 = r"""
@@ -346,7 +347,7 @@ sys.path.insert(0, os.environ["ADDERCONV_ROOT"])
 from adderconv.kernels import int8, int8_portable
 from adderconv.quant.op import adder_conv2d_int8, adder_conv2d_int8_residual, quantize_uint8
 
-ext = cpp_extension.load(os.environ["FUZZ_NAME"], [os.environ["FUZZ_SOURCE"]],
+ext = cpp_extension.load(os.environ["FUZZ_NAME"], os.environ["FUZZ_SOURCES"].split(os.pathsep),
                          build_directory=os.environ["FUZZ_BUILD"], verbose=False,
                          extra_cflags=os.environ["FUZZ_CFLAGS"].split(),
                          extra_ldflags=os.environ["FUZZ_LDFLAGS"].split())
@@ -415,5 +416,5 @@ def test_int8_kernels_fuzzed_under_address_and_undefined_behaviour_sanitizers(tm
     quantiser equal the PyTorch integer fallback exactly; bad arguments are refused; the sanitizers say nothing."""
     from adderconv.kernels import int8
 
-    _run_sanitized(tmp_path, "adderconv_int8_sanitized", Path(int8.__file__).with_name("int8_kernels.cpp"),
-                   "-ffp-contract=off -fno-trapping-math -fopenmp", _FUZZ_INT8, 100)
+    _run_sanitized(tmp_path, "adderconv_int8_sanitized", int8.SOURCES, "-ffp-contract=off -fno-trapping-math -fopenmp",
+                   _FUZZ_INT8, 100)

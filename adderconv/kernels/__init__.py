@@ -6,6 +6,7 @@ Every backend implements ``forward``, ``grad_input`` and ``grad_weight`` with th
 
 Backends, most preferred first: ``triton`` (CUDA tensors, float32/16/bf16; needs triton), ``cpu`` (a C++
 extension built on this machine at first use), ``portable`` (pure PyTorch, any device and dtype).
+:func:`build_all` compiles the C++ kernels ahead of time (``adderconv build-kernels``).
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from types import ModuleType
 from torch import Tensor
 
 from . import cpu, portable, triton_kernels
+from .build import KERNELS, Built, build_all
 
-__all__ = ["Backend", "register_backend", "backend_for", "available_backends"]
+__all__ = ["Backend", "register_backend", "backend_for", "available_backends", "build_all", "Built", "KERNELS"]
 
 
 @dataclass(frozen=True)

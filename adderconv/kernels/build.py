@@ -7,23 +7,34 @@ its hash matches the record. A truncated library (a killed copy, a full disk) wo
 command with SIGBUS at load time, and an empty or random one would disable the kernels for good: a damaged
 build is removed and rebuilt, with a one-line notice.
 
+A build says what it is, why and about how long before it starts, the elapsed time while it runs (a status line
+on a terminal, a line every 10 s otherwise) and its time at the end. Each build's sources are several translation
+units that ninja compiles in parallel (``MAX_JOBS`` caps the jobs). :func:`build_all` builds (or loads) every
+kernel ahead of time, e.g. in a Dockerfile or a CI cache step (``adderconv build-kernels``).
+
 >>> load_extension  # doctest: +ELLIPSIS
 <function load_extension at ...>
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import os
 import platform
 import shutil
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import cast
 
-__all__ = ["cache_dir", "cpu_fingerprint", "build_key", "load_extension", "Extension"]
+__all__ = ["cache_dir", "cpu_fingerprint", "build_key", "load_extension", "Extension", "Built", "build_all",
+           "KERNELS"]
 
 
 def cache_dir() -> Path:
@@ -97,13 +108,46 @@ def _intact(build: Path, name: str) -> bool | None:
         return False
 
 
-def load_extension(name: str, sources: Sequence[Path], *, cflags: Sequence[str], ldflags: Sequence[str],
-                   what: str) -> ModuleType:
-    """Load build ``name`` of ``sources`` from the cache, building it first when it is missing or damaged.
+_TICK_S = 10.0   # seconds between progress lines when stderr is not a terminal
 
-    ``what`` names the kernels in the notices ("CPU adder kernels"). Raises whatever the build raises (the
-    callers fall back to their portable kernels).
-    """
+
+@contextmanager
+def _progress(what: str) -> Iterator[None]:
+    """Elapsed time on stderr while the block runs: a rich status line on a terminal, else a line every 10 s
+    (a CI log or a Docker build shows the build is alive without a line per second)."""
+    start, done = time.perf_counter(), threading.Event()
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"building the {what}") as status:
+            def tick() -> None:
+                while not done.wait(1.0):
+                    status.update(f"building the {what}: {time.perf_counter() - start:.0f} s")
+            thread = threading.Thread(target=tick, daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                done.set()
+                thread.join()
+        return
+
+    def lines() -> None:
+        while not done.wait(_TICK_S):
+            print(f"adderconv: still building the {what}: {time.perf_counter() - start:.0f} s", file=sys.stderr,
+                  flush=True)
+    thread = threading.Thread(target=lines, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _load(name: str, sources: Sequence[Path], *, cflags: Sequence[str], ldflags: Sequence[str], what: str,
+          about: str, rebuild: bool = False) -> tuple[ModuleType, bool, float]:
+    """:func:`load_extension`, also saying whether it compiled and how long it took (compiling or loading)."""
     from filelock import FileLock   # torch's own dependency; cpp_extension holds the same lock while building
 
     cpp_extension = _import_cpp_extension()
@@ -114,17 +158,23 @@ def load_extension(name: str, sources: Sequence[Path], *, cflags: Sequence[str],
         if state is False:
             print(f"adderconv: the cached {what} in {build} are damaged (their hash does not match the build's "
                   f"record); rebuilding them", file=sys.stderr)
+        if state is False or (rebuild and state is not None):
             for f in build.iterdir():
                 if f.name != "lock":
                     shutil.rmtree(f) if f.is_dir() else f.unlink()
             state = None
         checked = _stamp(build, name) if state else None      # the intact library, as we hashed it
-    if state is None:   # say it before the minutes of compiling, not after them
-        print(f"adderconv: building the {what} for this CPU (first use only: a minute or two on 2 cores; needs a "
-              f"C++ compiler and the Python headers; cached in {build})", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    ext = cpp_extension.load(name, [str(s) for s in sources], build_directory=str(build), verbose=False,
-                             extra_cflags=list(cflags), extra_ldflags=list(ldflags))
+    if state is None:   # say it before the seconds of compiling, not after them
+        print(f"adderconv: building the {what} for this CPU (first use only, {about}; needs a C++ compiler and "
+              f"the Python headers; cached in {build}; `adderconv build-kernels` builds them ahead of time)",
+              file=sys.stderr, flush=True)
+        with _progress(what):
+            ext = cpp_extension.load(name, [str(s) for s in sources], build_directory=str(build), verbose=False,
+                                     extra_cflags=list(cflags), extra_ldflags=list(ldflags))
+    else:
+        ext = cpp_extension.load(name, [str(s) for s in sources], build_directory=str(build), verbose=False,
+                                 extra_cflags=list(cflags), extra_ldflags=list(ldflags))
     libs = _libraries(build, name)
     if libs and _stamp(build, name) != checked and _intact(build, name) is not True:
         # Just built, or rebuilt by cpp_extension itself (its build file names the source's path, so a second
@@ -132,31 +182,103 @@ def load_extension(name: str, sources: Sequence[Path], *, cflags: Sequence[str],
         tmp = build / f".{name}.sha256.{os.getpid()}.tmp"
         tmp.write_text(_sha256(libs[0]) + "\n")
         os.replace(tmp, build / f"{name}.sha256")
+    seconds = time.perf_counter() - start
     if state is None:
-        print(f"adderconv: built the {what} in {time.perf_counter() - start:.1f} s (once per machine; cached in "
-              f"{build})", file=sys.stderr)
-    return ext
+        print(f"adderconv: built the {what} in {seconds:.1f} s (once per machine; cached in {build})",
+              file=sys.stderr)
+    return ext, state is None, seconds
+
+
+def load_extension(name: str, sources: Sequence[Path], *, cflags: Sequence[str], ldflags: Sequence[str],
+                   what: str, about: str = "a minute or less") -> ModuleType:
+    """Load build ``name`` of ``sources`` from the cache, building it first when it is missing or damaged.
+
+    ``what`` names the kernels in the notices ("CPU adder kernels"), ``about`` says how long a build takes.
+    Raises whatever the build raises (the callers fall back to their portable kernels).
+    """
+    return _load(name, sources, cflags=cflags, ldflags=ldflags, what=what, about=about)[0]
+
+
+@dataclass(frozen=True)
+class Built:
+    """One kernel build that :func:`build_all` made or found: ``compiled`` is False when it came from the cache,
+    ``seconds`` the time it took (compiling, or loading the cached library)."""
+    kernel: str      # the key in KERNELS ("cpu", "int8")
+    what: str        # "CPU adder kernels"
+    name: str        # the build's cache key
+    path: Path       # its folder in the cache
+    compiled: bool
+    seconds: float
+
+
+_REGISTRY: dict[str, Extension] = {}
 
 
 class Extension:
     """One kernel build, loaded once per process: ``get()`` builds or loads it, and after a failure raises the
-    same RuntimeError again without retrying (the caller falls back to its portable kernels)."""
+    same RuntimeError again without retrying (the caller falls back to its portable kernels).
+
+    ``kernel`` registers it under that key for :func:`build_all` (a second registration is an error); ``about``
+    says how long a build takes on a small machine, for the notice before it.
+    """
 
     def __init__(self, name: Callable[[], str], sources: Sequence[Path], *, cflags: Sequence[str],
-                 ldflags: Sequence[str], what: str) -> None:
-        self._name, self._sources, self._cflags, self._ldflags, self.what = name, sources, cflags, ldflags, what
+                 ldflags: Sequence[str], what: str, about: str = "a minute or less",
+                 kernel: str | None = None) -> None:
+        self._name, self.sources, self._cflags, self._ldflags = name, tuple(sources), cflags, ldflags
+        self.what, self.about = what, about
         self._module: ModuleType | None = None
         self._failed: str | None = None
+        if kernel is not None:
+            if kernel in _REGISTRY:
+                raise ValueError(f"kernel build {kernel!r} is already registered")
+            _REGISTRY[kernel] = self
 
     def get(self) -> ModuleType:
+        if self._module is None:
+            self.build()
+        return cast(ModuleType, self._module)
+
+    def build(self, *, rebuild: bool = False) -> tuple[bool, float]:
+        """Load it, compiling first when it is not cached (or when ``rebuild``): (compiled, seconds). In a process
+        that has loaded it already, nothing happens (compiled False, 0 s): a library cannot be loaded twice."""
         if self._module is not None:
-            return self._module
+            return False, 0.0
         if self._failed is not None:
             raise RuntimeError(self._failed)
         try:
-            self._module = load_extension(self._name(), self._sources, cflags=self._cflags, ldflags=self._ldflags,
-                                          what=self.what)
+            self._module, compiled, seconds = _load(self._name(), self.sources, cflags=self._cflags,
+                                                    ldflags=self._ldflags, what=self.what, about=self.about,
+                                                    rebuild=rebuild)
         except Exception as e:  # no compiler, no ninja, unsupported flags: the portable kernels still work
             self._failed = f"adderconv: could not build the {self.what} ({type(e).__name__}: {str(e)[-300:]})"
             raise RuntimeError(self._failed) from e
-        return self._module
+        return compiled, seconds
+
+
+KERNELS = ("cpu", "int8")   # the modules of this package that own a C++ build
+
+
+def build_all(kernels: Sequence[str] | None = None, *, rebuild: bool = False) -> list[Built]:
+    """Build (or load from the cache) the C++ kernels now, so no later command waits for a compiler: in a
+    Dockerfile, a CI cache step, or after a torch upgrade (``adderconv build-kernels``).
+
+    ``kernels``: a subset of :data:`KERNELS` (all by default); ``rebuild``: compile even what is cached. Returns
+    one :class:`Built` per kernel, in order. Raises ValueError for an unknown kernel and RuntimeError when one
+    cannot be built (no compiler, no Python headers).
+
+    >>> [b.kernel for b in build_all()]  # doctest: +SKIP
+    ['cpu', 'int8']
+    """
+    names = list(KERNELS if kernels is None else kernels)
+    unknown = [k for k in names if k not in KERNELS]
+    if unknown or not names:
+        raise ValueError(f"`kernels` must be some of {', '.join(KERNELS)}; got {', '.join(unknown) or 'none'}")
+    done = []
+    for kernel in dict.fromkeys(names):
+        importlib.import_module(f"{__package__}.{kernel}")     # registers its Extension
+        ext = _REGISTRY[kernel]
+        compiled, seconds = ext.build(rebuild=rebuild)
+        name = ext._name()
+        done.append(Built(kernel, ext.what, name, cache_dir() / name, compiled, seconds))
+    return done

@@ -2,8 +2,9 @@
 
 - forward and the clipped input gradient: direct tiled loops in ``cpu_kernels.cpp`` (no im2col; each task
   copies a padded band of input rows, in which every receptive-field element is contiguous over output
-  positions, for every stride and dilation), compiled with ``-O3 -march=native`` by
-  :func:`torch.utils.cpp_extension.load` the first time a CPU tensor reaches the op. The build is cached per
+  positions, for every stride and dilation; ``cpu_bindings.cpp`` checks the tensors and makes the Python
+  module), compiled with ``-O3 -march=native`` by :func:`torch.utils.cpp_extension.load` the first time a CPU
+  tensor reaches the op (or by :func:`adderconv.kernels.build_all`). The build is cached per
   (source, torch version, CPU model and flags), so a shared cache never serves code built for another CPU.
   A one-line notice on stderr shows the compile time; if there is no compiler, a warning says so and the op
   falls back to :mod:`adderconv.kernels.portable`.
@@ -32,19 +33,23 @@ from .build import Extension, build_key, cache_dir
 from .build import cpu_fingerprint as _cpu_fingerprint
 
 __all__ = ["available", "supports", "forward", "grad_input", "grad_weight", "extension", "extension_name",
-           "cache_dir"]
+           "cache_dir", "SOURCES", "HEADERS", "CFLAGS"]
 
-_SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+_HERE = Path(__file__).parent
+SOURCES = (_HERE / "cpu_bindings.cpp", _HERE / "cpu_kernels.cpp")   # compiled in parallel: the bindings first,
+HEADERS = (_HERE / "cpu_kernels.h",)                               # the longer of the two
+CFLAGS = ("-O3", "-march=native", "-fopenmp")
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def extension_name() -> str:
     """The build's cache key: kernel source, torch and Python versions, and this CPU's model and flags."""
-    return build_key("adderconv_cpu", _SOURCE.read_text(), torch.__version__, sys.version, _cpu_fingerprint())
+    return build_key("adderconv_cpu", *(f.read_text() for f in (*SOURCES, *HEADERS)), torch.__version__,
+                     sys.version, _cpu_fingerprint(), *CFLAGS)
 
 
-_EXTENSION = Extension(extension_name, [_SOURCE], cflags=["-O3", "-march=native", "-fopenmp"], ldflags=["-fopenmp"],
-                       what="CPU adder kernels")
+_EXTENSION = Extension(extension_name, SOURCES, cflags=CFLAGS, ldflags=["-fopenmp"], what="CPU adder kernels",
+                       about="about 15 s on 2 cores", kernel="cpu")
 
 
 def extension() -> ModuleType:
