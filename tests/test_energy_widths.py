@@ -106,7 +106,7 @@ def test_every_view_states_the_widths(energy, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--accumulator", "int2"), "unknown accumulator precision 'int2'"),   # int4..int7 are widths (issue 26)
+    (("--accumulator", "int2"), "precision 'int2'"),   # int4..int7 are widths (issue 26)
     (("--pricing", "paper"), "unknown pricing convention 'paper'"),
     (("--pricing", "papers", "--accumulator", "int32"), "contradicts"),
     (("--engine", "dataflow"), "unknown energy engine 'dataflow'"),

@@ -53,7 +53,7 @@ __all__ = ["Grid", "Observer", "METHODS", "BITS", "check_bits", "choose_grid", "
 BITS = range(4, 9)   # code widths: 4 bits is where published adder PTQ stops; 8 is a byte
 METHODS = ("minmax", "percentile", "mse")
 _SAMPLE = 1 << 18   # input values kept per layer for percentile / MSE (a random subsample across batches)
-_BATCH = 4          # whole inputs kept per layer for the group-grid search
+_KEEP = 1 << 17     # input values kept as whole inputs (at least 4) for the group-grid search
 
 
 def check_bits(bits: object) -> int:
@@ -107,12 +107,14 @@ class Observer:
     def __init__(self, seed: int = 0) -> None:
         self.lo, self.hi, self.count = float("inf"), float("-inf"), 0
         self.sample: list[Tensor] = []
-        self.batch: Tensor | None = None   # the first few whole inputs (the group-grid search runs the layer on them)
+        self.kept: list[Tensor] = []   # the first whole inputs, up to _KEEP values: the group-grid search runs on them
         self._gen = torch.Generator().manual_seed(seed)
 
     def __call__(self, x: Tensor) -> None:
-        if self.batch is None:
-            self.batch = x.detach().float()[:_BATCH].clone()
+        have = sum(t.shape[0] for t in self.kept)
+        per = max(1, x[0].numel()) if x.dim() and x.shape[0] else 1
+        if x.dim() and have * per < _KEEP:
+            self.kept.append(x.detach().float()[:max(4 - have, (_KEEP - have * per) // per)].clone())
         x = x.detach().float().flatten()
         self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
         self.count += x.numel()
@@ -186,9 +188,9 @@ def group_grids(obs: Observer, adder: nn.Module, group_of: Tensor, base: Grid) -
     """One grid per group of output channels: the ``base`` (calibrated) range scaled by each of ``_CLIPS``, the
     candidate whose layer outputs on the observer's kept batch are closest (mean squared error over the group's
     channels) to the float layer's, the layer's arithmetic simulated by :func:`fake_quant`."""
-    if obs.batch is None:
+    if not obs.kept:
         raise AdderconvError("a quantised layer saw no calibration data (is it reached by the model's forward?)")
-    x = obs.batch
+    x = torch.cat(obs.kept)
     ref = adder(x)
     lo, hi = base.bounds
     candidates = [base] + [Grid.from_range(lo * f, hi * f, base.bits) for f in _CLIPS if f != 1.0]
