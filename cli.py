@@ -166,6 +166,18 @@ def zoo_cmd() -> None:
     raise typer.Exit(run_zoo(ZooOptions(), _out()))
 
 
+@app.command("build-kernels")
+def build_kernels_cmd(
+    kernel: Annotated[Optional[list[str]], _choice("--kernel", C.KERNEL_BUILDS, "Only this kernel (repeatable; "
+                                                   "default: all)", "kernel")] = None,
+    rebuild: Annotated[bool, typer.Option(help="Compile even what the cache already holds.")] = False,
+) -> None:
+    """Compile the C++ kernels now (Docker image, CI cache), so no later command waits for a compiler."""
+    from adderconv.kernels.command import BuildKernelsOptions, run_build_kernels
+
+    raise typer.Exit(run_build_kernels(BuildKernelsOptions(kernels=tuple(kernel or ()), rebuild=rebuild), _out()))
+
+
 # --- commands of the other modules register below this line (keep each 10-25 lines) ---
 
 

@@ -7,7 +7,7 @@ on purpose: ``adderconv --help`` and a usage error must not import torch (tests/
 from __future__ import annotations
 
 __all__ = ["PRECISIONS", "PRICINGS", "ENGINES", "CAPTURES", "COUNT_OPTIMIZERS", "TRAIN_OPTIMIZERS", "AMP_MODES",
-           "CALIBRATION_METHODS", "SAVE_FORMATS", "STRATEGIES", "WEIGHT_INITS", "BENCH_NETS"]
+           "CALIBRATION_METHODS", "SAVE_FORMATS", "STRATEGIES", "WEIGHT_INITS", "BENCH_NETS", "KERNEL_BUILDS"]
 
 #: int4..int7: what quantised adder layers below 8 bits declare (analysis.tables prices them by estimate)
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int4", "int5", "int6", "int7", "int8", "int16",
@@ -23,3 +23,4 @@ SAVE_FORMATS: tuple[str, ...] = ("safetensors", "pickle", "pt2")                
 STRATEGIES: tuple[str, ...] = ("swap", "aten")               # module swap, or a torch.export graph rewrite
 WEIGHT_INITS: tuple[str, ...] = ("copy", "copy_rescaled", "normal")                  # converters.policy
 BENCH_NETS: tuple[str, ...] = ("resnet20", "resnet50")                               # kernels.benchmark
+KERNEL_BUILDS: tuple[str, ...] = ("cpu", "int8")                                  # kernels.build
