@@ -189,7 +189,7 @@ def run_export(opts: ExportOptions, out: Output | Console | None = None) -> int:
     shape = resolve_input_shape(opts.model, opts.arch, opts.input_shape)
     info = export_onnx(load_seeded(opts.model, opts.arch, opts.trust), opts.output, shape, opset=opts.opset,
                        dynamic_batch=not opts.static_batch)
-    out.line(f"wrote {info.path}: {len(info.adder_nodes)} AdderConv2d nodes, {len(info.overloads)} kernel "
+    out.line(f"wrote {info.path}: {info.describe_nodes()}, {len(info.overloads)} kernel "
              f"configurations, opset {info.opset}, input {info.input_names[0]} "
              f"{'(dynamic batch)' if not opts.static_batch else tuple(shape)}")
     return 0
@@ -206,6 +206,8 @@ def run_verify(opts: VerifyOptions, out: Output | Console | None = None) -> int:
     for c in result.checks:
         out.line(f"batch {c.batch}: rel error {c.rel_error:.2e} vs PyTorch float64, {c.rel_error_fp32:.2e} vs "
                  f"float32 (PyTorch float32 vs float64: {c.torch_fp32_error:.2e})")
+    for note in result.notes:  # e.g. outputs that cannot tell models apart, and what was compared instead
+        out.note(note)
     for c in result.integer:   # a quantised model: its integer core, exactly
         out.line(f"batch {c.batch}: {c.nodes} integer adder nodes, int32 sums different {c.sums_different} of "
                  f"{c.sums_checked}, uint8 codes different {c.codes_different} of {c.codes_checked}")
