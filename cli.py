@@ -379,6 +379,10 @@ def quantize_cmd(
     output: Annotated[str, _output("The .safetensors file to write.")],
     data: Data = "digits",
     input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
+    bits: Annotated[int, typer.Option(help="Code width, 4..8: codes on 0..2^bits-1 (the uint8 SAD kernels serve "
+                                           "every width).")] = 8,
+    groups: Annotated[int, typer.Option(help="Grids per layer: output channels grouped by weight range, each group "
+                                             "its own scale (the input requantised once per group).")] = 1,
     method: Annotated[str, _choice("--method", C.CALIBRATION_METHODS, "Calibration",
                                    "calibration method")] = "percentile",
     percentile: Annotated[float, typer.Option(help="Input percentile kept by --method percentile.")] = 99.99,
@@ -388,12 +392,13 @@ def quantize_cmd(
     limit: Annotated[Optional[int], typer.Option(help="Use at most N samples per split (smoke runs).")] = None,
     json_path: JsonPath = None,
 ) -> None:
-    """Quantise an adder network to int8 (SAD kernels); compare float and int8 accuracy and energy."""
+    """Quantise an adder network to 4..8-bit codes (SAD kernels); compare float and quantised accuracy and energy."""
     from adderconv.quant.command import QuantizeOptions, run_quantize
 
     opts = QuantizeOptions(model=model, output=output, data=data, input_shape=parse_shape(input_shape), arch=arch,
-                           trust=trust, method=method, percentile=percentile, calib_batches=calib_batches,
-                           batch_size=batch_size, split_seed=split_seed, limit=limit, json_path=json_path)
+                           trust=trust, bits=bits, groups=groups, method=method, percentile=percentile,
+                           calib_batches=calib_batches, batch_size=batch_size, split_seed=split_seed, limit=limit,
+                           json_path=json_path)
     raise typer.Exit(run_quantize(opts, _out()))
 
 

@@ -142,10 +142,10 @@ def test_quantize_says_a_zoo_name_has_random_weights_next_to_the_accuracy():
     from adderconv.quant.command import QuantizeResult, render
 
     def result(notes):
-        return QuantizeResult(data="digits", task="classify", metric="acc", float_test=0.106, int8_test=0.1,
-                              calibration="percentile", energy={"float": {"energy_pj": 2.0}, "int8": {
-                                  "energy_pj": 1.0, "int8_layers": 2}, "ratio": 0.5},
-                              weight_bytes={"float": 8, "int8": 2}, seconds={}, output="q.safetensors",
+        return QuantizeResult(data="digits", task="classify", metric="acc", bits=8, groups=1, float_test=0.106,
+                              quant_test=0.1, calibration="percentile", energy={"float": {"energy_pj": 2.0}, "quant": {
+                                  "energy_pj": 1.0, "quant_layers": 2}, "ratio": 0.5},
+                              weight_bytes={"float": 8, "quant": 2}, seconds={}, output="q.safetensors",
                               report={"skipped": {}, "notes": []}, notes=notes)
 
     buf = io.StringIO()

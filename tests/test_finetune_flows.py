@@ -170,7 +170,7 @@ def test_a_quantised_model_is_evaluated_by_finetune_and_saved_quantised(tmp_path
                            "-o", ev, "--quiet")
     assert code == 0, err
     quantised = json.loads((tmp_path / "q.json").read_text())
-    assert json.loads((ev / "result.json").read_text())["test"]["acc"] == quantised["int8_test"]
+    assert json.loads((ev / "result.json").read_text())["test"]["acc"] == quantised["quant_test"]
     again = adderconv.load_model(ev / "model.safetensors")
     x = torch.randn(4, 1, 32, 32)
     assert is_quantized(again) and torch.equal(again(x), adderconv.load_model(q)(x))
@@ -182,7 +182,7 @@ def test_a_quantised_model_is_evaluated_by_finetune_and_saved_quantised(tmp_path
                              "--quiet")
     assert code == 0, err
     assert "converted" not in out + err
-    assert json.loads((plain / "result.json").read_text())["test"]["acc"] == quantised["int8_test"]
+    assert json.loads((plain / "result.json").read_text())["test"]["acc"] == quantised["quant_test"]
     assert torch.equal(adderconv.load_model(plain / "model.safetensors")(x), adderconv.load_model(q)(x))
     code, _, err = run_cli("finetune", q, "--epochs", "1", "--data", "digits", "-o", tmp_path / "t2")
     assert code == 2 and "quantised model is for inference" in err

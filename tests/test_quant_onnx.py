@@ -75,9 +75,9 @@ def test_cli_quantize_then_every_command_reads_the_file(tmp_path, monkeypatch, c
     assert "int8 quantisation" in stdout and "calibration: percentile" in stdout and out.is_file()
     import json
     res = json.loads(js.read_text())
-    assert set(res) >= {"float_test", "int8_test", "energy", "weight_bytes", "calibration"}
-    assert res["weight_bytes"]["int8"] * 4 == res["weight_bytes"]["float"]
-    assert res["energy"]["int8"]["energy_pj"] < res["energy"]["float"]["energy_pj"]
+    assert set(res) >= {"float_test", "quant_test", "bits", "groups", "energy", "weight_bytes", "calibration"}
+    assert res["weight_bytes"]["quant"] * 4 == res["weight_bytes"]["float"]
+    assert res["energy"]["quant"]["energy_pj"] < res["energy"]["float"]["energy_pj"]
     loaded = adderconv.load_model(out)
     assert sum(type(m).__name__.startswith("QuantAdder") for m in loaded.modules()) == 3
     onnx_path = tmp_path / "q.onnx"

@@ -1,5 +1,5 @@
-"""The ``adderconv quantize`` command's body: calibrate on the training split, evaluate float and int8 on the
-test split, price both, write the quantised safetensors file.
+"""The ``adderconv quantize`` command's body: calibrate on the training split, evaluate the float model and its
+quantised copy (int<bits>, 4..8) on the test split, price both, write the quantised safetensors file.
 
 >>> opts = QuantizeOptions(model="finetune-out/model.safetensors", output="q.safetensors")   # doctest: +SKIP
 >>> run_quantize(opts, Output())                                                             # doctest: +SKIP
@@ -31,6 +31,8 @@ class QuantizeOptions:
     input_shape: tuple[int, ...] | None = None
     arch: str | None = None
     trust: bool = False
+    bits: int = 8                      # codes on 0 .. 2^bits - 1 (4..8), see adderconv.quantize
+    groups: int = 1                    # grids per layer (output channels grouped by weight range)
     method: str = "percentile"
     percentile: float = 99.99
     calib_batches: int = 8
@@ -45,8 +47,10 @@ class QuantizeResult:
     data: str
     task: str
     metric: str
+    bits: int
+    groups: int
     float_test: float
-    int8_test: float
+    quant_test: float                  # the quantised model's (int<bits>) test metric
     calibration: str
     energy: dict[str, Any]
     weight_bytes: dict[str, int]
@@ -76,9 +80,9 @@ def _energy(model: nn.Module, qmodel: nn.Module, chw: tuple[int, ...]) -> dict[s
 
     from .layers import QuantAdderConv2d
 
-    res = compare_energy(qmodel, model, chw, precision=None, names=("int8", "float"))
-    res["int8"]["int8_layers"] = sum(isinstance(m, QuantAdderConv2d) for m in qmodel.modules())
-    return {"float": res["float"], "int8": res["int8"], "ratio": res.get("energy_ratio", 0.0)}
+    res = compare_energy(qmodel, model, chw, precision=None, names=("quant", "float"))
+    res["quant"]["quant_layers"] = sum(isinstance(m, QuantAdderConv2d) for m in qmodel.modules())
+    return {"float": res["float"], "quant": res["quant"], "ratio": res.get("energy_ratio", 0.0)}
 
 
 def _weight_bytes(model: nn.Module, names) -> int:
@@ -94,10 +98,12 @@ def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
     from adderconv.data import default_shape, evaluate, load_data, loader
 
     from .api import quantize
+    from .scheme import check_bits
     from .recipe import save_quantized
 
-    kind = refuse_onnx(opts.model, "int8 quantisation")
+    kind = refuse_onnx(opts.model, "quantisation")
     check_choice("method", opts.method, CALIBRATION_METHODS, "calibration method")
+    check_bits(opts.bits)          # before any model or data is read
     out = Path(opts.output)
     if out.suffix != ".safetensors":
         raise AdderconvError(f"the quantised model is written as safetensors: give an output ending in "
@@ -116,10 +122,11 @@ def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
     metric = "psnr" if data.task == "sr" else "acc"
     cpu, seconds = torch.device("cpu"), {}
     start = time.perf_counter()
-    qmodel = quantize(model, calib, method=opts.method, percentile=opts.percentile)
+    qmodel = quantize(model, calib, bits=opts.bits, groups=opts.groups, method=opts.method,
+                      percentile=opts.percentile)
     seconds["calibrate"] = time.perf_counter() - start
     results = {}
-    for name, m in (("float", model), ("int8", qmodel)):
+    for name, m in (("float", model), ("quant", qmodel)):
         start = time.perf_counter()
         results[name] = evaluate(m, data.test, data.task, opts.batch_size, cpu)[metric]
         seconds[f"test_{name}"] = time.perf_counter() - start
@@ -127,11 +134,12 @@ def quantize_source(opts: QuantizeOptions) -> QuantizeResult:
     save_quantized(qmodel, out, _source_metadata(opts.model, loaded))
     report = qmodel.adderconv_quant
     notes = [f"{opts.model} is a zoo name: its weights are random, so a test {metric} near chance is expected "
-             f"(quantise a trained file to measure what int8 costs)"] if kind is ModelKind.ZOO else []
-    return QuantizeResult(data=data.description, task=data.task, metric=metric, float_test=float(results["float"]),
-                          int8_test=float(results["int8"]), calibration=report.describe_calibration(), energy=energy,
+             f"(quantise a trained file to measure what quantisation costs)"] if kind is ModelKind.ZOO else []
+    return QuantizeResult(data=data.description, task=data.task, metric=metric, bits=opts.bits, groups=opts.groups,
+                          float_test=float(results["float"]), quant_test=float(results["quant"]),
+                          calibration=report.describe_calibration(), energy=energy,
                           weight_bytes={"float": _weight_bytes(model, report.layers),
-                                        "int8": _weight_bytes(qmodel, report.layers)},
+                                        "quant": _weight_bytes(qmodel, report.layers)},
                           seconds=seconds, output=str(out), report=report.to_json(), notes=notes)
 
 
@@ -140,23 +148,24 @@ def render(res: QuantizeResult, out: Output | Any) -> None:
 
     out = Output.of(out)
     show = (lambda v: f"{v:.2f} dB") if res.metric == "psnr" else (lambda v: f"{100 * v:.2f}%")
-    t = Table(title="int8 quantisation", show_header=True)
-    for col in ("", "float", "int8"):
+    width = f"int{res.bits}" + (f", {res.groups} grids per layer" if res.groups > 1 else "")
+    t = Table(title=f"{width} quantisation", show_header=True)
+    for col in ("", "float", f"int{res.bits}"):
         t.add_column(col, justify="right" if col else "left")
-    t.add_row(f"test {res.metric}", show(res.float_test), show(res.int8_test))
-    t.add_row("energy pJ (fp32; int8 adder layers)", f"{res.energy['float']['energy_pj']:,.0f}",
-              f"{res.energy['int8']['energy_pj']:,.0f}")
-    t.add_row("quantised layers' weight bytes", f"{res.weight_bytes['float']:,}", f"{res.weight_bytes['int8']:,}")
+    t.add_row(f"test {res.metric}", show(res.float_test), show(res.quant_test))
+    t.add_row(f"energy pJ (fp32; int{res.bits} adder layers)", f"{res.energy['float']['energy_pj']:,.0f}",
+              f"{res.energy['quant']['energy_pj']:,.0f}")
+    t.add_row("quantised layers' weight bytes", f"{res.weight_bytes['float']:,}", f"{res.weight_bytes['quant']:,}")
     out.print(f"data: {res.data}")
     out.print(f"calibration: {res.calibration} (training split)")
     out.print(t)
     for note in res.notes:                   # next to the accuracy it explains
         out.note(note)
-    delta = res.int8_test - res.float_test
-    out.print(f"int8 - float: {delta:+.2f} dB" if res.metric == "psnr" else
-              f"int8 - float: {100 * delta:+.2f} points")
-    out.print(f"energy int8/float: {res.energy['ratio']:.3f} ({res.energy['int8']['int8_layers']} adder layers "
-              f"priced at int8, the rest at fp32)")
+    delta = res.quant_test - res.float_test
+    out.print(f"int{res.bits} - float: {delta:+.2f} dB" if res.metric == "psnr" else
+              f"int{res.bits} - float: {100 * delta:+.2f} points")
+    out.print(f"energy int{res.bits}/float: {res.energy['ratio']:.3f} ({res.energy['quant']['quant_layers']} adder "
+              f"layers priced at int{res.bits}, the rest at fp32)")
     for name, why in res.report["skipped"].items():
         out.note(f"{name}: {why}")
     for note in res.report["notes"]:
