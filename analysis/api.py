@@ -140,6 +140,11 @@ def analyze(model: nn.Module | str | Path, input_shape: tuple[int, ...] | None =
                    accumulator=accumulator)
     if notes:
         report = dataclasses.replace(report, source_notes=notes)
+    if counts.frontend == "onnx":      # BatchNorm as the graph holds it: counted, or folded by the exporter
+        from .onnx_frontend import norm_convention
+
+        report = dataclasses.replace(report, conventions=tuple(
+            norm_convention(counts) if c.startswith("BatchNorm") else c for c in report.conventions))
     if engine != "arithmetic":
         from .dataflow import with_dataflow
 

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["Dataflow", "check_engine", "with_dataflow", "BITS"]
 
 #: Operand and accumulator widths handed to ZigZag (its memory traffic is counted in bits).
-BITS: dict[str, int] = {"int8": 8, "int16": 16, "int32": 32, "fp16": 16, "bf16": 16, "fp32": 32}
+BITS: dict[str, int] = {**{f"int{n}": n for n in range(4, 9)}, "int16": 16, "int32": 32, "fp16": 16, "bf16": 16,
+                        "fp32": 32}
 
 
 @dataclass(frozen=True)

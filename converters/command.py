@@ -210,7 +210,8 @@ def run_verify(opts: VerifyOptions, out: Output | Console | None = None) -> int:
         out.note(note)
     for c in result.integer:   # a quantised model: its integer core, exactly
         out.line(f"batch {c.batch}: {c.nodes} integer adder nodes, int32 sums different {c.sums_different} of "
-                 f"{c.sums_checked}, uint8 codes different {c.codes_different} of {c.codes_checked}")
+                 f"{c.sums_checked}, uint8 codes different {c.codes_different} of {c.codes_checked}"
+                 + (f"; {c.grouped} nodes of layers with several grids compared end to end only" if c.grouped else ""))
     out.line(f"max relative error {result.max_rel_error:.2e}, tolerance {opts.tolerance:g}: "
              f"{'OK' if result.ok else 'FAILED'}")
     return 0 if result.ok else 1

@@ -141,3 +141,16 @@ def test_a_repeated_module_call_keeps_its_module_name():
         counts = count_onnx(_plain_export(model, shape, dynamo), shape)
         torch_counts = count_model(model, shape)
         assert {la.name: la.tally for la in counts.layers} == {la.name: la.tally for la in torch_counts.layers}
+
+
+def test_the_onnx_report_states_what_happened_to_batchnorm(tmp_path):
+    """analyze() of an ONNX file states the BatchNorm convention the graph holds, not the PyTorch one."""
+    from adderconv.analysis import analyze
+
+    model = adderconv.get_model("resnet20").eval()
+    path = tmp_path / "resnet20.onnx"
+    path.write_bytes(_project_export(model, (1, 3, 32, 32)).SerializeToString())
+    onnx_report, torch_report = analyze(str(path)), analyze(model, (1, 3, 32, 32))
+    norm = [c for c in onnx_report.conventions if c.startswith("BatchNorm")]
+    assert len(norm) == 1 and "folded" in norm[0] and "not assumed folded" not in norm[0]
+    assert [c for c in torch_report.conventions if c.startswith("BatchNorm")][0].endswith("cannot be folded)")

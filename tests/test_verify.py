@@ -80,3 +80,21 @@ def test_messages_name_parameters_not_flags(zoo_file):
         verify_onnx(zoo_file, load_seeded("resnet20_adder"), (1, 3, 16, 16))
     assert "--" not in str(e.value)
     assert np.isfinite(verify_onnx(zoo_file, load_seeded("resnet20_adder"), (2, 3, 32, 32)).max_rel_error)
+
+
+def test_a_model_with_group_grids_verifies_end_to_end_and_says_which_nodes_were_not_paired(tmp_path):
+    """A layer with several grids runs one integer node per group: the exact node-by-node check pairs one node
+    with one layer, so those nodes are counted as compared end to end (issue 26), and the outputs still are."""
+    import adderconv
+    from adderconv import AdderConv2d
+
+    torch.manual_seed(0)
+    float_net = nn.Sequential(AdderConv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 8 * 8, 4)).eval()
+    q = adderconv.quantize(float_net, torch.randn(16, 3, 8, 8), bits=6, groups=2)
+    path = tmp_path / "grouped.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_onnx(q, path, (1, 3, 8, 8))
+    result = verify_onnx(path, q)
+    assert result.ok and not result.input_independent
+    assert result.integer and all(c.nodes == 0 and c.grouped == 2 for c in result.integer)
