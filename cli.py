@@ -72,6 +72,10 @@ InputShape = Annotated[Optional[str], typer.Option("--input-shape", "-s", help="
 Arch = Annotated[Optional[str], typer.Option("--arch", help="Architecture for a state dict: zoo name, torchvision:NAME "
                                                             "or module:factory.")]
 Trust = Annotated[bool, typer.Option("--trust", help="Allow loading pickles/TorchScript/.pt2 (they can run code).")]
+Bits = Annotated[int, typer.Option("--bits", help="Code width, 4..8: codes on 0..2^bits-1 (the uint8 SAD kernels "
+                                                    "serve every width).")]
+Groups = Annotated[int, typer.Option("--groups", help="Grids per layer: output channels grouped by weight range, "
+                                                      "each group its own scale (the input requantised per group).")]
 Data = Annotated[str, typer.Option("--data", help="Data: digits (built in), fashion-mnist (Debian's "
                                   "dataset-fashion-mnist package), mnist:DIR (idx files, .gz or not), cifar10:DIR, "
                                   "imagefolder:DIR, sr:DIR, sr:skimage, or a directory of one of those. Train/val "
@@ -292,6 +296,9 @@ def finetune_cmd(
                                                        "(measured on SR nets, see the README).")] = 1.0,
     kd_alpha: Annotated[float, typer.Option(help="Weight of the distillation term (0: none).")] = 0.5,
     kd_temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 4.0,
+    bits: Annotated[Optional[int], typer.Option("--bits", help="Train through int<bits> fake quantisation (4..8) "
+                                                "and write the quantised model (as quantize --bits).")] = None,
+    groups: Groups = 1,
     input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
     convert: Annotated[bool, typer.Option(help="Convert a CNN MODEL to an AdderNet first (by the policy "
                                                "options).")] = True,
@@ -315,7 +322,7 @@ def finetune_cmd(
 
     train = TrainSettings(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                           eta=eta, adder_lr_scale=adder_lr_scale, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
-                          seed=seed, device=device, amp=amp, num_workers=num_workers)
+                          seed=seed, device=device, amp=amp, num_workers=num_workers, bits=bits, groups=groups)
     opts = FinetuneOptions(model=model, data=data, teacher=teacher, output=output, input_shape=parse_shape(input_shape),
                            arch=arch, trust=trust, convert=convert, policy=policy, resume=resume,
                            split_seed=split_seed, limit=limit, quiet=quiet, tensorboard=tensorboard,
@@ -379,10 +386,8 @@ def quantize_cmd(
     output: Annotated[str, _output("The .safetensors file to write.")],
     data: Data = "digits",
     input_shape: InputShape = None, arch: Arch = None, trust: Trust = False,
-    bits: Annotated[int, typer.Option(help="Code width, 4..8: codes on 0..2^bits-1 (the uint8 SAD kernels serve "
-                                           "every width).")] = 8,
-    groups: Annotated[int, typer.Option(help="Grids per layer: output channels grouped by weight range, each group "
-                                             "its own scale (the input requantised once per group).")] = 1,
+    bits: Bits = 8,
+    groups: Groups = 1,
     method: Annotated[str, _choice("--method", C.CALIBRATION_METHODS, "Calibration",
                                    "calibration method")] = "percentile",
     percentile: Annotated[float, typer.Option(help="Input percentile kept by --method percentile.")] = 99.99,

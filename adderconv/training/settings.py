@@ -32,7 +32,9 @@ class TrainSettings:
     multiplies the adder weights' learning rate (50 for SR nets under Adam, see the trainer's docstring);
     ``eta_relative`` scales each layer's eta by its starting RMS; ``recalibrate`` re-estimates BatchNorm
     statistics on ``calib_batches`` batches before the first epoch; ``batch_size`` is global (split over DDP
-    ranks)."""
+    ranks). ``bits`` (4..8) trains through the fake quantisation of :func:`adderconv.quant.prepare_qat` (grids
+    calibrated on ``calib_batches`` training batches, ``groups`` per layer) and ends with
+    :func:`adderconv.quantize` on those grids: the model tested and written holds the integer codes."""
 
     epochs: int = 10
     optimizer: str = "sgd"
@@ -48,6 +50,8 @@ class TrainSettings:
     warmup_epochs: int = 0
     recalibrate: bool = True
     calib_batches: int = 20
+    bits: int | None = None            # train through int<bits> fake quantisation (4..8) and write the codes
+    groups: int = 1                    # with ``bits``: grids per layer, as adderconv.quantize
     device: str = "auto"
     amp: str = "auto"
     seed: int = 0
@@ -56,6 +60,12 @@ class TrainSettings:
     def check(self) -> None:
         """Every setting in its range (one line naming all that are not); the device and AMP mode exist."""
         check_choice("optimizer", self.optimizer, TRAIN_OPTIMIZERS)
+        if self.bits is not None:
+            from ..quant.scheme import check_bits
+
+            check_bits(self.bits)
+        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
+            raise AdderconvError(f"`groups` (grids per layer) must be a positive integer, got {self.groups!r}")
         bad = []
         for name, (low, closed, high) in _RANGES.items():
             v = getattr(self, name)
@@ -81,7 +91,7 @@ _RANGES = {"epochs": (0, True, None), "batch_size": (1, True, None), "lr": (0, F
 #: recipe's fields, the run records its world size, its data (source, split and sizes) and whether it distils.
 TRAJECTORY = ("epochs", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "eta", "eta_relative",
               "kd_alpha", "kd_temperature", "warmup_epochs", "seed", "amp", "adder_lr_scale",
-              "world_size", "data", "teacher")
+              "bits", "groups", "world_size", "data", "teacher")
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -30,7 +30,8 @@ def render_result(res: FinetuneResult, console: Any) -> None:
         t.add_row("bicubic psnr", show(res.test["bicubic_psnr"]), "")
     e = res.energy or {}
     if e.get("available"):
-        rows = (("mul", "multiplications"), ("add", "additions"), ("energy_pj", f"energy pJ ({e['precision']})"))
+        rows = (("mul", "multiplications"), ("add", "additions"), ("energy_pj", f"energy pJ ({e['precision']}"
+                + (f"; int{res.settings['bits']} adder layers)" if res.settings.get("bits") else ")")))
         for key, label in rows:
             t.add_row(label, _fmt(e["student"][key]), _fmt(e["teacher"][key]) if "teacher" in e else "-")
         if "energy_ratio" in e:

@@ -61,7 +61,7 @@ __all__ = ["finetune", "FinetuneResult", "TrainingDiverged", "TrainSettings", "e
 
 # What a checkpoint written before a trajectory key existed implicitly ran with (None: it did not record it,
 # so it cannot be checked).
-_LEGACY_SETTINGS = {"adder_lr_scale": 1.0, "data": None}
+_LEGACY_SETTINGS = {"adder_lr_scale": 1.0, "data": None, "bits": None, "groups": 1}
 
 
 class TrainingDiverged(AdderconvError):
@@ -141,7 +141,10 @@ def finetune(model: nn.Module, data: DataSplit | str = "digits", *, teacher: nn.
         # One run per output directory: a second process (or a `resume` while the first still trains) is
         # refused in one line instead of interleaving its checkpoints and metrics with the first's.
         with lock_directory(out, "finetune run") if out is not None and info.is_main else contextlib.nullcontext():
-            run = _setup(model, load_data(data) if isinstance(data, str) else data, teacher, s, dev, info, out, log)
+            data = load_data(data) if isinstance(data, str) else data
+            if s.bits is not None:          # the optimizer must see the wrapped layers' parameters: wrap first
+                model = _fake_quantised(model, data, s, info)
+            run = _setup(model, data, teacher, s, dev, info, out, log)
             if s.epochs == 0:                     # evaluation only: the model is tested as it is
                 return _finish(run, energy, arch, [])
             _resume(run) if resume else _start(run)
@@ -357,9 +360,25 @@ def _save_epoch(run: _Run, epoch: int) -> None:
                                           "settings": settings, "epochs": run.history})
 
 
+def _fake_quantised(model: nn.Module, data: DataSplit, s: TrainSettings, info: DistInfo) -> nn.Module:
+    """``model`` with its adder layers training through int<bits> fake quantisation, on the grids quantize
+    chooses from the first ``calib_batches`` training batches (the same on every rank, and on a resume)."""
+    from adderconv.quant import prepare_qat
+
+    per_rank = max(s.batch_size // info.world_size, 1)
+    first = torch.arange(min(len(data.train), max(s.calib_batches, 1) * per_rank))
+    return prepare_qat(model.cpu(), loader(data.train, first, per_rank, 0), bits=s.bits, groups=s.groups)
+
+
 def _finish(run: _Run, energy: bool, arch, notes: list[str]) -> FinetuneResult:
     """Test metrics (and the teacher's), the energy comparison, and the saved model and result."""
     data = run.data
+    if run.s.bits is not None:      # the trained grids become codes, without another calibration
+        from adderconv.quant import quantize
+
+        run.model = quantize(run.model.cpu(), None, bits=run.s.bits, groups=run.s.groups).to(run.dev)
+        notes = [*notes, f"trained through int{run.s.bits} fake quantisation ({run.s.groups} grid(s) per layer); "
+                         f"the model tested and written holds the int{run.s.bits} codes"]
     test = run.evaluate(run.model, data.test, bicubic=data.task == "sr")
     teacher_test = run.evaluate(run.teacher, data.test) if run.teacher is not None else None
     result = FinetuneResult(model=run.model, history=run.history, test=test, teacher_test=teacher_test,
