@@ -18,7 +18,7 @@ if __name__ != "adderconv.analysis":   # a checkout's top level is on sys.path: 
     raise ImportError(f"import adderconv.analysis, not {__name__}: a second copy would have its own registries "
                       f"(isinstance and handle look-ups fail across copies)")
 
-import importlib
+from adderconv.lazy import lazy_getattr
 
 # name -> submodule defining it (imported on first use)
 _LAZY = {
@@ -31,12 +31,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _LAZY)
 
 
 __all__ = list(_LAZY)

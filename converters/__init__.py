@@ -14,7 +14,7 @@ if __name__ != "adderconv.converters":   # a checkout's top level is on sys.path
     raise ImportError(f"import adderconv.converters, not {__name__}: a second copy would have its own registries "
                       f"(isinstance and handle look-ups fail across copies)")
 
-import importlib
+from adderconv.lazy import lazy_getattr
 
 # name -> submodule defining it (or re-exporting it from the ground floor: blocks, swap's apply_recipe)
 _LAZY = {
@@ -26,12 +26,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _LAZY)
 
 
 def __dir__() -> list[str]:

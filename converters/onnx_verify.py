@@ -270,13 +270,7 @@ def _layer_check(onnx_path, model: nn.Module, x: torch.Tensor, name: str, feed_d
             seen.setdefault(name, out)
         return hook
 
-    hooks = [layers[n.name].register_forward_hook(keep(n.name)) for n in nodes]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    _run_hooked(model, x, [layers[n.name].register_forward_hook(keep(n.name)) for n in nodes])
     for n, g in zip(nodes, got):
         out, bias = seen.get(n.name), getattr(layers[n.name], "bias", None)
         if not isinstance(out, torch.Tensor) or out.numel() != g.size:
@@ -288,6 +282,16 @@ def _layer_check(onnx_path, model: nn.Module, x: torch.Tensor, name: str, feed_d
         check.rel_error = max(check.rel_error, relative_error(g, expected))
         check.input_dependent += bool(expected.shape[0] > 1 and np.ptp(expected, axis=0).max() > 0)
     return check
+
+
+def _run_hooked(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
+    """One forward pass of ``model`` on ``x`` with ``hooks`` recording what they watch; the hooks go after it."""
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def _integer_check(onnx_path, model: nn.Module, x: torch.Tensor, name: str, feed_dtype) -> IntegerCheck:
@@ -315,16 +319,9 @@ def _integer_check(onnx_path, model: nn.Module, x: torch.Tensor, name: str, feed
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     got = session.run([v.name for v in extra], {name: x.cpu().numpy().astype(feed_dtype)})
     seen: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_pre_hook(lambda m, args, k=k: seen.__setitem__(k, m.quantize_input(args[0]) if
-                                         args[0].dim() == 4 or args[0].dtype == torch.uint8 else
-                                         m.quantize_input(args[0][:, :, None, None])))
-             for k, m in layers.items() if isinstance(m, QuantAdderConv2d)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    _run_hooked(model, x, [m.register_forward_pre_hook(lambda m, args, k=k: seen.__setitem__(
+        k, m.quantize_input(args[0]) if args[0].dim() == 4 or args[0].dtype == torch.uint8 else
+        m.quantize_input(args[0][:, :, None, None]))) for k, m in layers.items() if isinstance(m, QuantAdderConv2d)])
     check = IntegerCheck(int(x.shape[0]), len(nodes), 0, 0, 0, 0, grouped=len(every) - len(nodes))
     for i, n in enumerate(nodes):
         layer = layers.get(n.name)
