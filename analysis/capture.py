@@ -45,7 +45,7 @@ from .counts import LayerCounts, ModelCounts
 from .handles_detection import register_torchvision
 from .handles_rnn import GATES
 from .registry import Handle, apply_handle, lookup, op_name, overrides_from
-from .tracking import LayerTracker, memory_hooks, new_layers
+from .tracking import LayerTracker, memory_hooks, new_layers, parameter_owners
 
 __all__ = ["count_ops", "in_mode", "CAPTURES", "DataDependentError"]
 
@@ -374,8 +374,9 @@ def _count(module: nn.Module, program: bool, inputs: tuple, capture: str, traini
         raise
     used = tracker.order
     kept = [layers[n] for n in used if layers[n].ops or layers[n].unsupported]
+    owners, trainable = parameter_owners(module)
     return ModelCounts(layers=kept, ignored=dict(sorted(counter.ignored.items())), frontend="pytorch",
-                       capture=capture, training=training)
+                       capture=capture, training=training, parameters=owners, trainable=trainable)
 
 
 def _run(module: nn.Module, program: Any, inputs: tuple, capture: str, training: bool, counter: _Counter,

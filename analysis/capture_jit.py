@@ -27,7 +27,7 @@ from . import handles as _handles  # noqa: F401  (fills the registry)
 from .counts import ModelCounts
 from .handles_detection import register_torchvision
 from .registry import Handle, OpKey, apply_handle, lookup
-from .tracking import memory_hooks, new_layers
+from .tracking import memory_hooks, new_layers, parameter_owners
 
 __all__ = ["count_ops_jit"]
 
@@ -163,4 +163,6 @@ def count_ops_jit(model: nn.Module, inputs: tuple, overrides: dict) -> ModelCoun
         apply_handle(layer, kind, handle, outs, named, ignored, linear=layer.name in linear)
     # Layers that only ran zero-arithmetic ops (Flatten, Dropout, Identity) are left out: views move no data.
     kept = [layers[n] for n in used if layers[n].ops or layers[n].unsupported]
-    return ModelCounts(layers=kept, ignored=dict(sorted(ignored.items())), frontend="pytorch", capture="jit")
+    owners, trainable = parameter_owners(model)
+    return ModelCounts(layers=kept, ignored=dict(sorted(ignored.items())), frontend="pytorch", capture="jit",
+                       parameters=owners, trainable=trainable)

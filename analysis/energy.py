@@ -28,13 +28,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from adderconv.counting import roll_up
 from adderconv.errors import AdderconvError
 
 from .counts import KINDS, LayerCounts, ModelCounts, Tally, additions
 from .tables import BYTES_PER_ELEMENT, PRECISIONS, PriceTable, load_table
 
-__all__ = ["LayerEnergy", "Totals", "Unit", "EnergyReport", "price", "accumulator_for", "check_widths", "CONVENTIONS",
-           "PRICINGS", "ENGINES", "ACCUMULATOR"]
+__all__ = ["LayerEnergy", "ModuleEnergy", "Totals", "Unit", "EnergyReport", "price", "accumulator_for", "check_widths",
+           "CONVENTIONS", "PRICINGS", "ENGINES", "ACCUMULATOR"]
 
 #: How accumulations are priced: ``hardware`` at the accumulator's width, ``papers`` at the operand's.
 PRICINGS: tuple[str, ...] = ("hardware", "papers")
@@ -91,6 +92,21 @@ class LayerEnergy(_MulAdd):
 
 
 @dataclass(frozen=True)
+class ModuleEnergy(_MulAdd):
+    """One module path of the model's tree with everything below it summed (fvcore's ``by_module`` roll-up):
+    counts, MACs, parameter elements and compute energy. ``type`` is the module's class where it ran ops of its
+    own (a container above the layers has ""); ``depth`` is 0 for the whole model (``""``), 1 for its children."""
+
+    name: str
+    type: str
+    depth: int
+    counts: Tally
+    macs: int
+    params: int
+    energy_pj: float
+
+
+@dataclass(frozen=True)
 class Unit:
     """One kind of processing element a model's datapath needs: a MAC (multiplier + accumulator adder) or a SAD
     unit (subtractor with absolute value + accumulator adder), at its widths, and the work it does."""
@@ -143,6 +159,26 @@ class EnergyReport:
     units: tuple[Unit, ...] = ()                   # the processing elements, most work first
     engine: str = "arithmetic"                     # see ENGINES
     dataflow: Any = None                           # with engine "zigzag": a dataflow.Dataflow
+    modules: tuple[ModuleEnergy, ...] = ()         # the module tree, depth first, the whole model ("") first
+    trainable_params: int | None = None            # parameter elements that require a gradient (None: unknown)
+
+    @property
+    def params(self) -> int:
+        """Parameter elements of the model, each parameter once (buffers are not parameters)."""
+        return self.modules[0].params if self.modules else 0
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates, adder |x - w|-accumulates included (fvcore's "flops"; see
+        :mod:`adderconv.counting`), of every op counted."""
+        return self.modules[0].macs if self.modules else 0
+
+    def module(self, name: str) -> ModuleEnergy:
+        """The roll-up of module path ``name`` (``""``: the whole model)."""
+        for m in self.modules:
+            if m.name == name:
+                return m
+        raise KeyError(f"no module named {name!r}")
 
     @property
     def main_unit(self) -> Unit | None:
@@ -248,6 +284,16 @@ def _unit_area(table: PriceTable, unit: str, p: str, acc: str, estimates: set[st
     return sum(e.value for e in entries)
 
 
+def _modules(counts: ModelCounts, layers: list[LayerEnergy]) -> tuple[ModuleEnergy, ...]:
+    """The module tree of the counts with each module's energy: one roll-up of the layers' energies, in the same
+    order (the layers, then modules that own parameters only) as the counts' own views."""
+    tallies, macs, params = counts.by_module(), counts.macs_by_module(), counts.params_by_module()
+    energy = roll_up([*((le.name, le.energy_pj) for le in layers), *((p, 0.0) for p in counts.parameters)], 0.0)
+    types = {lc.name: lc.type for lc in counts.layers}
+    return tuple(ModuleEnergy(name, types.get(name, ""), name.count(".") + 1 if name else 0, tallies[name],
+                              macs[name], params[name], energy[name]) for name in tallies)
+
+
 def price(counts: ModelCounts, *, precision: str = "fp32", table: PriceTable | None = None,
           layer_precision: Mapping[str, str] | None = None, memory: str | None = None,
           model: str = "model", input_shape: tuple[int, ...] | None = None, pricing: str = "hardware",
@@ -301,6 +347,7 @@ def price(counts: ModelCounts, *, precision: str = "fp32", table: PriceTable | N
         by_kind.setdefault(kind, (unpriced[kind], 0.0))
     totals = Totals(counts.total, sum(le.energy_pj for le in layers), sum(le.memory_pj for le in layers),
                     dict(sorted(unpriced.items())))
+    modules = _modules(counts, layers)
     order = {k: i for i, k in enumerate(KINDS)}
     return EnergyReport(model=model, input_shape=input_shape, precision=precision, table=table.name,
                         memory=memory, layers=layers, totals=totals,
@@ -309,6 +356,6 @@ def price(counts: ModelCounts, *, precision: str = "fp32", table: PriceTable | N
                         ignored=dict(counts.ignored), estimates=sorted(estimates), frontend=counts.frontend,
                         capture=counts.capture, training=counts.training, optimizer=counts.optimizer,
                         by_phase=counts.by_phase() if counts.training else {}, pricing=pricing,
-                        accumulator=accumulator,
+                        accumulator=accumulator, modules=modules, trainable_params=counts.trainable,
                         units=tuple(sorted((Unit(k[0], k[1], k[2], *v) for k, v in units.items()),
                                            key=lambda u: (-u.macs, u.label))))

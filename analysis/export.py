@@ -2,8 +2,9 @@
 
 >>> from .api import analyze
 >>> text = to_json(analyze("lenet5_bn"))
->>> json.loads(text)["schema"]
-'adderconv.energy/3'
+>>> data = json.loads(text)
+>>> data["schema"], data["params"] == data["modules"][0]["params"], data["modules"][0]["name"]
+('adderconv.energy/4', True, '')
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _dataflow(r: EnergyReport) -> dict[str, Any] | None:
 
 
 def to_dict(r: EnergyReport) -> dict[str, Any]:
-    """The report as plain data (schema ``adderconv.energy/3``)."""
+    """The report as plain data (schema ``adderconv.energy/4``)."""
     def kinds(t) -> dict[str, int]:
         return {k: t[k] for k in KINDS}
 
@@ -92,6 +93,11 @@ def to_dict(r: EnergyReport) -> dict[str, Any]:
         "units": [{"unit": u.unit, "precision": u.precision, "accumulator": u.accumulator, "um2": u.um2,
                    "macs": u.macs, "layers": u.layers} for u in r.units],
         "dataflow": _dataflow(r),
+        "params": r.params,
+        "trainable_params": r.trainable_params,
+        "macs": r.macs,
+        "modules": [{"name": m.name, "type": m.type, "depth": m.depth, **kinds(m.counts), "macs": m.macs,
+                     "params": m.params, "energy_pj": _pj(m.energy_pj)} for m in r.modules],
     }
 
 

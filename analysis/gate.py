@@ -7,7 +7,10 @@ operand and accumulator widths, memory level, engine and accelerator, and a trai
 step. It gates on every kind's count, on the energy of whichever engine produced the baseline, and on
 operators that could not be counted (a new one, or more calls of one, is a regression: work nobody priced).
 Schemas before ``/3`` counted an accumulation as an ``add`` and priced it at the operand precision (the
-papers' convention); against them ``add`` is compared as ``add + acc``.
+papers' convention); against them ``add`` is compared as ``add + acc``. From ``/4`` on, the parameter count is
+gated too (a model that grew is what a size budget in CI watches), where both reports have it; a ``/4`` run against
+an older baseline gates on what both hold. The MACs are not gated apart: they are the ``mul``/``add`` terms of
+the ``acc`` counts the gate already compares, and would report one growth twice.
 
 >>> base = {"schema": "adderconv.energy/1", "totals": {"mul": 100, "add": 100, "energy_pj": 10.0}, "layers": []}
 >>> now = {"schema": "adderconv.energy/1", "totals": {"mul": 102, "add": 100, "energy_pj": 10.0}, "layers": []}
@@ -26,12 +29,16 @@ from typing import Any
 from adderconv.errors import AdderconvError
 
 from .counts import KINDS
-from .schema import SCHEMA, SCHEMAS
+from .schema import SCHEMAS
 
 __all__ = ["GateRow", "GateResult", "compare_to_baseline", "load_baseline", "parse_increase"]
 
 ENERGIES = ("energy_pj", "memory_pj", "dataflow_pj")
-METRICS = (*KINDS, *ENERGIES, "unsupported")
+#: Figures a report of a later schema holds: gated only when both reports have them.
+ADDED = ("params",)
+METRICS = (*KINDS, *ENERGIES, *ADDED, "unsupported")
+#: Schemas that count accumulations as their own kind (``acc``); the ones before counted them as ``add``.
+_WITH_ACC = tuple(s for s in SCHEMAS if s not in ("adderconv.energy/1", "adderconv.energy/2"))
 #: What must match for two reports to be comparable, with its value in a report that does not record it.
 SAME = (("model", None), ("input_shape", None), ("precision", None), ("table", None), ("memory", None),
         ("widths", None), ("engine", "arithmetic"), ("accelerator", None))
@@ -109,6 +116,9 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     for m in (*KINDS, "energy_pj", "memory_pj"):
         if m in data["totals"]:
             _finite(data["totals"][m], f"{where}: totals.{m}")
+    for m in (*ADDED, "macs"):
+        if m in data:
+            _finite(data[m], f"{where}: {m}")
     unsupported = data.get("unsupported", {})
     if not isinstance(unsupported, dict):
         raise AdderconvError(f"{where}: 'unsupported' must be an object of operator -> calls")
@@ -168,6 +178,7 @@ def _metrics(d: dict[str, Any], legacy: bool) -> dict[str, float]:
     if d.get("dataflow"):
         out["dataflow_pj"] = float(d["dataflow"]["total_pj"])
     out["unsupported"] = float(sum((d.get("unsupported") or {}).values()))
+    out.update({m: float(d[m]) for m in ADDED if m in d})
     return out
 
 
@@ -176,8 +187,12 @@ def compare_to_baseline(current: dict[str, Any], baseline: dict[str, Any], max_i
     regresses, and so does an operator type without a handle that the baseline did not have. Reports of
     another model, shape, precision, convention or engine (or training vs inference) are refused."""
     _check_comparable(current, baseline)
-    legacy = not (current.get("schema") == baseline.get("schema") == SCHEMA)
+    legacy = not (current.get("schema") in _WITH_ACC and baseline.get("schema") in _WITH_ACC)
     base, cur = _metrics(baseline, legacy), _metrics(current, legacy)
+    for m in ADDED:                          # a figure one side lacks is not compared (nor a regression)
+        if m not in base or m not in cur:
+            base.pop(m, None)
+            cur.pop(m, None)
     rows = [GateRow("total", m, base.get(m, 0.0), cur.get(m, 0.0)) for m in METRICS
             if base.get(m) or cur.get(m) or m in ("mul", "add", "energy_pj")]
     regressions = [r for r in rows if _grew(r.baseline, r.current, max_increase)]

@@ -452,8 +452,39 @@ def norm_convention(counts: ModelCounts) -> str:
             "convolution (torch.onnx does in eval mode) costs nothing here")
 
 
+#: Inputs that hold state or quantisation constants, not parameters (PyTorch keeps them as buffers or literals):
+#: BatchNorm's running statistics, Clip's bounds, Resize's roi and scales, a pad value, QDQ scales and zero points.
+_NOT_PARAMETERS = {"BatchNormalization": (3, 4), "Clip": (1, 2), "Resize": (1, 2), "Upsample": (1,), "Pad": (2,),
+                   "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}
+_FLOATS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+                     onnx.TensorProto.DOUBLE})
+
+
+def _parameters(model: onnx.ModelProto, init_names: Collection[str], names: Sequence[str]) -> dict[str, int]:
+    """Layer name -> elements of the parameters its nodes read (``names``: each node's layer name, in graph order).
+
+    A file does not mark parameters: they are taken as the floating-point initializers the nodes read, except the
+    inputs of :data:`_NOT_PARAMETERS` and integer constants (shapes, axes). Each layer counts an initializer it reads
+    once; two layers reading one initializer count it twice, because an exporter's optimizer merges initializers of
+    equal values (a freshly initialised BatchNorm's ones and zeros, in every layer), which shared parameters of the
+    model cannot be told apart from. A BatchNorm the exporter folded into a convolution leaves the conv's bias
+    (one per channel) where the model had the BatchNorm's scale and shift (two per channel).
+    """
+    floats = {t.name: math.prod(t.dims) for t in model.graph.initializer if t.data_type in _FLOATS}
+    seen: set[tuple[str, str]] = set()
+    out: dict[str, int] = {}
+    for node, name in zip(model.graph.node, names):
+        skip = _NOT_PARAMETERS.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ()
+        for i, v in enumerate(node.input):
+            if v in floats and i not in skip and (name, v) not in seen:
+                seen.add((name, v))
+                out[name] = out.get(name, 0) + floats[v]
+    return {k: v for k, v in out.items() if v}
+
+
 def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] | None = None) -> ModelCounts:
-    """Count every node of an ONNX model's main graph, per layer and per op type."""
+    """Count every node of an ONNX model's main graph, per layer and per op type; parameters per layer as
+    :func:`_parameters` reads them."""
     where = str(model) if not isinstance(model, onnx.ModelProto) else "the ONNX model"
     if not isinstance(model, onnx.ModelProto):
         from google.protobuf.message import DecodeError
@@ -478,13 +509,16 @@ def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] |
     ignored: dict[str, int] = {}
     init_names = {t.name for t in model.graph.initializer}
     seen: dict[str, set[str]] = {}
+    names: list[str] = []                  # each node's layer name (an ignored node's too: it may read parameters)
     for node in model.graph.node:
         op = plain(node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}")
         key = node.op_type if node.domain in ("", "ai.onnx", ADDER_DOMAIN) else op
         if key in _IGNORED and node.domain in ("", "ai.onnx"):
             ignored[op] = ignored.get(op, 0) + 1
+            names.append(plain(_layer_name(node, init_names)))
             continue
         name = plain(_layer_name(node, init_names, seen))   # names from a file are data: one printable line
+        names.append(name)
         if folded_norm(node):          # a BatchNorm the exporter removed: said, not silently absent
             folded = f"{_FOLDED} {plain(node.op_type)} by the exporter)"
             ignored[folded] = ignored.get(folded, 0) + 1
@@ -505,4 +539,5 @@ def count_onnx(model: str | Path | onnx.ModelProto, input_shape: Sequence[int] |
         layer.weights += sum(math.prod(shapes[v]) for v in node.input[1:] if v in init_names)
         layer.act_in += sum(math.prod(s) for v, s in zip(node.input, ins) if s and v not in init_names)
         layer.act_out += sum(math.prod(s) for s in outs if s)
-    return ModelCounts(layers=list(layers.values()), ignored=dict(sorted(ignored.items())), frontend="onnx")
+    return ModelCounts(layers=list(layers.values()), ignored=dict(sorted(ignored.items())), frontend="onnx",
+                       parameters=_parameters(model, init_names, names))

@@ -14,6 +14,8 @@ __all__ = ["SCHEMA", "SCHEMAS"]
 #: each layer's precision came from. /3 counts accumulations as their own kind (``acc``; before, an ``add``),
 #: prices them at the accumulator's width (``pricing``, ``accumulator``, each layer's ``accumulator``), adds
 #: processing elements and their area (``units``, each layer's ``unit``/``unit_um2``) and the dataflow engine's
-#: result (``engine``, ``dataflow``). The gate reads every version.
-SCHEMA = "adderconv.energy/3"
-SCHEMAS = ("adderconv.energy/1", "adderconv.energy/2", SCHEMA)
+#: result (``engine``, ``dataflow``). /4 adds, and changes nothing else: the parameter count (``params``,
+#: ``trainable_params``), the MACs (``macs``) and the module tree (``modules``: every module path with its subtree's
+#: counts, MACs, parameters and energy). The gate reads every version.
+SCHEMA = "adderconv.energy/4"
+SCHEMAS = ("adderconv.energy/1", "adderconv.energy/2", "adderconv.energy/3", SCHEMA)

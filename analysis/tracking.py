@@ -28,13 +28,31 @@ from torch.utils._pytree import tree_flatten
 
 from .counts import LayerCounts
 
-__all__ = ["new_layers", "LayerTracker", "memory_hooks", "declared_precision"]
+__all__ = ["new_layers", "LayerTracker", "memory_hooks", "declared_precision", "parameter_owners"]
 
 
 def declared_precision(mod: Any) -> str | None:
     """A module's own ``energy_precision`` (e.g. ``"int8"`` on a quantised layer), else None."""
     p = getattr(mod, "energy_precision", None)
     return p if isinstance(p, str) else None
+
+
+def parameter_owners(model: nn.Module) -> tuple[dict[str, int], int]:
+    """(module path -> elements of the parameters it owns, trainable elements): every parameter once, at the
+    first path that names it (``named_parameters``' own rule), so a shared one counts once; buffers are not
+    parameters. Every module that owns one is listed, whether or not it runs.
+
+    >>> lin = torch.nn.Linear(2, 3)
+    >>> parameter_owners(torch.nn.Sequential(lin, torch.nn.ReLU(), lin))     # one Linear, called twice
+    ({'0': 9}, 9)
+    """
+    owners: dict[str, int] = {}
+    trainable = 0
+    for pname, p in model.named_parameters():
+        owner = pname.rpartition(".")[0]
+        owners[owner] = owners.get(owner, 0) + p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return owners, trainable
 
 
 def new_layers(model: nn.Module, program: bool = False) -> tuple[dict[str, LayerCounts], set[str]]:
@@ -49,10 +67,7 @@ def new_layers(model: nn.Module, program: bool = False) -> tuple[dict[str, Layer
             if isinstance(mod, nn.Linear):
                 linear.add(name)
         return layers, linear
-    owners: dict[str, int] = {}
-    for pname, p in model.named_parameters():
-        owner = pname.rpartition(".")[0]
-        owners[owner] = owners.get(owner, 0) + p.numel()
+    owners = parameter_owners(model)[0]
     layers[""] = LayerCounts(name="", type=type(model).__name__, weights=owners.get("", 0))
     for node in model.graph.nodes:
         for path, type_name in (node.meta.get("nn_module_stack") or {}).values():
