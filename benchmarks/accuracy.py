@@ -181,10 +181,17 @@ def _train_rate(res) -> float:
     return sum(e["images_per_s"] * e["seconds"] for e in h) / max(sum(e["seconds"] for e in h), 1e-9)
 
 
-def _fashion_data(folder: str | None, train_limit: int | None) -> DataSplit:
-    """Fashion-MNIST at LeNet's 1x32x32; the training part (a seeded random order) and validation cut to
+FASHION_NETS = {   # section: (name in the rows, zoo CNN, zoo adder for the from-scratch row, input shape)
+    "fashion": ("LeNet-5-BN", "lenet5_bn", "lenet5_bn_adder", (1, 32, 32)),
+    # 28x28 is the data's own size (no resampling); the grey channel is repeated for ResNet's 3-channel stem
+    "fashion-resnet": ("ResNet-20", "resnet20", "resnet20_adder", (3, 28, 28)),
+}
+
+
+def _fashion_data(folder: str | None, shape: tuple[int, int, int], train_limit: int | None) -> DataSplit:
+    """Fashion-MNIST at ``shape``; the training part (a seeded random order) and validation cut to
     ``train_limit`` and ``train_limit // 9`` (the full split's 9:1), the official test set whole."""
-    data = load_data(f"fashion-mnist:{folder}" if folder else "fashion-mnist", (1, 32, 32), split_seed=0)
+    data = load_data(f"fashion-mnist:{folder}" if folder else "fashion-mnist", shape, split_seed=0)
     if train_limit is None:
         return data
     n_val = max(train_limit // 9, 1)
@@ -194,56 +201,84 @@ def _fashion_data(folder: str | None, train_limit: int | None) -> DataSplit:
                    f"{len(train)} and validation to {len(val)} (--train-limit)")
 
 
-def fashion(epochs: int, kd_epochs: int, batch: int, lr: float, kd_lr: float, seed: int, train_limit: int | None,
-            bits: Sequence[int] = (8,), groups: Sequence[int] = (1,), calib_batches: int = 8,
-            folder: str | None = None) -> dict:
+def _width(bits: int, groups: int) -> str:
+    return ("int8" if bits == 8 else f"{bits}-bit") + (f", {groups} grid groups" if groups != 1 else "")
+
+
+def fashion(net: str, epochs: int, kd_epochs: int, batch: int, lr: float, kd_lr: float, seed: int,
+            train_limit: int | None, bits: Sequence[int] = (8,), groups: Sequence[int] = (1,),
+            qat_bits: Sequence[int] = (), qat_groups: Sequence[int] = (1,), qat_epochs: int = 3,
+            qat_lr: float = 0.01, scratch: bool = True, calib_batches: int = 8, folder: str | None = None) -> dict:
     from adderconv import quantize
     from adderconv.converters import Policy, convert
+    from adderconv.quant import prepare_qat
 
+    label, cnn_name, adder_name, shape = FASHION_NETS[net]
     t = time.perf_counter()
-    data = _fashion_data(folder, train_limit)
+    data = _fashion_data(folder, shape, train_limit)
     load_seconds = time.perf_counter() - t
     common = dict(batch_size=batch, seed=seed, energy=False, log=print)
     rows: list[dict] = []
 
-    def trained(name: str, model, **kw):
+    def trained(name: str, model, extra: dict | None = None, **kw):
         t = time.perf_counter()
         res = finetune(model, data, **common, **kw)
-        rows.append(_row(name, res, {"wall_seconds": time.perf_counter() - t, "train_images_per_s": _train_rate(res)}))
+        rows.append(_row(name, res, {"wall_seconds": time.perf_counter() - t, "train_images_per_s": _train_rate(res),
+                                     **(extra or {})}))
         return res
 
     torch.manual_seed(seed)
-    cnn = trained("LeNet-5-BN CNN, from scratch", get_model("lenet5_bn"), epochs=epochs, lr=lr)
+    cnn = trained(f"{label} CNN, from scratch", get_model(cnn_name), epochs=epochs, lr=lr)
     teacher = cnn.model.eval()
-    # The CLI's conversion (default policy + convert_linear: the zoo adder LeNet's layers; copied weights
+    # The CLI's conversion (default policy + convert_linear: the zoo adder net's layers; copied weights
     # rescaled to unit std), then logit KD from the trained CNN.
     student = convert(teacher, Policy(convert_linear=True, weight_init="copy_rescaled"),
-                      example_inputs=(torch.zeros(1, 1, 32, 32),))
-    converted = trained("adder LeNet-5-BN, converted from the CNN + KD", student, teacher=teacher,
+                      example_inputs=(torch.zeros(1, *shape),))
+    converted = trained(f"adder {label}, converted from the CNN + KD", student, teacher=teacher,
                         epochs=kd_epochs, lr=kd_lr)
-    torch.manual_seed(seed)
-    trained("adder LeNet-5-BN, from scratch", get_model("lenet5_bn_adder"), epochs=epochs, lr=lr)
-    # Post-training quantisation of the converted adder, calibrated on training batches. Widths below 8 and
-    # group-shared grids go through quantize(bits=, groups=) (issue 26); quantisation-aware fine-tuning rows
-    # (finetune --bits N) belong here too, once that exists: one row per (width, method).
+    if scratch:
+        torch.manual_seed(seed)
+        trained(f"adder {label}, from scratch", get_model(adder_name), epochs=epochs, lr=lr)
+    # Post-training quantisation of the converted adder at each width x group count (issue 26), calibrated on
+    # training batches; quantisation-aware fine-tuning starts from the same grids (the same calibration), so
+    # a QAT row and the PTQ row of its width and groups differ only by the fine-tuning.
     float_adder = converted.model.eval()
+    float_acc = converted.test["acc"]
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
     calib = loader(data.train, order[:calib_batches * batch], batch)
+
+    def tested(q, name: str, b: int, k: int, t: float, extra: dict) -> None:
+        acc = evaluate(q, data.test, "classify", batch, torch.device("cpu"))["acc"]
+        rows.append({"model": name, "acc": acc, "bits": b, "groups": k, "wall_seconds": time.perf_counter() - t,
+                     "gap_to_float_points": 100 * (float_acc - acc), **extra})
+
     for b in bits:
         for k in groups:
             t = time.perf_counter()
-            q = quantize(float_adder, calib, **({"bits": b} if b != 8 else {}), **({"groups": k} if k != 1 else {}))
-            acc = evaluate(q, data.test, "classify", batch, torch.device("cpu"))["acc"]
-            name = f"converted adder, {'int8' if b == 8 else f'{b}-bit'} post-training" + \
-                (f", {k} grid groups" if k != 1 else "")
-            rows.append({"model": name, "acc": acc, "bits": b, "groups": k, "epochs": 0,
-                         "wall_seconds": time.perf_counter() - t, "train_images_per_s": None,
-                         "gap_to_float_points": 100 * (converted.test["acc"] - acc)})
+            q = quantize(float_adder, calib, bits=b, groups=k)
+            tested(q, f"converted adder, {_width(b, k)} post-training", b, k, t,
+                   {"method": "PTQ", "epochs": 0, "train_images_per_s": None})
+    for b in qat_bits:
+        for k in qat_groups:
+            # The converted adder's fine-tuning again (the same finetune, KD from the CNN, adaptive LR), through
+            # the fake-quantised grids; quantize then reuses the trained grids (no second calibration).
+            t = time.perf_counter()
+            res = finetune(prepare_qat(float_adder, calib, bits=b, groups=k), data, teacher=teacher,
+                           epochs=qat_epochs, lr=qat_lr, **common)
+            q = quantize(res.model.eval(), None, bits=b, groups=k)
+            tested(q, f"converted adder, {_width(b, k)} QAT (+{qat_epochs} ep KD)", b, k, t,
+                   {"method": "QAT", "epochs": len(res.history), "train_images_per_s": _train_rate(res),
+                    "fake_quant_acc": res.test["acc"], "final_train_loss": res.history[-1]["train_loss"],
+                    "train_seconds": sum(e["seconds"] for e in res.history)})
     base = rows[0]["acc"]
     for r in rows:
         r["gap_points"] = 100 * (base - r["acc"])
-    settings = {"data": data.description, "load_seconds": load_seconds, "epochs": epochs, "kd_epochs": kd_epochs,
+    settings = {"net": f"{label} ({cnn_name} / {adder_name}), input {'x'.join(map(str, shape))}",
+                "data": data.description, "load_seconds": load_seconds, "epochs": epochs, "kd_epochs": kd_epochs,
                 "batch": batch, "lr": lr, "kd_lr": kd_lr, "seed": seed, "train_limit": train_limit,
+                "bits": list(bits), "groups": list(groups), "qat_bits": list(qat_bits),
+                "qat_groups": list(qat_groups), "qat_epochs": qat_epochs, "qat_lr": qat_lr,
+                "qat": "prepare_qat on the PTQ calibration's grids, KD from the CNN, then quantize(bits, groups)",
                 "calibration": f"{calib_batches} training batches of {batch}, percentile 99.99",
                 "momentum": 0.9, "weight_decay": 5e-4, "eta": 0.2, "kd_alpha": 0.5, "kd_temperature": 4.0,
                 "schedule": "cosine per step", "test": "official test set (t10k), 10,000 images"}
@@ -261,7 +296,7 @@ def _print_table(title: str, rows: list[dict], cols: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", default=["digits", "sr", "throughput"],
-                    choices=["digits", "sr", "throughput", "fashion"])
+                    choices=["digits", "sr", "throughput", *FASHION_NETS])
     ap.add_argument("--epochs", type=int, default=15,
                     help="digits, fashion: epochs of the CNN and the adder from scratch")
     ap.add_argument("--kd-epochs", type=int, default=15, help="digits, fashion: epochs of the converted + KD runs")
@@ -269,8 +304,20 @@ def main() -> None:
                     help="fashion: training images (a seeded random subset of the 54,000; validation 1/9 of it)")
     ap.add_argument("--fashion-dir", default=None, help="fashion: a folder of Fashion-MNIST idx files "
                     "(default: Debian's dataset-fashion-mnist)")
-    ap.add_argument("--bits", type=int, nargs="+", default=[8], help="fashion: post-training code widths")
-    ap.add_argument("--groups", type=int, nargs="+", default=[1], help="fashion: grid groups per layer")
+    ap.add_argument("--bits", type=int, nargs="+", default=[8, 6, 4], help="fashion*: post-training code widths")
+    ap.add_argument("--groups", type=int, nargs="+", default=[1, 2, 4], help="fashion*: grid groups per layer")
+    ap.add_argument("--qat-bits", type=int, nargs="*", default=[6, 4],
+                    help="fashion: widths of the quantisation-aware fine-tuning rows")
+    ap.add_argument("--qat-groups", type=int, nargs="+", default=[1, 4], help="fashion: grid groups of the QAT rows")
+    ap.add_argument("--qat-epochs", type=int, default=3, help="fashion: epochs of each QAT fine-tuning")
+    ap.add_argument("--qat-lr", type=float, default=0.01, help="fashion*: LR of the QAT fine-tuning")
+    ap.add_argument("--resnet-epochs", type=int, default=3, help="fashion-resnet: epochs of the CNN")
+    ap.add_argument("--resnet-kd-epochs", type=int, default=3, help="fashion-resnet: epochs of the converted + KD run")
+    ap.add_argument("--resnet-train-limit", type=int, default=10000, help="fashion-resnet: training images")
+    ap.add_argument("--resnet-qat-bits", type=int, nargs="*", default=[4], help="fashion-resnet: QAT widths")
+    ap.add_argument("--resnet-qat-groups", type=int, nargs="+", default=[1], help="fashion-resnet: QAT grid groups")
+    ap.add_argument("--resnet-qat-epochs", type=int, default=1, help="fashion-resnet: epochs of each QAT run")
+    ap.add_argument("--resnet-scratch", action="store_true", help="fashion-resnet: add the adder from scratch")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--kd-lr", type=float, default=0.1)
@@ -307,11 +354,20 @@ def main() -> None:
         print(f"\ntraining throughput, batch {args.tp_batch}, CPU ({tp['settings']['threads']} threads): "
               f"ResNet-20 CNN {tp['images_per_s']['resnet20']:.1f} img/s, adder ResNet-20 "
               f"{tp['images_per_s']['resnet20_adder']:.1f} img/s (adder/CNN {tp['adder_over_cnn']:.3f})")
+    cols = ["acc", "gap_points", "gap_to_float_points", "epochs", "wall_seconds", "train_images_per_s"]
     if "fashion" in args.only:
-        out["fashion"] = fashion(args.epochs, args.kd_epochs, args.batch, args.lr, args.kd_lr, args.seed,
-                                 args.train_limit, args.bits, args.groups, folder=args.fashion_dir)
-        _print_table(f"Fashion-MNIST ({out['fashion']['settings']})", out["fashion"]["rows"],
-                     ["acc", "gap_points", "gap_to_float_points", "epochs", "wall_seconds", "train_images_per_s"])
+        out["fashion"] = fashion("fashion", args.epochs, args.kd_epochs, args.batch, args.lr, args.kd_lr, args.seed,
+                                 args.train_limit, args.bits, args.groups, args.qat_bits, args.qat_groups,
+                                 args.qat_epochs, args.qat_lr, folder=args.fashion_dir)
+        _print_table(f"Fashion-MNIST ({out['fashion']['settings']})", out["fashion"]["rows"], cols)
+    if "fashion-resnet" in args.only:
+        out["fashion_resnet"] = fashion("fashion-resnet", args.resnet_epochs, args.resnet_kd_epochs, args.batch,
+                                        args.lr, args.kd_lr, args.seed, args.resnet_train_limit, args.bits,
+                                        args.groups, args.resnet_qat_bits, args.resnet_qat_groups,
+                                        args.resnet_qat_epochs, args.qat_lr, scratch=args.resnet_scratch,
+                                        folder=args.fashion_dir)
+        _print_table(f"Fashion-MNIST, ResNet-20 ({out['fashion_resnet']['settings']})", out["fashion_resnet"]["rows"],
+                     cols)
     if args.json:
         write_json(args.json, out)
         print(f"wrote {args.json}")
