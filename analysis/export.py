@@ -18,7 +18,7 @@ from .counts import KINDS
 from .energy import EnergyReport
 from .gate import GateResult
 from .mermaid import energy_chart, what_grew
-from .render import fmt_area, fmt_count, fmt_energy
+from .render import fmt_area, fmt_count, fmt_energy, fmt_params
 from .schema import SCHEMA, SCHEMAS
 
 __all__ = ["SCHEMA", "SCHEMAS", "to_dict", "to_json", "to_markdown"]
@@ -110,13 +110,28 @@ def to_json(r: EnergyReport) -> str:
                              f"check the price list and `energy_scale`") from None
 
 
+#: How deep the Markdown module table goes (a PR comment stays short; the JSON and HTML hold every module).
+MARKDOWN_DEPTH = 2
+
+
+def _modules_markdown(r: EnergyReport) -> list[str]:
+    rows = [m for m in r.modules if m.depth <= MARKDOWN_DEPTH]
+    if not rows:
+        return []
+    return ["", f"| module (depth <= {MARKDOWN_DEPTH}, sums of everything below) | params | MACs | mul / add | "
+                "energy |", "|---|---:|---:|---:|---:|",
+            *(f"| {'&nbsp;&nbsp;' * m.depth}{code(m.name or '(model)')} | {m.params:,} | {fmt_count(m.macs)} | "
+              f"{fmt_count(m.mul)} / {fmt_count(m.add)} | {fmt_energy(m.energy_pj)} |" for m in rows)]
+
+
 def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: int = 10,
                 baseline: dict[str, Any] | None = None, gate: GateResult | None = None) -> str:
-    """A compact Markdown report (totals, optional comparison, a Mermaid chart, top layers, notes) for a PR
-    comment; with ``gate`` (the check against ``baseline``) a "what grew" section comes first."""
+    """A compact Markdown report (totals, optional comparison, a Mermaid chart, top layers, the module tree to
+    :data:`MARKDOWN_DEPTH`, notes) for a PR comment; with ``gate`` (the check against ``baseline``) a "what grew"
+    section comes first."""
     shape = "x".join(map(str, r.input_shape)) if r.input_shape else "from file"
     out = [f"### Energy: {code(r.model)} ({shape}, {r.precision}, {markdown(r.table)})", "",
-           f"_{r.widths}; engine {r.engine}_", "",
+           f"_{r.widths}; engine {r.engine}_", "", f"{fmt_params(r)}, {fmt_count(r.macs)} MACs", "",
            "| kind | count | energy |", "|---|---:|---:|"]
     for kind, (n, pj) in r.by_kind.items():
         out.append(f"| {kind} | {fmt_count(n)} | {'unpriced' if kind in r.totals.unpriced else fmt_energy(pj)} |")
@@ -138,6 +153,7 @@ def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: in
                        fmt_count)]
         if compare.main_unit and r.main_unit and compare.main_unit.um2 and r.main_unit.um2:
             pairs.append(("PE area", compare.main_unit.um2, r.main_unit.um2, fmt_area))
+        pairs += [("MACs", compare.macs, r.macs, fmt_count), ("parameters", compare.params, r.params, fmt_count)]
         for label, a, b, fmt in pairs:
             out.append(f"| {label} | {fmt(a)} | {fmt(b)} | {b / a:.3f}x |" if a else
                        f"| {label} | 0 | {fmt(b)} | new |")
@@ -147,6 +163,7 @@ def to_markdown(r: EnergyReport, *, compare: EnergyReport | None = None, top: in
     out += ["", "| layer | type | mul | add | energy |", "|---|---|---:|---:|---:|"]
     out += [f"| {code(le.name or '(model)')} | {markdown(le.type)} | {fmt_count(le.mul)} | {fmt_count(le.add)} | "
             f"{fmt_energy(le.energy_pj)} |" for le in layers]
+    out += _modules_markdown(r)
     if r.dataflow is not None:
         res = r.dataflow.result
         levels = list(res.memory_pj)

@@ -23,7 +23,7 @@ from .counts import KINDS, additions
 from .energy import EnergyReport, LayerEnergy
 from .figures import class_chart, layer_chart, memory_chart, require_matplotlib
 from .layer_views import align, class_split, layer_label, mixed_precision
-from .render import fmt_area, fmt_count, fmt_energy
+from .render import fmt_area, fmt_count, fmt_energy, trainable_note
 
 __all__ = ["to_html"]
 
@@ -47,6 +47,7 @@ th,td{padding:3px 10px;border-bottom:1px solid #e6e9ee;text-align:left;white-spa
 td.n,th.n{text-align:right}th{background:#f0f2f5;position:sticky;top:0}
 table.sortable th{cursor:pointer}table.sortable th:hover{background:#e2e6eb}
 tr.miss td{color:#8a94a0}code{font-size:13px}
+details>summary{cursor:pointer;font-weight:600;margin:4px 0}
 .caption{color:#5b6775;font-size:12px;margin:4px 0 0}
 """
 
@@ -86,7 +87,9 @@ def _header(r: EnergyReport, compare: EnergyReport | None, title: str | None) ->
 
 def _cards(r: EnergyReport, compare: EnergyReport | None) -> str:
     cards = [(fmt_energy(r.totals.energy_pj), f"compute energy, {r.model}"),
-             (fmt_count(r.totals.mul), "multiplications"), (fmt_count(r.totals.add), "additions")]
+             (fmt_count(r.totals.mul), "multiplications"), (fmt_count(r.totals.add), "additions"),
+             (fmt_count(r.macs), "MACs (multiply- or |x - w|-accumulates)"),
+             (f"{r.params:,}", "parameters" + trainable_note(r))]
     if r.memory:
         cards.append((fmt_energy(r.totals.memory_pj), f"memory energy ({r.memory})"))
     if compare is not None:
@@ -219,6 +222,23 @@ def _layers(r: EnergyReport, compare: EnergyReport | None) -> str:
             f"<tbody>{body}</tbody></table><p class=\"caption\">{note}</p></div>")
 
 
+def _modules(r: EnergyReport) -> str:
+    """The module tree as an indented table (every module path under its parent, sums of its subtree), folded in
+    a ``<details>`` element: no script needed."""
+    if not r.modules:
+        return ""
+    rows = []
+    for m in r.modules:
+        name = f'<td style="padding-left:{10 + 18 * m.depth}px"><code>{_esc(m.name or "(model)")}</code></td>'
+        rows.append(f'<tr>{name}<td>{_esc(m.type)}</td>{_num(m.params, f"{m.params:,}")}'
+                    f"{_num(m.macs, fmt_count(m.macs))}{_num(m.mul, fmt_count(m.mul))}{_num(m.add, fmt_count(m.add))}"
+                    f"{_num(m.energy_pj, fmt_energy(m.energy_pj))}{_num(r.share(m), f'{r.share(m):.1%}')}</tr>")
+    heads = "".join(f'<th class="n">{h}</th>' for h in ("params", "MACs", "mul", "add", "energy", "share"))
+    return (f'<h2>Modules</h2><div class="panel"><details open><summary>{len(r.modules)} modules of '
+            f"{_esc(r.model)}, each with the sums of everything below it</summary><table><thead><tr><th>module</th>"
+            f"<th>type</th>{heads}</tr></thead><tbody>{''.join(rows)}</tbody></table></details></div>")
+
+
 def _dataflow(models: Sequence[EnergyReport]) -> str:
     """ZigZag's energy per memory level, latency and utilisation, one column per model."""
     flows = [m for m in models if m.dataflow is not None]
@@ -280,8 +300,8 @@ def to_html(report: EnergyReport, *, compare: EnergyReport | None = None,
     top = [_totals(r)] + ([_comparison(r, c, more)] if c is not None else [])
     body = (_header(r, c, title) + _cards(r, c) + _coverage(models)
             + f'<div class="row">{"".join(top)}</div>' + "".join(charts)
-            + f'<div class="row">{"".join(side)}{_classes(r)}</div>' + _dataflow(models[::-1]) + _layers(r, c)
-            + _notes(r))
+            + f'<div class="row">{"".join(side)}{_classes(r)}</div>' + _dataflow(models[::-1]) + _modules(r)
+            + _layers(r, c) + _notes(r))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
             f"<title>Energy report: {_esc(r.model)}</title><style>{_CSS}</style></head>"

@@ -12,6 +12,11 @@ model or a file (layers, operators, models, price sources) are shown as text, ne
 >>> render_report(analyze("lenet5_bn"), console, top=3)
 >>> "Totals" in console.file.getvalue()
 True
+>>> console = Console(file=io.StringIO(), width=120)
+>>> render_tree(analyze("resnet20"), console, depth=1)     # every module above depth 1 folded into its parent
+>>> rows = [line.split()[:3] for line in console.file.getvalue().splitlines() if line.startswith((" (", "   l"))]
+>>> rows[:2]
+[['(model)', '272,484', '40.81M'], ['layer1', '14,016', '14.16M']]
 """
 from __future__ import annotations
 
@@ -21,12 +26,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from adderconv.errors import AdderconvError
 from adderconv.untrusted import console as _text
 
 from .counts import KINDS, additions
 from .energy import EnergyReport
 
-__all__ = ["render_report", "render_comparison", "render_dataflow", "fmt_count", "fmt_energy", "fmt_area"]
+__all__ = ["render_report", "render_comparison", "render_dataflow", "render_tree", "fmt_count", "fmt_energy",
+           "fmt_area", "fmt_params", "trainable_note"]
 
 
 def fmt_count(n: float) -> str:
@@ -50,6 +57,17 @@ def fmt_area(um2: float | None) -> str:
     return "-" if um2 is None else f"{um2:,.0f} um^2"
 
 
+def trainable_note(r: EnergyReport) -> str:
+    """' (all trainable)', ' (1,024 trainable)', or '' where a report cannot know (an ONNX file)."""
+    t = r.trainable_params
+    return "" if t is None else " (all trainable)" if t == r.params else f" ({t:,} trainable)"
+
+
+def fmt_params(r: EnergyReport) -> str:
+    """'272,484 parameters (all trainable)': exact, as torchinfo prints them, with the trainable part."""
+    return f"{r.params:,} parameters{trainable_note(r)}"
+
+
 def _table(title: str, *columns: str, right: Sequence[int] = ()) -> Table:
     t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold", pad_edge=False)
     for i, c in enumerate(columns):
@@ -62,7 +80,8 @@ def _header(r: EnergyReport) -> str:
     front = r.frontend if r.frontend == "onnx" else f"{r.frontend} ({r.capture})"
     step = "  [bold]training step[/bold]" if r.training else ""
     return (f"[bold]{_text(r.model)}[/bold]  input {shape}  precision {r.precision}  prices {_text(r.table)}  "
-            f"front end {front}{step}\n{r.widths}; engine {r.engine}")
+            f"front end {front}{step}\n{r.widths}; engine {r.engine}\n{fmt_params(r)}; {fmt_count(r.macs)} MACs "
+            f"(multiply- or |x - w|-accumulates)")
 
 
 def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_layers: bool = False) -> None:
@@ -103,6 +122,25 @@ def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_
     if r.dataflow is not None:
         render_dataflow(r, console, top=top)
     _notes(r, console)
+
+
+def render_tree(report: EnergyReport, console: Console, *, depth: int | None = 3) -> None:
+    """The model as a tree of modules (torchinfo / ptflops style): each module path indented under its parent,
+    with the parameters, MACs, multiplications, additions and compute energy of everything below it, and its
+    share of the model's energy; modules deeper than ``depth`` (0: the whole model only; None: no limit) are
+    folded into their parents."""
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        raise AdderconvError(f"`depth` must be a whole number >= 0 (0: the whole model only), got {depth!r}")
+    r = report
+    limit = "" if depth is None else f"depth <= {depth}; "
+    t = _table(f"Modules ({limit}params, MACs, mul and add of everything below each)", "module", "type", "params",
+               "MACs", "mul", "add", "energy", "share", right=(2, 3, 4, 5, 6, 7))
+    for m in r.modules:
+        if depth is not None and m.depth > depth:
+            continue
+        t.add_row(_text("  " * m.depth + (m.name or "(model)")), _text(m.type), f"{m.params:,}", fmt_count(m.macs),
+                  fmt_count(m.mul), fmt_count(m.add), fmt_energy(m.energy_pj), f"{r.share(m):.1%}")
+    console.print(t)
 
 
 def render_dataflow(r: EnergyReport, console: Console, *, top: int = 10) -> None:
@@ -197,6 +235,8 @@ def render_comparison(before: EnergyReport, after: EnergyReport, console: Consol
         if kind == "acc":
             t.add_row("add + acc", fmt_count(before.totals.add), fmt_count(after.totals.add),
                       ratio(before.totals.add, after.totals.add))
+    t.add_row("MACs", fmt_count(before.macs), fmt_count(after.macs), ratio(before.macs, after.macs))
+    t.add_row("parameters", f"{before.params:,}", f"{after.params:,}", ratio(before.params, after.params))
     for x, y in ((before, after), *more):
         t.add_row(f"energy {x.precision}/{x.main_accumulator}", fmt_energy(x.totals.energy_pj),
                   fmt_energy(y.totals.energy_pj), ratio(x.totals.energy_pj, y.totals.energy_pj))
