@@ -20,13 +20,15 @@ alone, BatchNorm's affine is ``mul`` + ``add`` with no ``acc``: none is a MAC. T
 handle builds and the result travels with it through ``+`` and ``*`` (:attr:`Tally.macs`), never to a sum:
 fused ops add terms whose extras would otherwise pair up (``nn.MultiheadAttention``'s fast path adds its
 projections' biases (``acc``) to the softmax's ``mul``/``add``; an LSTM adds its gate biases to the cell's
-products), and ``min`` over their sum would count those as MACs.
+products), and ``min`` over their sum would count those as MACs. So a handle of a fused op adds its parts as
+tallies of their own (every handle here does; a test checks each multiply-accumulate handle).
 
 >>> t = Tally(mul=3, acc=3) + Tally(add=2)
 >>> t["add"], t["acc"], t["mul"], t["div"], additions(t), t.macs
 (2, 3, 3, 0, 5, 3)
->>> (Tally(mul=4, acc=4) + Tally(acc=2, mul=5, add=5)).macs    # products + a fused op's bias and elementwise
-6
+>>> t = Tally(mul=4, acc=6) + Tally(mul=5, add=5)    # 4 products, 2 biases; then elementwise work (fused)
+>>> t.macs, macs_of(t)                                # per term, and what the rule would say of the sum
+(4, 6)
 """
 from __future__ import annotations
 
