@@ -80,8 +80,7 @@ def _header(r: EnergyReport) -> str:
     front = r.frontend if r.frontend == "onnx" else f"{r.frontend} ({r.capture})"
     step = "  [bold]training step[/bold]" if r.training else ""
     return (f"[bold]{_text(r.model)}[/bold]  input {shape}  precision {r.precision}  prices {_text(r.table)}  "
-            f"front end {front}{step}\n{r.widths}; engine {r.engine}\n{fmt_params(r)}; {fmt_count(r.macs)} MACs "
-            f"(multiply- or |x - w|-accumulates)")
+            f"front end {front}{step}\n{r.widths}; engine {r.engine}\n{fmt_params(r)}; {fmt_count(r.macs)} MACs")
 
 
 def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_layers: bool = False) -> None:
@@ -177,6 +176,8 @@ def _notes(r: EnergyReport, console: Console) -> None:
         console.print(f"- {_text(line)}", highlight=False)
     for line in r.conventions:
         console.print(f"- {line}")
+    console.print("- MACs: products or |x - w| terms accumulated (fvcore's \"flops\"); a bias, BatchNorm or "
+                  "softmax is not one")
     if r.training:
         phases = ", ".join(f"{ph} {fmt_count(t['mul'])} mul / {fmt_count(t['add'])} add"
                            for ph, t in r.by_phase.items())
