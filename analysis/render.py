@@ -32,8 +32,8 @@ from adderconv.untrusted import console as _text
 from .counts import KINDS, additions
 from .energy import EnergyReport
 
-__all__ = ["render_report", "render_comparison", "render_dataflow", "render_tree", "fmt_count", "fmt_energy",
-           "fmt_area", "fmt_params", "trainable_note"]
+__all__ = ["render_report", "render_comparison", "render_dataflow", "render_tree", "check_depth", "fmt_count",
+           "fmt_energy", "fmt_area", "fmt_params", "trainable_note"]
 
 
 def fmt_count(n: float) -> str:
@@ -123,13 +123,18 @@ def render_report(report: EnergyReport, console: Console, *, top: int = 10, all_
     _notes(r, console)
 
 
+def check_depth(depth: int | None) -> None:
+    """A tree depth is a whole number >= 0 or None (checked before any model is read)."""
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        raise AdderconvError(f"`depth` must be a whole number >= 0 (0: the whole model only), got {depth!r}")
+
+
 def render_tree(report: EnergyReport, console: Console, *, depth: int | None = 3) -> None:
     """The model as a tree of modules (torchinfo / ptflops style): each module path indented under its parent,
     with the parameters, MACs, multiplications, additions and compute energy of everything below it, and its
     share of the model's energy; modules deeper than ``depth`` (0: the whole model only; None: no limit) are
     folded into their parents."""
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-        raise AdderconvError(f"`depth` must be a whole number >= 0 (0: the whole model only), got {depth!r}")
+    check_depth(depth)
     r = report
     limit = "" if depth is None else f"depth <= {depth}; "
     t = _table(f"Modules ({limit}params, MACs, mul and add of everything below each)", "module", "type", "params",
