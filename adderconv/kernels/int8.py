@@ -51,7 +51,7 @@ def extension_name() -> str:
 
 
 _EXTENSION = Extension(extension_name, SOURCES, cflags=CFLAGS, ldflags=["-fopenmp"], what="int8 adder kernels",
-                       about="about 15 s on 2 cores", kernel="int8")
+                       about="about 20 s on 2 cores", kernel="int8")
 
 
 def extension() -> ModuleType:
