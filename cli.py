@@ -172,14 +172,14 @@ def zoo_cmd() -> None:
 
 @app.command("build-kernels")
 def build_kernels_cmd(
-    kernel: Annotated[Optional[list[str]], _choice("--kernel", C.KERNEL_BUILDS, "Only this kernel (repeatable; "
-                                                   "default: all)", "kernel")] = None,
+    kernels: Annotated[Optional[list[str]], _choice("--kernel", C.KERNEL_BUILDS, "Only this kernel (repeatable; "
+                                                    "default: all)", "kernel", name="kernels")] = None,
     rebuild: Annotated[bool, typer.Option(help="Compile even what the cache already holds.")] = False,
 ) -> None:
     """Compile the C++ kernels now (Docker image, CI cache), so no later command waits for a compiler."""
     from adderconv.kernels.command import BuildKernelsOptions, run_build_kernels
 
-    raise typer.Exit(run_build_kernels(BuildKernelsOptions(kernels=tuple(kernel or ()), rebuild=rebuild), _out()))
+    raise typer.Exit(run_build_kernels(BuildKernelsOptions(kernels=tuple(kernels or ()), rebuild=rebuild), _out()))
 
 
 # --- commands of the other modules register below this line (keep each 10-25 lines) ---
@@ -235,6 +235,9 @@ def energy_cmd(
     compare: Annotated[Optional[str], typer.Option(help="A second model to compare against (e.g. the CNN).")] = None,
     all_layers: Annotated[bool, typer.Option(help="List every layer in execution order.")] = False,
     top: Annotated[int, typer.Option(help="Layers shown, most energy first.")] = 10,
+    tree: Annotated[bool, typer.Option(help="Print the module tree: parameters, MACs, mul, add and energy of every "
+                                            "module (torchinfo style).")] = False,
+    depth: Annotated[int, typer.Option(help="With --tree: the deepest level shown (0: the whole model only).")] = 3,
     json_path: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON.")] = None,
     markdown_path: Annotated[Optional[str], typer.Option("--markdown", help="Write a Markdown report (PR "
                                                                              "comments).")] = None,
@@ -269,7 +272,8 @@ def energy_cmd(
     opts = EnergyOptions(
         model=model, input_shape=parse_shape(input_shape), arch=arch, trust=trust, precision=precision,
         layer_precision=parse_layer_precision(layer_precision or []), table=table, memory=memory,
-        energy_scale=energy_scale, compare=compare, all_layers=all_layers, top=top, json_path=json_path,
+        energy_scale=energy_scale, compare=compare, all_layers=all_layers, top=top, tree=tree, depth=depth,
+        json_path=json_path,
         markdown_path=markdown_path, html_path=html_path, baseline=baseline, max_increase=max_increase,
         strict=strict, capture=capture, training=training, optimizer=None if optimizer == "none" else optimizer,
         pricing=pricing, accumulator=accumulator, engine=engine, accelerator=accelerator, same_area=same_area)

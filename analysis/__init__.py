@@ -24,8 +24,9 @@ from adderconv.lazy import lazy_getattr
 _LAZY = {
     "analyze": "api", "count_model": "api", "count_ops": "capture", "KINDS": "counts", "LayerCounts": "counts",
     "ModelCounts": "counts", "OpCount": "counts", "Tally": "counts", "CONVENTIONS": "energy",
-    "EnergyReport": "energy", "LayerEnergy": "energy", "Totals": "energy", "price": "energy",
-    "render_comparison": "render", "render_report": "render", "PRECISIONS": "tables", "PriceTable": "tables",
+    "EnergyReport": "energy", "LayerEnergy": "energy", "ModuleEnergy": "energy", "Totals": "energy",
+    "price": "energy", "render_comparison": "render", "render_report": "render", "render_tree": "render",
+    "PRECISIONS": "tables", "PriceTable": "tables",
     "load_table": "tables", "register": "registry", "ignore": "registry", "Handle": "registry",
     "optimizer_tally": "training", "compare_energy": "compare",
 }

@@ -22,7 +22,7 @@ from .api import analyze
 from .energy import EnergyReport
 from .export import to_dict, to_json, to_markdown
 from .gate import GateResult, compare_to_baseline, load_baseline, parse_increase
-from .render import fmt_energy, render_comparison, render_report
+from .render import check_depth, fmt_energy, render_comparison, render_report, render_tree
 
 __all__ = ["EnergyOptions", "run_energy", "render_gate", "parse_layer_precision", "DEFAULT_PAIR"]
 
@@ -44,6 +44,8 @@ class EnergyOptions:
     compare: str | None = None
     all_layers: bool = False
     top: int = 10
+    tree: bool = False                 # the module tree (params, MACs, mul, add, energy per module)
+    depth: int = 3                     # its deepest level (0: the model only)
     json_path: str | None = None
     markdown_path: str | None = None
     baseline: str | None = None
@@ -102,6 +104,7 @@ def _validate(o: EnergyOptions, baseline: dict | None) -> None:
     if o.memory:
         prices.memory_price(o.memory)
     check_choice("capture", o.capture, CAPTURES)
+    check_depth(o.depth)
     if o.optimizer is not None:
         check_choice("optimizer", o.optimizer, COUNT_OPTIMIZERS)
     if baseline is not None and bool(baseline.get("training", False)) != o.training:
@@ -151,6 +154,8 @@ def run_energy(o: EnergyOptions, out: Output | Console) -> int:
     elif other is not None:
         render_comparison(other, report, console)
     render_report(report, console, top=o.top, all_layers=o.all_layers)
+    if o.tree:
+        render_tree(report, console, depth=o.depth)
     gate = compare_to_baseline(to_dict(report), baseline, max_increase) if baseline is not None else None
     files: dict[str, str] = {}                  # every report is made before any is written: all or none land
     if o.json_path:

@@ -137,13 +137,15 @@ def render_tree(report: EnergyReport, console: Console, *, depth: int | None = 3
     check_depth(depth)
     r = report
     limit = "" if depth is None else f"depth <= {depth}; "
-    t = _table(f"Modules ({limit}params, MACs, mul and add of everything below each)", "module", "type", "params",
-               "MACs", "mul", "add", "energy", "share", right=(2, 3, 4, 5, 6, 7))
+    t = _table(f"Modules ({limit}params, MACs and energy of everything below each; mul and add per layer are in "
+               f"the layer table)", "module (type)", "params", "MACs", "energy", "share", right=(1, 2, 3, 4))
+    for c in t.columns:                # the indentation is the tree: a folded row would break it
+        c.no_wrap = True
     for m in r.modules:
         if depth is not None and m.depth > depth:
             continue
-        t.add_row(_text("  " * m.depth + (m.name or "(model)")), _text(m.type), f"{m.params:,}", fmt_count(m.macs),
-                  fmt_count(m.mul), fmt_count(m.add), fmt_energy(m.energy_pj), f"{r.share(m):.1%}")
+        t.add_row(_text("  " * m.depth + (m.name or "(model)") + (f" ({m.type})" if m.type else "")), f"{m.params:,}",
+                  fmt_count(m.macs), fmt_energy(m.energy_pj), f"{r.share(m):.1%}")
     console.print(t)
 
 

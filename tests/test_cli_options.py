@@ -12,6 +12,7 @@ from adderconv.cli import app
 from adderconv.converters.command import ConvertOptions, ExportOptions, GraphOptions, VerifyOptions
 from adderconv.converters.policy import Policy
 from adderconv.kernels.benchmark import BenchOptions
+from adderconv.kernels.command import BuildKernelsOptions
 from adderconv.quant.command import QuantizeOptions, QuantizeResult
 from adderconv.training.command import FinetuneOptions
 from adderconv.training.settings import TrainSettings
@@ -32,7 +33,7 @@ POLICY_FLAGS = {"keep_first", "keep_last", "include", "exclude", "layer_type", "
                 "skip_depthwise", "insert_bn", "addersr", "weight_init"}
 # Commands whose flags are exactly their options dataclass's fields.
 PLAIN = {"energy": EnergyOptions, "graph": GraphOptions, "export": ExportOptions, "verify": VerifyOptions,
-         "bench": BenchOptions, "quantize": QuantizeOptions, "zoo": ZooOptions}
+         "bench": BenchOptions, "quantize": QuantizeOptions, "zoo": ZooOptions, "build-kernels": BuildKernelsOptions}
 OPTIONS = [*PLAIN.values(), ConvertOptions, FinetuneOptions, QuantizeResult]
 
 

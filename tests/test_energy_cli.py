@@ -19,7 +19,7 @@ def test_json_is_versioned_and_byte_for_byte_deterministic(energy, tmp_path):
     assert energy("lenet5_bn_adder", "--json", str(b))[0] == 0
     assert a.read_bytes() == b.read_bytes()
     data = json.loads(a.read_text())
-    assert data["schema"] == "adderconv.energy/3"
+    assert data["schema"] == "adderconv.energy/4"
     assert {"mul", "add", "energy_pj"} <= data["totals"].keys()
     layer = data["layers"][0]
     assert {"name", "type", "mul", "add", "energy_pj", "unsupported"} <= layer.keys()

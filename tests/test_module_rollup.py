@@ -272,3 +272,13 @@ def test_a_model_counts_record_without_captures():
     counts = ModelCounts([conv], parameters={"b.conv": 36, "c": 5})
     assert counts.by_module().keys() == counts.macs_by_module().keys() == counts.params_by_module().keys()
     assert counts.params_by_module() == {"": 41, "b": 36, "b.conv": 36, "c": 5}
+
+
+def test_energy_tree_on_the_command_line(run_cli):
+    code, out, err = run_cli("energy", "resnet20", "--tree", "--depth", "1")
+    assert code == 0, err
+    tree = out[out.index("Modules ("):]
+    rows = [line.split() for line in tree.splitlines() if line.strip().startswith(("(model)", "layer1"))]
+    assert [r[0] for r in rows] == ["(model)", "layer1"] and rows[0][1] == "272,484"      # depth 1: no layer1.0
+    code, _, err = run_cli("energy", "resnet20", "--tree", "--depth", "-1")
+    assert code == 2 and err.startswith("error: --depth must be"), err
