@@ -31,7 +31,6 @@ SKIP = {
     "OMP_NUM_THREADS=1 python benchmarks/accuracy.py": "a 10-19 minute benchmark run, quoted with its results",
     "adderconv finetune resnet20 --data cifar10:": "needs the CIFAR-10 batches on disk (a download; no network here)",
     "adderconv finetune cnn.safetensors --arch resnet20 --data cifar10:": "needs the CIFAR-10 batches on disk",
-    "adderconv build-kernels": "the kernels are built by the tests that use them (tests/test_kernel_cache.py)",
 }
 
 # The user's objects each snippet takes as given, keyed by the snippet's first line.
