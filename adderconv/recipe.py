@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from .blocks import build_adder
+from .conversion import RECIPE_FORMAT, REPORT_ATTR, ConversionReport
 from .errors import AdderconvError
 from .untrusted import json_loads, plain
 
@@ -65,10 +66,6 @@ def apply_recipe(model: nn.Module, recipe: str) -> nn.Module:
     >>> again.load_state_dict(net.state_dict())
     <All keys matched successfully>
     """
-    # The report's data is defined in converters/report.py, whose module imports json and dataclasses only
-    # (adderconv.converters' own __init__ imports its names lazily): no graph library, no handles.
-    from adderconv.converters.report import RECIPE_FORMAT, REPORT_ATTR, ConversionReport
-
     spec = json_loads(recipe, "the conversion recipe in the file's metadata")
     if not isinstance(spec, dict) or spec.get("format") != RECIPE_FORMAT:
         got = spec.get("format") if isinstance(spec, dict) else type(spec).__name__
