@@ -112,37 +112,36 @@ _TICK_S = 10.0   # seconds between progress lines when stderr is not a terminal
 
 
 @contextmanager
-def _progress(what: str) -> Iterator[None]:
-    """Elapsed time on stderr while the block runs: a rich status line on a terminal, else a line every 10 s
-    (a CI log or a Docker build shows the build is alive without a line per second)."""
+def _ticking(every: float, say: Callable[[float], None]) -> Iterator[None]:
+    """Call ``say(elapsed seconds)`` every ``every`` seconds from a thread while the block runs."""
     start, done = time.perf_counter(), threading.Event()
-    if sys.stderr.isatty():
-        from rich.console import Console
 
-        with Console(stderr=True).status(f"building the {what}") as status:
-            def tick() -> None:
-                while not done.wait(1.0):
-                    status.update(f"building the {what}: {time.perf_counter() - start:.0f} s")
-            thread = threading.Thread(target=tick, daemon=True)
-            thread.start()
-            try:
-                yield
-            finally:
-                done.set()
-                thread.join()
-        return
-
-    def lines() -> None:
-        while not done.wait(_TICK_S):
-            print(f"adderconv: still building the {what}: {time.perf_counter() - start:.0f} s", file=sys.stderr,
-                  flush=True)
-    thread = threading.Thread(target=lines, daemon=True)
+    def tick() -> None:
+        while not done.wait(every):
+            say(time.perf_counter() - start)
+    thread = threading.Thread(target=tick, daemon=True)
     thread.start()
     try:
         yield
     finally:
         done.set()
         thread.join()
+
+
+@contextmanager
+def _progress(what: str) -> Iterator[None]:
+    """Elapsed time on stderr while the block runs: a rich status line on a terminal, else a line every 10 s
+    (a CI log or a Docker build shows the build is alive without a line per second)."""
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"building the {what}") as status, \
+                _ticking(1.0, lambda s: status.update(f"building the {what}: {s:.0f} s")):
+            yield
+        return
+    with _ticking(_TICK_S, lambda s: print(f"adderconv: still building the {what}: {s:.0f} s", file=sys.stderr,
+                                           flush=True)):
+        yield
 
 
 def _load(name: str, sources: Sequence[Path], *, cflags: Sequence[str], ldflags: Sequence[str], what: str,
