@@ -4,13 +4,11 @@ Compute code never prints: :mod:`.command` orchestrates, these only format what 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from adderconv.io import atomic_write
+from adderconv.io import write_text
 from adderconv.untrusted import console as esc
 
 from .report import REPORT_ATTR, ConversionReport, conversion_report, kept_energy_hint
@@ -52,7 +50,5 @@ def render_savings(before, after, shape, precision: str, console: Console, *, ht
             console.print(f"note: {esc(hint)}", highlight=False)
     if html:
         from adderconv.analysis.html_report import to_html
-        with atomic_write(html) as tmp:
-            Path(tmp).write_text(to_html(reports[1], compare=reports[0], title=f"before vs after conversion{where}"),
-                                 encoding="utf-8")
+        write_text(html, to_html(reports[1], compare=reports[0], title=f"before vs after conversion{where}"))
         console.print(f"wrote {esc(html)} (before/after energy report)")

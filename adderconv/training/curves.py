@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AdderconvError
-from ..io import atomic_write
+from ..io import write_text
 
 __all__ = ["curves_html", "EpochLog", "require_tensorboard"]
 
@@ -129,8 +129,7 @@ class EpochLog:
             self._writer.flush()
         if self.out is not None:
             page = curves_html(history, metric=self.metric, teacher=self.teacher, title=self.title)
-            with atomic_write(self.out / "curves.html") as tmp:
-                Path(tmp).write_text(page, encoding="utf-8")
+            write_text(self.out / "curves.html", page)
 
     def close(self) -> None:
         if self._writer is not None:
